@@ -1,0 +1,380 @@
+//! The wire contract between host and guest (ABI version [`ABI_VERSION`]).
+//!
+//! Every value crossing the boundary is one of these types, postcard-encoded. JSON
+//! documents (input, data, payloads) travel as UTF-8 JSON text inside them, because
+//! postcard is not self-describing. The host depends on this module too, so there is
+//! exactly one definition of the wire types.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any change to the exports or to the encoding of these types.
+pub const ABI_VERSION: u32 = 1;
+
+/// Names of the module's exports.
+pub mod exports {
+    pub const MEMORY: &str = "memory";
+    /// `(len: i32) -> i32`: a block of `len` bytes the host may write a request into.
+    pub const ALLOC: &str = "switchyard_alloc";
+    /// `() -> i64`: the encoded [`super::Manifest`].
+    pub const MANIFEST: &str = "switchyard_manifest";
+    /// `(ptr: i32, len: i32) -> i64`: [`super::InitRequest`] in, [`super::Outcome`] out.
+    pub const INIT: &str = "switchyard_init";
+    /// `(ptr: i32, len: i32) -> i64`: [`super::ActionRequest`] in, [`super::Outcome`] out.
+    pub const ON_ACTION: &str = "switchyard_on_action";
+    /// `(ptr: i32, len: i32) -> i64`: [`super::EventRequest`] in, [`super::Outcome`] out.
+    pub const ON_EVENT: &str = "switchyard_on_event";
+    /// `(ptr: i32, len: i32) -> i64`: [`super::MigrateRequest`] in,
+    /// [`super::MigrateOutcome`] out.
+    pub const MIGRATE: &str = "switchyard_migrate";
+}
+
+/// Packs a response location as every entry point returns it: `ptr << 32 | len`.
+pub fn pack(ptr: u32, len: u32) -> i64 {
+    ((u64::from(ptr) << 32) | u64::from(len)) as i64
+}
+
+/// The inverse of [`pack`]: `(ptr, len)`.
+pub fn unpack(packed: i64) -> (u32, u32) {
+    let packed = packed as u64;
+    ((packed >> 32) as u32, packed as u32)
+}
+
+/// What a module declares about itself; checked by the host at deploy time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub abi: u32,
+    pub name: String,
+    pub version: u32,
+    pub states: Vec<StateDecl>,
+    pub initial_state: String,
+    pub actions: Vec<ActionDecl>,
+    /// Versions whose instances this module's `migrate` accepts.
+    pub migrates_from: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateDecl {
+    pub name: String,
+    pub description: String,
+    /// `Some` for a terminal state: the status an instance ends with there.
+    pub terminal: Option<TerminalStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TerminalStatus {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionDecl {
+    pub name: String,
+    /// The states in which the action is legal.
+    pub from: Vec<String>,
+    pub admin_only: bool,
+    pub description: String,
+}
+
+/// Facts the host gives every call, since a module cannot read a clock or randomness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    pub instance_id: String,
+    pub definition_version: u32,
+    /// Milliseconds since the Unix epoch, fixed for the whole transition.
+    pub now_ms: i64,
+    /// Pseudo-random, distinct per transition.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitRequest {
+    pub context: Context,
+    pub input: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    pub context: Context,
+    pub state: String,
+    pub data: String,
+    pub action: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRequest {
+    pub context: Context,
+    pub state: String,
+    pub data: String,
+    pub event: Event,
+}
+
+/// Something that happened outside the instance and is reported to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The event's type, e.g. `payment.settled`.
+    pub name: String,
+    /// Unique per event; the host delivers each id once.
+    pub id: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    pub context: Context,
+    pub from_version: u32,
+    pub state: String,
+    pub data: String,
+}
+
+/// The result of `init`, `on_action` and `on_event`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Accepted(Accepted),
+    Rejected(Rejection),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub state: String,
+    pub data: String,
+    pub message: Option<String>,
+}
+
+/// A refusal: a machine-readable `code` and a reason for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: String,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        Rejection { code: code.into(), reason: reason.into() }
+    }
+}
+
+/// The result of `migrate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrateOutcome {
+    Migrated { state: String, data: String },
+    Refused(Rejection),
+}
+
+/// The longest name a definition, state or action may have.
+pub const MAX_NAME_LEN: usize = 64;
+
+impl Manifest {
+    pub fn builder(name: &str, version: u32) -> ManifestBuilder {
+        ManifestBuilder(Manifest {
+            abi: ABI_VERSION,
+            name: name.into(),
+            version,
+            states: Vec::new(),
+            initial_state: String::new(),
+            actions: Vec::new(),
+            migrates_from: Vec::new(),
+        })
+    }
+
+    pub fn state(&self, name: &str) -> Option<&StateDecl> {
+        self.states.iter().find(|state| state.name == name)
+    }
+
+    pub fn action(&self, name: &str) -> Option<&ActionDecl> {
+        self.actions.iter().find(|action| action.name == name)
+    }
+
+    /// The actions legal in `state`, in declaration order.
+    pub fn allowed_actions<'a>(&'a self, state: &'a str) -> impl Iterator<Item = &'a ActionDecl> {
+        self.actions.iter().filter(move |action| action.from.iter().any(|from| from == state))
+    }
+
+    /// Checks everything the host relies on: a supported ABI, well-formed unique names,
+    /// a declared non-terminal initial state, and actions legal only in declared,
+    /// non-terminal states.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.abi != ABI_VERSION {
+            return Err(ManifestError::UnsupportedAbi(self.abi));
+        }
+        if !is_definition_name(&self.name) {
+            return Err(ManifestError::BadName(self.name.clone()));
+        }
+        if self.version == 0 {
+            return Err(ManifestError::ZeroVersion);
+        }
+        if self.states.is_empty() {
+            return Err(ManifestError::NoStates);
+        }
+        for (idx, state) in self.states.iter().enumerate() {
+            if !is_symbol(&state.name) {
+                return Err(ManifestError::BadName(state.name.clone()));
+            }
+            if self.states[..idx].iter().any(|earlier| earlier.name == state.name) {
+                return Err(ManifestError::DuplicateState(state.name.clone()));
+            }
+        }
+        match self.state(&self.initial_state) {
+            None => return Err(ManifestError::UnknownInitialState(self.initial_state.clone())),
+            Some(initial) if initial.terminal.is_some() => {
+                return Err(ManifestError::TerminalInitialState(self.initial_state.clone()));
+            }
+            Some(_) => {}
+        }
+        for (idx, action) in self.actions.iter().enumerate() {
+            if !is_symbol(&action.name) {
+                return Err(ManifestError::BadName(action.name.clone()));
+            }
+            if self.actions[..idx].iter().any(|earlier| earlier.name == action.name) {
+                return Err(ManifestError::DuplicateAction(action.name.clone()));
+            }
+            if action.from.is_empty() {
+                return Err(ManifestError::ActionWithoutSource(action.name.clone()));
+            }
+            for from in &action.from {
+                let bad = |reason| ManifestError::BadActionSource {
+                    action: action.name.clone(),
+                    state: from.clone(),
+                    reason,
+                };
+                match self.state(from) {
+                    None => return Err(bad("is not declared")),
+                    Some(state) if state.terminal.is_some() => return Err(bad("is terminal")),
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(&from) = self.migrates_from.iter().find(|&&from| from == 0 || from == self.version) {
+            return Err(ManifestError::BadMigrationSource(from));
+        }
+        Ok(())
+    }
+}
+
+/// Lowercase letters, digits and `-`, starting with a letter: safe in URLs and file names.
+pub fn is_definition_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Letters, digits, `_` and `-`: state and action names.
+pub fn is_symbol(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ManifestError {
+    UnsupportedAbi(u32),
+    BadName(String),
+    ZeroVersion,
+    NoStates,
+    DuplicateState(String),
+    UnknownInitialState(String),
+    TerminalInitialState(String),
+    DuplicateAction(String),
+    ActionWithoutSource(String),
+    BadActionSource { action: String, state: String, reason: &'static str },
+    BadMigrationSource(u32),
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ManifestError::UnsupportedAbi(abi) => {
+                write!(f, "manifest: ABI version {abi} is not supported (this host speaks {ABI_VERSION})")
+            }
+            ManifestError::BadName(name) => write!(
+                f,
+                "manifest: {name:?} is not a valid name (definitions: lowercase letters, digits and '-'; \
+                 states and actions: letters, digits, '_' and '-'; at most {MAX_NAME_LEN} bytes)"
+            ),
+            ManifestError::ZeroVersion => write!(f, "manifest: version must be a positive integer"),
+            ManifestError::NoStates => write!(f, "manifest: declares no states"),
+            ManifestError::DuplicateState(name) => write!(f, "manifest: state {name:?} is declared twice"),
+            ManifestError::UnknownInitialState(name) => {
+                write!(f, "manifest: initial state {name:?} is not declared")
+            }
+            ManifestError::TerminalInitialState(name) => {
+                write!(f, "manifest: initial state {name:?} is terminal")
+            }
+            ManifestError::DuplicateAction(name) => write!(f, "manifest: action {name:?} is declared twice"),
+            ManifestError::ActionWithoutSource(name) => {
+                write!(f, "manifest: action {name:?} is legal in no state")
+            }
+            ManifestError::BadActionSource { action, state, reason } => {
+                write!(f, "manifest: action {action:?} is legal in state {state:?}, which {reason}")
+            }
+            ManifestError::BadMigrationSource(version) => {
+                write!(f, "manifest: cannot migrate from version {version}")
+            }
+        }
+    }
+}
+
+/// Builds a [`Manifest`]; see the crate example.
+#[derive(Debug)]
+pub struct ManifestBuilder(Manifest);
+
+impl ManifestBuilder {
+    /// A non-terminal state.
+    pub fn state(self, name: &str, description: &str) -> Self {
+        self.push_state(name, description, None)
+    }
+
+    /// A terminal state, where an instance ends with `status`.
+    pub fn terminal(self, name: &str, status: TerminalStatus, description: &str) -> Self {
+        self.push_state(name, description, Some(status))
+    }
+
+    pub fn initial(mut self, name: &str) -> Self {
+        self.0.initial_state = name.into();
+        self
+    }
+
+    /// An action any client may trigger in the `from` states.
+    pub fn action(self, name: &str, from: &[&str], description: &str) -> Self {
+        self.push_action(name, from, description, false)
+    }
+
+    /// An action only admins may trigger.
+    pub fn admin_action(self, name: &str, from: &[&str], description: &str) -> Self {
+        self.push_action(name, from, description, true)
+    }
+
+    /// Declares that `migrate` accepts instances of `version`.
+    pub fn migrates_from(mut self, version: u32) -> Self {
+        self.0.migrates_from.push(version);
+        self
+    }
+
+    pub fn build(self) -> Manifest {
+        self.0
+    }
+
+    fn push_state(mut self, name: &str, description: &str, terminal: Option<TerminalStatus>) -> Self {
+        self.0.states.push(StateDecl { name: name.into(), description: description.into(), terminal });
+        self
+    }
+
+    fn push_action(mut self, name: &str, from: &[&str], description: &str, admin_only: bool) -> Self {
+        self.0.actions.push(ActionDecl {
+            name: name.into(),
+            from: from.iter().map(|&state| state.into()).collect(),
+            admin_only,
+            description: description.into(),
+        });
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

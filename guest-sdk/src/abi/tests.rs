@@ -1,0 +1,64 @@
+use super::*;
+
+fn valid() -> ManifestBuilder {
+    Manifest::builder("order", 1)
+        .state("NEW", "")
+        .state("PAID", "")
+        .terminal("DONE", TerminalStatus::Completed, "")
+        .initial("NEW")
+        .action("pay", &["NEW"], "")
+        .action("ship", &["PAID"], "")
+}
+
+fn check(manifest: Manifest, expect: Result<(), ManifestError>) {
+    assert_eq!(manifest.validate(), expect);
+}
+
+#[test]
+fn accepts_a_valid_manifest() {
+    check(valid().build(), Ok(()));
+}
+
+#[test]
+fn refuses_structural_mistakes() {
+    check(valid().initial("GONE").build(), Err(ManifestError::UnknownInitialState("GONE".into())));
+    check(valid().initial("DONE").build(), Err(ManifestError::TerminalInitialState("DONE".into())));
+    check(valid().state("NEW", "").build(), Err(ManifestError::DuplicateState("NEW".into())));
+    check(valid().action("pay", &["PAID"], "").build(), Err(ManifestError::DuplicateAction("pay".into())));
+    check(valid().action("noop", &[], "").build(), Err(ManifestError::ActionWithoutSource("noop".into())));
+    check(valid().migrates_from(1).build(), Err(ManifestError::BadMigrationSource(1)));
+    check(Manifest::builder("order", 0).state("A", "").initial("A").build(), Err(ManifestError::ZeroVersion));
+    check(Manifest::builder("order", 1).build(), Err(ManifestError::NoStates));
+}
+
+#[test]
+fn refuses_actions_from_undeclared_or_terminal_states() {
+    let from_terminal = valid().action("reopen", &["DONE"], "").build();
+    assert!(matches!(from_terminal.validate(), Err(ManifestError::BadActionSource { reason: "is terminal", .. })));
+    let from_nowhere = valid().action("jump", &["LIMBO"], "").build();
+    assert!(matches!(from_nowhere.validate(), Err(ManifestError::BadActionSource { reason: "is not declared", .. })));
+}
+
+#[test]
+fn refuses_unsafe_names() {
+    for name in ["", "Order", "1order", "or der", "order/x", &"a".repeat(MAX_NAME_LEN + 1)] {
+        let mut manifest = valid().build();
+        manifest.name = name.into();
+        assert_eq!(manifest.validate(), Err(ManifestError::BadName(name.into())), "{name:?}");
+    }
+    check(valid().state("a b", "").build(), Err(ManifestError::BadName("a b".into())));
+    check(valid().action("x/y", &["NEW"], "").build(), Err(ManifestError::BadName("x/y".into())));
+}
+
+#[test]
+fn allowed_actions_follow_declaration_order() {
+    let manifest = valid().action("cancel", &["NEW", "PAID"], "").build();
+    let names: Vec<_> = manifest.allowed_actions("NEW").map(|action| action.name.as_str()).collect();
+    assert_eq!(names, ["pay", "cancel"]);
+}
+
+#[test]
+fn pack_round_trips() {
+    assert_eq!(unpack(pack(0xdead_beef, 0x1234)), (0xdead_beef, 0x1234));
+    assert_eq!(unpack(pack(u32::MAX, u32::MAX)), (u32::MAX, u32::MAX));
+}
