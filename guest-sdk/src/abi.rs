@@ -75,6 +75,8 @@ pub struct ActionDecl {
     pub name: String,
     /// The states in which the action is legal.
     pub from: Vec<String>,
+    /// The states the action may lead to; the host refuses any other outcome.
+    pub to: Vec<String>,
     pub admin_only: bool,
     pub description: String,
 }
@@ -194,6 +196,24 @@ impl Manifest {
         self.actions.iter().filter(move |action| action.from.iter().any(|from| from == state))
     }
 
+    /// Checks where a call led: `init` must reach the initial state, an action one of
+    /// its declared targets, an event any declared state. Returns the reached state.
+    pub fn check_outcome(&self, call: CallKind<'_>, to: &str) -> Result<&StateDecl, OutcomeError> {
+        let state = self.state(to).ok_or_else(|| OutcomeError::Undeclared(to.into()))?;
+        let legal = match call {
+            CallKind::Init => to == self.initial_state,
+            CallKind::Action(action) => {
+                self.action(action).is_some_and(|action| action.to.iter().any(|target| target == to))
+            }
+            CallKind::Event => true,
+        };
+        if legal {
+            Ok(state)
+        } else {
+            Err(OutcomeError::NotATarget { call: call.describe(), state: to.into() })
+        }
+    }
+
     /// Checks everything the host relies on: a supported ABI, well-formed unique names,
     /// a declared non-terminal initial state, and actions legal only in declared,
     /// non-terminal states.
@@ -235,6 +255,9 @@ impl Manifest {
             if action.from.is_empty() {
                 return Err(ManifestError::ActionWithoutSource(action.name.clone()));
             }
+            if action.to.is_empty() {
+                return Err(ManifestError::ActionWithoutTarget(action.name.clone()));
+            }
             for from in &action.from {
                 let bad = |reason| ManifestError::BadActionSource {
                     action: action.name.clone(),
@@ -246,6 +269,12 @@ impl Manifest {
                     Some(state) if state.terminal.is_some() => return Err(bad("is terminal")),
                     Some(_) => {}
                 }
+            }
+            if let Some(to) = action.to.iter().find(|to| self.state(to).is_none()) {
+                return Err(ManifestError::UndeclaredTarget {
+                    action: action.name.clone(),
+                    state: to.clone(),
+                });
             }
         }
         if let Some(&from) = self.migrates_from.iter().find(|&&from| from == 0 || from == self.version) {
@@ -269,6 +298,47 @@ pub fn is_symbol(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The guest call an outcome came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind<'a> {
+    Init,
+    Action(&'a str),
+    Event,
+}
+
+impl CallKind<'_> {
+    fn describe(self) -> String {
+        match self {
+            CallKind::Init => "init".into(),
+            CallKind::Action(action) => alloc::format!("action {action:?}"),
+            CallKind::Event => "an event".into(),
+        }
+    }
+}
+
+/// An outcome the manifest does not allow: a definition bug, reported, never applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeError {
+    Undeclared(String),
+    NotATarget { call: String, state: String },
+}
+
+impl fmt::Display for OutcomeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutcomeError::Undeclared(state) => {
+                write!(f, "the definition moved to undeclared state {state:?}")
+            }
+            OutcomeError::NotATarget { call, state } => {
+                write!(
+                    f,
+                    "the definition moved to state {state:?}, which its manifest does not allow for {call}"
+                )
+            }
+        }
+    }
+}
+
 /// Why a manifest was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -282,6 +352,8 @@ pub enum ManifestError {
     TerminalInitialState(String),
     DuplicateAction(String),
     ActionWithoutSource(String),
+    ActionWithoutTarget(String),
+    UndeclaredTarget { action: String, state: String },
     BadActionSource { action: String, state: String, reason: &'static str },
     BadMigrationSource(u32),
 }
@@ -309,6 +381,12 @@ impl fmt::Display for ManifestError {
             ManifestError::DuplicateAction(name) => write!(f, "manifest: action {name:?} is declared twice"),
             ManifestError::ActionWithoutSource(name) => {
                 write!(f, "manifest: action {name:?} is legal in no state")
+            }
+            ManifestError::ActionWithoutTarget(name) => {
+                write!(f, "manifest: action {name:?} leads to no state")
+            }
+            ManifestError::UndeclaredTarget { action, state } => {
+                write!(f, "manifest: action {action:?} leads to state {state:?}, which is not declared")
             }
             ManifestError::BadActionSource { action, state, reason } => {
                 write!(f, "manifest: action {action:?} is legal in state {state:?}, which {reason}")
@@ -340,14 +418,14 @@ impl ManifestBuilder {
         self
     }
 
-    /// An action any client may trigger in the `from` states.
-    pub fn action(self, name: &str, from: &[&str], description: &str) -> Self {
-        self.push_action(name, from, description, false)
+    /// An action any client may trigger in the `from` states, leading to one of `to`.
+    pub fn action(self, name: &str, from: &[&str], to: &[&str], description: &str) -> Self {
+        self.push_action(name, from, to, description, false)
     }
 
     /// An action only admins may trigger.
-    pub fn admin_action(self, name: &str, from: &[&str], description: &str) -> Self {
-        self.push_action(name, from, description, true)
+    pub fn admin_action(self, name: &str, from: &[&str], to: &[&str], description: &str) -> Self {
+        self.push_action(name, from, to, description, true)
     }
 
     /// Declares that `migrate` accepts instances of `version`.
@@ -365,10 +443,19 @@ impl ManifestBuilder {
         self
     }
 
-    fn push_action(mut self, name: &str, from: &[&str], description: &str, admin_only: bool) -> Self {
+    fn push_action(
+        mut self,
+        name: &str,
+        from: &[&str],
+        to: &[&str],
+        description: &str,
+        admin_only: bool,
+    ) -> Self {
+        let names = |states: &[&str]| states.iter().map(|&state| state.into()).collect();
         self.0.actions.push(ActionDecl {
             name: name.into(),
-            from: from.iter().map(|&state| state.into()).collect(),
+            from: names(from),
+            to: names(to),
             admin_only,
             description: description.into(),
         });

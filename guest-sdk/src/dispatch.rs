@@ -4,8 +4,7 @@
 //! Wasm exports run.
 
 use crate::abi::{
-    Accepted, ActionRequest, EventRequest, InitRequest, MigrateOutcome, MigrateRequest, Outcome,
-    Rejection,
+    Accepted, ActionRequest, EventRequest, InitRequest, MigrateOutcome, MigrateRequest, Outcome, Rejection,
 };
 use crate::definition::{ActionCall, Definition, EventCall, Transition};
 use alloc::format;
@@ -62,7 +61,11 @@ pub fn migrate<D: Definition>(request: &[u8]) -> Vec<u8> {
 
 fn into_outcome<T: Serialize>(result: Result<Transition<T>, Rejection>) -> Outcome {
     let accepted = result.and_then(|transition| {
-        Ok(Accepted { data: to_json(&transition.data)?, state: transition.state, message: transition.message })
+        Ok(Accepted {
+            data: to_json(&transition.data)?,
+            state: transition.state,
+            message: transition.message,
+        })
     });
     match accepted {
         Ok(accepted) => Outcome::Accepted(accepted),

@@ -21,7 +21,7 @@
 //!             .state("ON", "lit")
 //!             .terminal("BROKEN", TerminalStatus::Failed, "burnt out")
 //!             .initial("OFF")
-//!             .action("toggle", &["OFF", "ON"], "flip the switch")
+//!             .action("toggle", &["OFF", "ON"], &["OFF", "ON", "BROKEN"], "flip the switch")
 //!             .build()
 //!     }
 //!

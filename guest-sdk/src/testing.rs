@@ -6,7 +6,8 @@
 //! terminal state accepts nothing more.
 
 use crate::abi::{
-    ActionRequest, Context, InitRequest, Manifest, ManifestError, Outcome, Rejection, TerminalStatus,
+    ActionRequest, CallKind, Context, InitRequest, Manifest, ManifestError, Outcome, OutcomeError, Rejection,
+    TerminalStatus,
 };
 use crate::definition::Definition;
 use alloc::string::{String, ToString};
@@ -35,9 +36,12 @@ pub enum Refusal {
     Rejected(Rejection),
     UnknownAction(String),
     /// The action is not legal in the current state.
-    NotAllowed { current_state: String, allowed_actions: Vec<String> },
-    /// The definition moved to a state its manifest does not declare.
-    UndeclaredState(String),
+    NotAllowed {
+        current_state: String,
+        allowed_actions: Vec<String>,
+    },
+    /// The definition moved to a state its manifest does not allow.
+    BadOutcome(OutcomeError),
 }
 
 impl<D: Definition> Machine<D> {
@@ -56,7 +60,7 @@ impl<D: Definition> Machine<D> {
         };
         let request = InitRequest { context: machine.next_context(), input: input.to_string() };
         let outcome = crate::dispatch::init::<D>(&encode(&request));
-        machine.apply(&outcome)?;
+        machine.apply(CallKind::Init, &outcome)?;
         Ok(machine)
     }
 
@@ -79,7 +83,7 @@ impl<D: Definition> Machine<D> {
             payload: payload.to_string(),
         };
         let outcome = crate::dispatch::on_action::<D>(&encode(&request));
-        self.apply(&outcome)
+        self.apply(CallKind::Action(action), &outcome)
     }
 
     pub fn state(&self) -> &str {
@@ -113,14 +117,12 @@ impl<D: Definition> Machine<D> {
         }
     }
 
-    fn apply(&mut self, outcome: &[u8]) -> Result<(), Refusal> {
+    fn apply(&mut self, call: CallKind<'_>, outcome: &[u8]) -> Result<(), Refusal> {
         let outcome: Outcome = postcard::from_bytes(outcome).expect("the dispatcher's outcome decodes");
         match outcome {
             Outcome::Rejected(rejection) => Err(Refusal::Rejected(rejection)),
             Outcome::Accepted(accepted) => {
-                if self.manifest.state(&accepted.state).is_none() {
-                    return Err(Refusal::UndeclaredState(accepted.state));
-                }
+                self.manifest.check_outcome(call, &accepted.state).map_err(Refusal::BadOutcome)?;
                 self.state = accepted.state;
                 self.data = accepted.data;
                 self.message = accepted.message;

@@ -6,8 +6,8 @@ fn valid() -> ManifestBuilder {
         .state("PAID", "")
         .terminal("DONE", TerminalStatus::Completed, "")
         .initial("NEW")
-        .action("pay", &["NEW"], "")
-        .action("ship", &["PAID"], "")
+        .action("pay", &["NEW"], &["PAID"], "")
+        .action("ship", &["PAID"], &["DONE"], "")
 }
 
 fn check(manifest: Manifest, expect: Result<(), ManifestError>) {
@@ -24,8 +24,22 @@ fn refuses_structural_mistakes() {
     check(valid().initial("GONE").build(), Err(ManifestError::UnknownInitialState("GONE".into())));
     check(valid().initial("DONE").build(), Err(ManifestError::TerminalInitialState("DONE".into())));
     check(valid().state("NEW", "").build(), Err(ManifestError::DuplicateState("NEW".into())));
-    check(valid().action("pay", &["PAID"], "").build(), Err(ManifestError::DuplicateAction("pay".into())));
-    check(valid().action("noop", &[], "").build(), Err(ManifestError::ActionWithoutSource("noop".into())));
+    check(
+        valid().action("pay", &["PAID"], &["DONE"], "").build(),
+        Err(ManifestError::DuplicateAction("pay".into())),
+    );
+    check(
+        valid().action("noop", &[], &["NEW"], "").build(),
+        Err(ManifestError::ActionWithoutSource("noop".into())),
+    );
+    check(
+        valid().action("noop", &["NEW"], &[], "").build(),
+        Err(ManifestError::ActionWithoutTarget("noop".into())),
+    );
+    check(
+        valid().action("jump", &["NEW"], &["LIMBO"], "").build(),
+        Err(ManifestError::UndeclaredTarget { action: "jump".into(), state: "LIMBO".into() }),
+    );
     check(valid().migrates_from(1).build(), Err(ManifestError::BadMigrationSource(1)));
     check(Manifest::builder("order", 0).state("A", "").initial("A").build(), Err(ManifestError::ZeroVersion));
     check(Manifest::builder("order", 1).build(), Err(ManifestError::NoStates));
@@ -33,10 +47,16 @@ fn refuses_structural_mistakes() {
 
 #[test]
 fn refuses_actions_from_undeclared_or_terminal_states() {
-    let from_terminal = valid().action("reopen", &["DONE"], "").build();
-    assert!(matches!(from_terminal.validate(), Err(ManifestError::BadActionSource { reason: "is terminal", .. })));
-    let from_nowhere = valid().action("jump", &["LIMBO"], "").build();
-    assert!(matches!(from_nowhere.validate(), Err(ManifestError::BadActionSource { reason: "is not declared", .. })));
+    let from_terminal = valid().action("reopen", &["DONE"], &["NEW"], "").build();
+    assert!(matches!(
+        from_terminal.validate(),
+        Err(ManifestError::BadActionSource { reason: "is terminal", .. })
+    ));
+    let from_nowhere = valid().action("jump", &["LIMBO"], &["NEW"], "").build();
+    assert!(matches!(
+        from_nowhere.validate(),
+        Err(ManifestError::BadActionSource { reason: "is not declared", .. })
+    ));
 }
 
 #[test]
@@ -47,12 +67,12 @@ fn refuses_unsafe_names() {
         assert_eq!(manifest.validate(), Err(ManifestError::BadName(name.into())), "{name:?}");
     }
     check(valid().state("a b", "").build(), Err(ManifestError::BadName("a b".into())));
-    check(valid().action("x/y", &["NEW"], "").build(), Err(ManifestError::BadName("x/y".into())));
+    check(valid().action("x/y", &["NEW"], &["PAID"], "").build(), Err(ManifestError::BadName("x/y".into())));
 }
 
 #[test]
 fn allowed_actions_follow_declaration_order() {
-    let manifest = valid().action("cancel", &["NEW", "PAID"], "").build();
+    let manifest = valid().action("cancel", &["NEW", "PAID"], &["DONE"], "").build();
     let names: Vec<_> = manifest.allowed_actions("NEW").map(|action| action.name.as_str()).collect();
     assert_eq!(names, ["pay", "cancel"]);
 }
@@ -61,4 +81,21 @@ fn allowed_actions_follow_declaration_order() {
 fn pack_round_trips() {
     assert_eq!(unpack(pack(0xdead_beef, 0x1234)), (0xdead_beef, 0x1234));
     assert_eq!(unpack(pack(u32::MAX, u32::MAX)), (u32::MAX, u32::MAX));
+}
+
+#[test]
+fn outcomes_must_reach_declared_targets() {
+    let manifest = valid().build();
+    assert!(manifest.check_outcome(CallKind::Init, "NEW").is_ok());
+    assert!(manifest.check_outcome(CallKind::Action("pay"), "PAID").is_ok());
+    assert!(manifest.check_outcome(CallKind::Event, "DONE").is_ok());
+    assert_eq!(
+        manifest.check_outcome(CallKind::Event, "LIMBO"),
+        Err(OutcomeError::Undeclared("LIMBO".into()))
+    );
+    assert!(matches!(manifest.check_outcome(CallKind::Init, "PAID"), Err(OutcomeError::NotATarget { .. })));
+    assert!(matches!(
+        manifest.check_outcome(CallKind::Action("pay"), "DONE"),
+        Err(OutcomeError::NotATarget { .. })
+    ));
 }
