@@ -339,6 +339,8 @@ impl fmt::Display for OutcomeError {
     }
 }
 
+impl core::error::Error for OutcomeError {}
+
 /// Why a manifest was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -397,6 +399,8 @@ impl fmt::Display for ManifestError {
         }
     }
 }
+
+impl core::error::Error for ManifestError {}
 
 /// Builds a [`Manifest`]; see the crate example.
 #[derive(Debug)]

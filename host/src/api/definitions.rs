@@ -1,0 +1,54 @@
+//! `/v1/definitions`: deploying modules and describing them.
+
+use super::dto::{DefinitionDto, VersionDto};
+use super::extract::{Body, Path};
+use super::idempotency::{self, Begun, KeyRule};
+use super::problem::Problem;
+use super::{AppState, stored_json};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+pub fn router(max_module_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route("/v1/definitions", post(deploy).layer(DefaultBodyLimit::max(max_module_bytes)).get(list))
+        .route("/v1/definitions/{name}", get(show))
+        .route("/v1/definitions/{name}/versions/{version}", get(show_version))
+}
+
+/// The body is the module's bytes. 201 for a new version, 200 for the same bytes again.
+async fn deploy(State(state): State<AppState>, headers: HeaderMap, Body(wasm): Body) -> Response {
+    let scope = "POST /v1/definitions".to_owned();
+    let claim = match idempotency::begin(&state, &headers, scope, &wasm, KeyRule::Optional).await {
+        Begun::Done(response) => return response,
+        Begun::Run(claim) => claim,
+    };
+    let outcome = state.service.deploy(wasm.to_vec()).await.map(|deployed| {
+        let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+        let version = &deployed.version;
+        let location = format!("/v1/definitions/{}/versions/{}", version.name, version.version);
+        stored_json(status, &VersionDto::new(version), vec![("location".into(), location)])
+    });
+    idempotency::finish(claim, outcome).await
+}
+
+async fn list(State(state): State<AppState>) -> Result<Response, Problem> {
+    let definitions = state.service.definitions().await?;
+    let items: Vec<_> = definitions.iter().map(DefinitionDto::new).collect();
+    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+}
+
+async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, Problem> {
+    let definition = state.service.definition(&name).await?;
+    Ok(axum::Json(DefinitionDto::new(&definition)).into_response())
+}
+
+async fn show_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+) -> Result<Response, Problem> {
+    let version = state.service.definition_version(&name, version).await?;
+    Ok(axum::Json(VersionDto::new(&version)).into_response())
+}

@@ -1,0 +1,250 @@
+//! The JSON shapes of the HTTP API. Only this module decides what clients see, so
+//! model and store types stay free to change.
+
+use crate::model::{DefinitionVersion, HistoryEntry, Instance, Status, Timestamp};
+use crate::service::{DefinitionSummary, InstanceView, VersionSummary};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use switchyard_guest::abi::Manifest;
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn time(at: Timestamp) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.0) * 1_000_000)
+        .ok()
+        .and_then(|at| at.format(&format).ok())
+        .unwrap_or_default()
+}
+
+/// Stored JSON text, embedded as it is; anything that is not JSON becomes `null`.
+fn json(text: &str) -> Box<RawValue> {
+    RawValue::from_string(text.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+#[derive(Serialize)]
+pub struct InstanceDto<'a> {
+    id: String,
+    definition: &'a str,
+    definition_version: u32,
+    state: &'a str,
+    status: &'static str,
+    data: Box<RawValue>,
+    revision: i64,
+    allowed_actions: &'a [String],
+    message: Option<&'a str>,
+    error: Option<&'a str>,
+    parent_id: Option<String>,
+    callback_url: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> InstanceDto<'a> {
+    pub fn new(view: &'a InstanceView) -> Self {
+        let instance: &Instance = &view.instance;
+        InstanceDto {
+            id: instance.id.to_string(),
+            definition: &instance.definition,
+            definition_version: instance.definition_version,
+            state: &instance.state,
+            status: instance.status.as_str(),
+            data: json(&instance.data),
+            revision: instance.revision.0,
+            allowed_actions: &view.allowed_actions,
+            message: instance.message.as_deref(),
+            error: instance.error.as_deref(),
+            parent_id: instance.parent_id.map(|id| id.to_string()),
+            callback_url: instance.callback_url.as_deref(),
+            created_at: time(instance.created_at),
+            updated_at: time(instance.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct InstancePage<'a> {
+    pub items: Vec<InstanceDto<'a>>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct HistoryDto<'a> {
+    seq: i64,
+    from_state: Option<&'a str>,
+    to_state: &'a str,
+    trigger: TriggerDto<'a>,
+    actor: &'a str,
+    definition_version: u32,
+    module_sha256: &'a str,
+    fuel_used: u64,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct TriggerDto<'a> {
+    kind: &'static str,
+    name: &'a str,
+    id: Option<&'a str>,
+    payload: Box<RawValue>,
+}
+
+impl<'a> HistoryDto<'a> {
+    pub fn new(entry: &'a HistoryEntry) -> Self {
+        HistoryDto {
+            seq: entry.seq,
+            from_state: entry.from_state.as_deref(),
+            to_state: &entry.to_state,
+            trigger: TriggerDto {
+                kind: entry.trigger.kind.as_str(),
+                name: &entry.trigger.name,
+                id: entry.trigger.id.as_deref(),
+                payload: json(&entry.trigger.payload),
+            },
+            actor: &entry.actor,
+            definition_version: entry.definition_version,
+            module_sha256: &entry.module_sha256.0,
+            fuel_used: entry.fuel_used,
+            at: time(entry.at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DefinitionDto<'a> {
+    name: &'a str,
+    /// The version new instances get.
+    default_version: Option<u32>,
+    pinned_version: Option<u32>,
+    versions: Vec<VersionSummaryDto<'a>>,
+}
+
+#[derive(Serialize)]
+struct VersionSummaryDto<'a> {
+    version: u32,
+    sha256: &'a str,
+    deployed_at: String,
+    retired: bool,
+    retired_at: Option<String>,
+    instances: BTreeMap<&'static str, i64>,
+}
+
+impl<'a> DefinitionDto<'a> {
+    pub fn new(summary: &'a DefinitionSummary) -> Self {
+        DefinitionDto {
+            name: &summary.name,
+            default_version: summary.default_version,
+            pinned_version: summary.pinned_version,
+            versions: summary.versions.iter().map(VersionSummaryDto::new).collect(),
+        }
+    }
+}
+
+impl<'a> VersionSummaryDto<'a> {
+    fn new(summary: &'a VersionSummary) -> Self {
+        let version = &summary.version;
+        VersionSummaryDto {
+            version: version.version,
+            sha256: &version.sha256.0,
+            deployed_at: time(version.deployed_at),
+            retired: version.retired_at.is_some(),
+            retired_at: version.retired_at.map(time),
+            instances: summary
+                .instances
+                .iter()
+                .map(|(status, count)| (Status::as_str(*status), *count))
+                .collect(),
+        }
+    }
+}
+
+/// A deployed version with its whole manifest and transition graph.
+#[derive(Serialize)]
+pub struct VersionDto<'a> {
+    name: &'a str,
+    version: u32,
+    sha256: &'a str,
+    deployed_at: String,
+    retired_at: Option<String>,
+    abi: u32,
+    initial_state: &'a str,
+    states: Vec<StateDto<'a>>,
+    actions: Vec<ActionDto<'a>>,
+    /// Every declared edge: `from` --`action`--> `to`.
+    transitions: Vec<TransitionDto<'a>>,
+    migrates_from: &'a [u32],
+}
+
+#[derive(Serialize)]
+struct StateDto<'a> {
+    name: &'a str,
+    description: &'a str,
+    terminal: bool,
+    /// The instance status in this state.
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct ActionDto<'a> {
+    name: &'a str,
+    description: &'a str,
+    from: &'a [String],
+    to: &'a [String],
+    admin_only: bool,
+}
+
+#[derive(Serialize)]
+struct TransitionDto<'a> {
+    from: &'a str,
+    action: &'a str,
+    to: &'a str,
+}
+
+impl<'a> VersionDto<'a> {
+    pub fn new(version: &'a DefinitionVersion) -> Self {
+        let manifest: &Manifest = &version.manifest;
+        VersionDto {
+            name: &version.name,
+            version: version.version,
+            sha256: &version.sha256.0,
+            deployed_at: time(version.deployed_at),
+            retired_at: version.retired_at.map(time),
+            abi: manifest.abi,
+            initial_state: &manifest.initial_state,
+            states: manifest
+                .states
+                .iter()
+                .map(|state| StateDto {
+                    name: &state.name,
+                    description: &state.description,
+                    terminal: state.terminal.is_some(),
+                    status: Status::of(state.terminal).as_str(),
+                })
+                .collect(),
+            actions: manifest
+                .actions
+                .iter()
+                .map(|action| ActionDto {
+                    name: &action.name,
+                    description: &action.description,
+                    from: &action.from,
+                    to: &action.to,
+                    admin_only: action.admin_only,
+                })
+                .collect(),
+            transitions: manifest
+                .actions
+                .iter()
+                .flat_map(|action| {
+                    action.from.iter().flat_map(move |from| {
+                        action.to.iter().map(move |to| TransitionDto { from, action: &action.name, to })
+                    })
+                })
+                .collect(),
+            migrates_from: &manifest.migrates_from,
+        }
+    }
+}

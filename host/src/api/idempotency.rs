@@ -1,0 +1,217 @@
+//! `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header).
+//!
+//! A key is scoped to the endpoint and target (the method and concrete path). The first
+//! request under a key runs; its response (success, or a final client error) is kept
+//! and replayed byte for byte to later requests with the same body. A request with
+//! the same key and another body gets 422; one that arrives while the first is still
+//! running gets 409. Transitions store the record in their own commit, so a key is
+//! never recorded without its effect, nor the other way round.
+
+use super::AppState;
+use super::problem::Problem;
+use crate::model::{IdempotencyKey, StoredResponse};
+use crate::service::{self, Idempotent, InstanceView};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sha2::Digest;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const MAX_KEY_LEN: usize = 255;
+
+/// Keys whose first request is running in this process.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(Arc<Mutex<HashSet<IdempotencyKey>>>);
+
+/// Holds a key in [`InFlight`] until dropped.
+#[derive(Debug)]
+struct InFlightGuard {
+    in_flight: InFlight,
+    key: IdempotencyKey,
+}
+
+impl InFlight {
+    fn claim(&self, key: &IdempotencyKey) -> Option<InFlightGuard> {
+        let fresh = lock(&self.0).insert(key.clone());
+        fresh.then(|| InFlightGuard { in_flight: self.clone(), key: key.clone() })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        lock(&self.in_flight.0).remove(&self.key);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether the endpoint insists on a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRule {
+    Required,
+    Optional,
+}
+
+/// What a mutating request does after [`begin`].
+#[derive(Debug)]
+pub enum Begun {
+    /// Answer with this (a replay, or a refusal of the key).
+    Done(Response),
+    /// Run the request under this claim.
+    Run(Option<Claim>),
+}
+
+/// The right to run the first request under a key.
+#[derive(Debug)]
+pub struct Claim {
+    key: IdempotencyKey,
+    fingerprint: String,
+    state: AppState,
+    _guard: InFlightGuard,
+}
+
+/// Looks the key up: replays a kept response, refuses a reused or busy key, or
+/// claims it for this request.
+pub async fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: String,
+    body: &[u8],
+    rule: KeyRule,
+) -> Begun {
+    let key = match headers.get(&HEADER).map(HeaderValue::to_str) {
+        None if rule == KeyRule::Optional => return Begun::Run(None),
+        None => {
+            let problem = Problem::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency-key-missing",
+                "Idempotency-Key required",
+                "this endpoint requires an Idempotency-Key header",
+            );
+            return Begun::Done(problem.into_response());
+        }
+        Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_KEY_LEN => key,
+        Some(_) => {
+            let detail = format!("the Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters");
+            return Begun::Done(Problem::bad_request(detail).into_response());
+        }
+    };
+    let key = IdempotencyKey { scope, key: key.to_owned() };
+    let fingerprint = hex::encode(sha2::Sha256::digest(body));
+    let Some(guard) = state.in_flight.claim(&key) else {
+        return Begun::Done(in_progress().into_response());
+    };
+    match replay(state, &key, &fingerprint).await {
+        Some(response) => Begun::Done(response),
+        None => Begun::Run(Some(Claim { key, fingerprint, state: state.clone(), _guard: guard })),
+    }
+}
+
+impl Claim {
+    /// For a transition, which stores the record in its own commit.
+    pub fn idempotent<'a>(
+        &self,
+        render: &'a (dyn Fn(&InstanceView) -> StoredResponse + Sync),
+    ) -> Idempotent<'a> {
+        Idempotent { key: self.key.clone(), fingerprint: self.fingerprint.clone(), render }
+    }
+}
+
+/// Answers a transition, whose success the service already stored under the key.
+pub async fn finish_transition(
+    claim: Option<Claim>,
+    outcome: Result<InstanceView, service::Error>,
+    render: &(dyn Fn(&InstanceView) -> StoredResponse + Sync),
+) -> Response {
+    match outcome {
+        Ok(view) => into_response(render(&view)),
+        Err(err) => finish_failure(claim, err).await,
+    }
+}
+
+/// Answers a request that is not a transition, keeping its response under the key.
+pub async fn finish(claim: Option<Claim>, outcome: Result<StoredResponse, service::Error>) -> Response {
+    match (outcome, claim) {
+        (Ok(response), Some(claim)) => remember(claim, response).await,
+        (Ok(response), None) => into_response(response),
+        (Err(err), claim) => finish_failure(claim, err).await,
+    }
+}
+
+async fn finish_failure(claim: Option<Claim>, err: service::Error) -> Response {
+    let (claim, problem) = match (claim, err) {
+        // A request on another host committed under the same key first.
+        (Some(claim), service::Error::KeyTaken) => {
+            return replay(&claim.state, &claim.key, &claim.fingerprint)
+                .await
+                .unwrap_or_else(|| in_progress().into_response());
+        }
+        (Some(claim), err) => (claim, Problem::from(err)),
+        (None, err) => return Problem::from(err).into_response(),
+    };
+    if !problem.is_final() {
+        return problem.into_response();
+    }
+    let stored = StoredResponse {
+        status: problem.status.as_u16(),
+        headers: vec![("content-type".into(), super::problem::CONTENT_TYPE.into())],
+        body: problem.body(),
+    };
+    remember(claim, stored).await
+}
+
+async fn remember(claim: Claim, response: StoredResponse) -> Response {
+    let Claim { key, fingerprint, state, _guard } = claim;
+    match state.service.remember(key.clone(), fingerprint.clone(), response.clone()).await {
+        Ok(()) => into_response(response),
+        Err(service::Error::KeyTaken) => {
+            replay(&state, &key, &fingerprint).await.unwrap_or_else(|| in_progress().into_response())
+        }
+        Err(err) => Problem::from(err).into_response(),
+    }
+}
+
+/// The kept response under `key`, or the refusal of a reused key; `None` if nothing
+/// is kept.
+async fn replay(state: &AppState, key: &IdempotencyKey, fingerprint: &str) -> Option<Response> {
+    let record = match state.service.idempotency_record(key).await {
+        Ok(record) => record?,
+        Err(err) => return Some(Problem::from(err).into_response()),
+    };
+    if record.fingerprint != fingerprint {
+        let problem = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "this Idempotency-Key was used with a different request body",
+        );
+        return Some(problem.into_response());
+    }
+    let mut response = into_response(record.response);
+    response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    Some(response)
+}
+
+fn in_progress() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency-key-in-use",
+        "Request in progress",
+        "a request with this Idempotency-Key is still being processed; retry later",
+    )
+}
+
+pub fn into_response(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, stored.body).into_response();
+    for (name, value) in stored.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

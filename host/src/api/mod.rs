@@ -1,0 +1,103 @@
+//! The HTTP API (SPEC §4): routes, extractors, DTOs and problem+json errors.
+//!
+//! Invariant: only this module knows HTTP and the JSON shapes clients see; it talks to
+//! [`crate::service`] and never to the store or the runtime.
+
+mod correlation;
+mod definitions;
+mod dto;
+mod extract;
+mod idempotency;
+mod instances;
+mod problem;
+
+pub use problem::Problem;
+
+use crate::model::StoredResponse;
+use crate::service::Service;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest module upload.
+    pub max_module_bytes: usize,
+    /// Longest `Prefer: wait` honoured.
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    service: Arc<Service>,
+    in_flight: idempotency::InFlight,
+    settings: Arc<Settings>,
+}
+
+pub fn router(service: Arc<Service>, settings: Settings) -> Router {
+    let state = AppState { service, in_flight: Default::default(), settings: Arc::new(settings.clone()) };
+    Router::new()
+        .merge(definitions::router(settings.max_module_bytes))
+        .merge(instances::router())
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(correlation::middleware))
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready when the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.service.store().ping().await {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(err) => {
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "Not ready",
+                "the database does not answer",
+            );
+            problem.cause = Some(format!("{err:?}"));
+            problem.into_response()
+        }
+    }
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint does not take that method",
+    )
+}
+
+/// A JSON response in the form kept under idempotency keys.
+fn stored_json(status: StatusCode, body: &impl Serialize, headers: Vec<(String, String)>) -> StoredResponse {
+    let mut all_headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    all_headers.extend(headers);
+    StoredResponse {
+        status: status.as_u16(),
+        headers: all_headers,
+        body: serde_json::to_vec(body).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,152 @@
+//! RFC 9457 problem details: the only error body the API sends.
+
+use super::correlation;
+use crate::service;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// An error response. `kind` becomes the `type` URI; `extensions` are extra members.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+    /// The internal cause of a 5xx, logged once and never sent.
+    pub cause: Option<String>,
+}
+
+/// Carries a 5xx's cause to the correlation middleware, which logs it.
+#[derive(Debug, Clone)]
+pub(super) struct ProblemCause(pub String);
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem { status, kind, title, detail: detail.into(), extensions: Map::new(), cause: None }
+    }
+
+    pub fn with(mut self, name: &str, value: Value) -> Self {
+        self.extensions.insert(name.into(), value);
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// A generic 500; `cause` goes to the log only.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let mut problem = Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the server failed; see its log",
+        );
+        problem.cause = Some(cause.to_string());
+        problem
+    }
+
+    /// Whether a repeat of the request would get the same answer, so that it may be
+    /// kept under an idempotency key. Server failures and contention are transient.
+    pub fn is_final(&self) -> bool {
+        self.status.is_client_error() && self.kind != "contention"
+    }
+
+    /// The JSON body, stamped with the current request's correlation id.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("urn:switchyard:problem:{}", self.kind)));
+        body.insert("title".into(), json!(self.title));
+        body.insert("status".into(), json!(self.status.as_u16()));
+        body.insert("detail".into(), json!(self.detail));
+        body.insert("correlation_id".into(), json!(correlation::current()));
+        body.extend(self.extensions.clone());
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(ProblemCause(cause));
+        }
+        response
+    }
+}
+
+impl From<service::Error> for Problem {
+    fn from(err: service::Error) -> Self {
+        use service::Error as E;
+        let detail = err.to_string();
+        match err {
+            E::InvalidModule(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-module", "Invalid module", detail)
+            }
+            E::VersionConflict { sha256, .. } => {
+                Problem::new(StatusCode::CONFLICT, "version-conflict", "Version already deployed", detail)
+                    .with("deployed_sha256", json!(sha256))
+            }
+            E::DefinitionNotFound(_) | E::VersionNotFound { .. } | E::InstanceNotFound(_) => {
+                Problem::not_found(detail)
+            }
+            E::VersionRetired { .. } => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "version-retired", "Version retired", detail)
+            }
+            E::UnknownAction { .. } => {
+                Problem::new(StatusCode::NOT_FOUND, "unknown-action", "Unknown action", detail)
+            }
+            E::NotAllowed { current_state, allowed_actions, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "action-not-allowed",
+                "Action not allowed in this state",
+                detail,
+            )
+            .with("current_state", json!(current_state))
+            .with("allowed_actions", json!(allowed_actions)),
+            E::PreconditionFailed { current } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+                detail,
+            )
+            .with("current_etag", json!(super::instances::etag(current))),
+            E::Rejected { code, .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rejected",
+                "Rejected by the definition",
+                detail,
+            )
+            .with("code", json!(code)),
+            // The definition's own fault, not the host's: the detail names it.
+            E::Guest(_) | E::BadOutcome(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "definition-failed",
+                "The definition failed; the instance is unchanged",
+                detail,
+            ),
+            E::Contention => Problem::new(StatusCode::CONFLICT, "contention", "Contention", detail),
+            E::KeyTaken => {
+                Problem::new(StatusCode::CONFLICT, "idempotency-key-in-use", "Idempotency key in use", detail)
+            }
+            E::Store(_) | E::Internal(_) => Problem::internal(format!("{err:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! Server configuration: defaults, overridden by a TOML file, overridden by
+//! environment variables and flags (which `main` resolves with clap).
+
+use crate::runtime::Limits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://URL`.
+    pub database: String,
+    /// Every `.wasm` in this folder is deployed at start-up.
+    pub modules: Option<PathBuf>,
+    pub limits: Limits,
+    pub idempotency_retention: Duration,
+    pub max_body_bytes: usize,
+    pub max_wait: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace: Duration,
+}
+
+/// The config file's shape; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub database: Option<String>,
+    pub modules: Option<PathBuf>,
+    pub idempotency_retention_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub max_wait_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    pub guest: GuestConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    pub fuel_per_call: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub memory_mib: Option<usize>,
+    pub max_module_bytes: Option<usize>,
+    pub concurrent_calls: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> Result<FileConfig, Error> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| Error::Parse { path: path.into(), source })
+    }
+
+    /// Fills what the file leaves out with defaults.
+    pub fn into_config(self) -> Config {
+        let defaults = Limits::DEFAULT;
+        let guest = self.guest;
+        Config {
+            listen: self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
+            modules: self.modules,
+            limits: Limits {
+                fuel_per_call: guest.fuel_per_call.unwrap_or(defaults.fuel_per_call),
+                deadline: guest.deadline_ms.map_or(defaults.deadline, Duration::from_millis),
+                memory_bytes: guest.memory_mib.map_or(defaults.memory_bytes, |mib| mib << 20),
+                module_bytes: guest.max_module_bytes.unwrap_or(defaults.module_bytes),
+                concurrent_calls: guest.concurrent_calls.unwrap_or(defaults.concurrent_calls),
+                ..defaults
+            },
+            idempotency_retention: Duration::from_secs(self.idempotency_retention_secs.unwrap_or(24 * 3600)),
+            max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
+            max_wait: Duration::from_secs(self.max_wait_secs.unwrap_or(60)),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(10)),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The `switchyard` binary: parses the command line and hands over to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use switchyard::config::FileConfig;
+
+#[derive(Parser)]
+#[command(version, about = "Durable state machines whose transitions run as versioned Wasm modules")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "SWITCHYARD_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// `sqlite://PATH` or `postgres://URL` [default: sqlite://switchyard.db].
+        #[arg(long, env = "SWITCHYARD_DATABASE")]
+        database: Option<String>,
+        /// Deploy every `.wasm` file in this folder at start-up.
+        #[arg(long, env = "SWITCHYARD_MODULES")]
+        modules: Option<PathBuf>,
+        /// A TOML file with these settings and more; flags and environment win over it.
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Deploy a definition module to a running server.
+    Deploy {
+        /// The `.wasm` file.
+        file: PathBuf,
+        #[arg(long, env = "SWITCHYARD_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve { listen, database, modules, config } => {
+            let file = config.as_deref().map(FileConfig::read).transpose()?.unwrap_or_default();
+            let file = FileConfig {
+                listen: listen.or(file.listen),
+                database: database.or(file.database),
+                modules: modules.or(file.modules),
+                ..file
+            };
+            let config = file.into_config();
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            switchyard::server::serve(listener, config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Deploy { file, server } => deploy(&file, &server).await,
+    }
+}
+
+async fn deploy(file: &std::path::Path, server: &str) -> anyhow::Result<()> {
+    let wasm = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
+    let url = format!("{}/v1/definitions", server.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/wasm")
+        .body(wasm)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!("{body}");
+    anyhow::ensure!(status.is_success(), "deploy failed with {status}");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,239 @@
+//! Plain data shared by every layer: ids, versions, statuses, instances, history.
+//!
+//! Invariant: no I/O and no HTTP or SQL knowledge here.
+
+use std::fmt;
+use std::str::FromStr;
+use switchyard_guest::abi::{Manifest, TerminalStatus};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId(pub Uuid);
+
+impl InstanceId {
+    /// Time-ordered (UUIDv7), so listing by id lists by creation.
+    pub fn generate() -> Self {
+        InstanceId(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for InstanceId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(InstanceId)
+    }
+}
+
+/// Increments on every change to an instance; the ETag derives from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision(pub i64);
+
+impl Revision {
+    pub fn next(self) -> Revision {
+        Revision(self.0 + 1)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let since_epoch =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Lowercase hex SHA-256 of a module's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModuleHash(pub String);
+
+impl ModuleHash {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        ModuleHash(hex::encode(sha2::Sha256::digest(bytes)))
+    }
+}
+
+impl fmt::Display for ModuleHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where an instance stands overall; `Running` until it reaches a terminal state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Running, Status::Completed, Status::Failed, Status::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status an instance has in a state with this terminal marker.
+    pub fn of(terminal: Option<TerminalStatus>) -> Status {
+        match terminal {
+            None => Status::Running,
+            Some(TerminalStatus::Completed) => Status::Completed,
+            Some(TerminalStatus::Failed) => Status::Failed,
+            Some(TerminalStatus::Cancelled) => Status::Cancelled,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != Status::Running
+    }
+}
+
+impl FromStr for Status {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| UnknownName(s.into()))
+    }
+}
+
+/// What caused a history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// The instance was created (`init`).
+    Start,
+    Action,
+    Event,
+    Effect,
+    Admin,
+}
+
+impl TriggerKind {
+    const ALL: [TriggerKind; 5] = [
+        TriggerKind::Start,
+        TriggerKind::Action,
+        TriggerKind::Event,
+        TriggerKind::Effect,
+        TriggerKind::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Start => "start",
+            TriggerKind::Action => "action",
+            TriggerKind::Event => "event",
+            TriggerKind::Effect => "effect",
+            TriggerKind::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for TriggerKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TriggerKind::ALL.into_iter().find(|kind| kind.as_str() == s).ok_or_else(|| UnknownName(s.into()))
+    }
+}
+
+/// A stored name that no enum variant spells.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown name {0:?}")]
+pub struct UnknownName(pub String);
+
+/// One deployed module of a definition.
+#[derive(Debug, Clone)]
+pub struct DefinitionVersion {
+    pub name: String,
+    pub version: u32,
+    pub sha256: ModuleHash,
+    pub manifest: Manifest,
+    pub deployed_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+/// A running or finished state machine.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub definition: String,
+    pub definition_version: u32,
+    pub state: String,
+    pub status: Status,
+    /// The instance's JSON document, as text.
+    pub data: String,
+    pub revision: Revision,
+    pub message: Option<String>,
+    pub error: Option<String>,
+    pub parent_id: Option<InstanceId>,
+    pub callback_url: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One append-only record of a change, with enough to replay it: the trigger and its
+/// payload, the module that ran (version and hash) and what the call cost.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub instance_id: InstanceId,
+    /// Equal to the revision the change produced.
+    pub seq: i64,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub trigger: Trigger,
+    pub actor: String,
+    pub definition_version: u32,
+    pub module_sha256: ModuleHash,
+    pub fuel_used: u64,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    /// The action or event name (`init` for a start).
+    pub name: String,
+    /// The client's idempotency key or the event id, where there is one.
+    pub id: Option<String>,
+    /// The JSON input or payload, as text.
+    pub payload: String,
+}
+
+/// A response kept under an idempotency key, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// An idempotency key in its scope (the endpoint and target).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+}
+
+/// A key with the request it was first used for and the response that request got.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub key: IdempotencyKey,
+    /// SHA-256 of the request body: the same key with another body is refused.
+    pub fingerprint: String,
+    pub response: StoredResponse,
+    pub created_at: Timestamp,
+}

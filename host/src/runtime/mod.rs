@@ -1,0 +1,243 @@
+//! Runs definition modules under wasmtime.
+//!
+//! One [`Runtime`] per process owns the `Engine` (pooling allocator, fuel, epochs). A
+//! deployed module is validated and compiled once into a [`LoadedModule`], which holds
+//! an `InstancePre`. Every guest call gets a fresh `Store` and instance, so a guest can
+//! never carry state from one call to the next, and runs under a fuel budget, a
+//! wall-clock deadline and a memory cap.
+//!
+//! Invariant: pure and synchronous. No database, HTTP or tokio here; `service` calls
+//! into it on the blocking pool.
+
+mod limits;
+mod validate;
+
+pub use limits::Limits;
+
+use limits::CallState;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use switchyard_guest::abi::{self, Manifest};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+};
+
+use crate::model::ModuleHash;
+
+/// How often the epoch ticks; the wall-clock deadline is a whole number of ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a module was refused or a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid module: {0}")]
+    InvalidModule(String),
+    #[error("the guest ran out of fuel ({0} units)")]
+    FuelExhausted(u64),
+    #[error("the guest exceeded its wall-clock deadline of {0:?}")]
+    Deadline(Duration),
+    #[error("the guest exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("the guest trapped: {0}")]
+    Trap(String),
+    #[error("the guest returned a malformed response: {0}")]
+    BadResponse(String),
+    #[error("the runtime could not run the guest: {0}")]
+    Host(String),
+}
+
+/// A validated, compiled module, ready to instantiate.
+pub struct LoadedModule {
+    pub sha256: ModuleHash,
+    pub manifest: Manifest,
+    instance_pre: InstancePre<CallState>,
+}
+
+impl std::fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModule")
+            .field("sha256", &self.sha256)
+            .field("name", &self.manifest.name)
+            .finish()
+    }
+}
+
+/// Which entry point to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Init,
+    OnAction,
+    OnEvent,
+    Migrate,
+}
+
+impl Entry {
+    fn export(self) -> &'static str {
+        match self {
+            Entry::Init => abi::exports::INIT,
+            Entry::OnAction => abi::exports::ON_ACTION,
+            Entry::OnEvent => abi::exports::ON_EVENT,
+            Entry::Migrate => abi::exports::MIGRATE,
+        }
+    }
+}
+
+/// A guest call's decoded response and the fuel it used.
+#[derive(Debug)]
+pub struct Called<T> {
+    pub response: T,
+    pub fuel_used: u64,
+}
+
+#[derive(Debug)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: Limits,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> Result<Self, Error> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(limits.concurrent_calls)
+            .total_memories(limits.concurrent_calls)
+            .total_tables(limits.concurrent_calls)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .table_elements(validate::MAX_TABLE_ELEMENTS)
+            .max_memory_size(limits.memory_bytes);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack_bytes)
+            // Determinism: the same call on the same input gives the same result everywhere.
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false)
+            // Proposals rustc does not emit for wasm32-unknown-unknown stay off.
+            .wasm_gc(false)
+            .wasm_stack_switching(false)
+            .wasm_memory64(false)
+            .wasm_multi_memory(false)
+            .wasm_tail_call(false)
+            .wasm_wide_arithmetic(false)
+            .wasm_custom_page_sizes(false);
+        let engine = Engine::new(&config).map_err(|err| Error::Host(err.to_string()))?;
+        spawn_epoch_ticker(&engine);
+        Ok(Runtime { linker: Linker::new(&engine), engine, limits })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Validates and compiles `wasm` and reads its manifest.
+    ///
+    /// Refuses modules that import anything, lack an export or have the wrong
+    /// signature, declare too much memory, or whose manifest does not validate.
+    pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, Error> {
+        if wasm.len() > self.limits.module_bytes {
+            return Err(Error::InvalidModule(format!(
+                "the module is {} bytes; the limit is {}",
+                wasm.len(),
+                self.limits.module_bytes
+            )));
+        }
+        let module = Module::new(&self.engine, wasm)
+            .map_err(|err| Error::InvalidModule(format!("not a valid WebAssembly module: {err}")))?;
+        validate::module_shape(&module, &self.limits)?;
+        let instance_pre =
+            self.linker.instantiate_pre(&module).map_err(|err| Error::InvalidModule(err.to_string()))?;
+        let manifest_bytes = self.call_raw(&instance_pre, abi::exports::MANIFEST, None)?;
+        let manifest: Manifest = postcard::from_bytes(&manifest_bytes.response)
+            .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
+        manifest.validate().map_err(|err| Error::InvalidModule(err.to_string()))?;
+        Ok(LoadedModule { sha256: ModuleHash::of(wasm), manifest, instance_pre })
+    }
+
+    /// Calls `entry` in a fresh instance of `module` with `request`, decoding the response.
+    pub fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        module: &LoadedModule,
+        entry: Entry,
+        request: &Req,
+    ) -> Result<Called<Resp>, Error> {
+        let request = postcard::to_allocvec(request).map_err(|err| Error::Host(err.to_string()))?;
+        let called = self.call_raw(&module.instance_pre, entry.export(), Some(&request))?;
+        let response = postcard::from_bytes(&called.response).map_err(|err| {
+            Error::BadResponse(format!("{} response does not decode: {err}", entry.export()))
+        })?;
+        Ok(Called { response, fuel_used: called.fuel_used })
+    }
+
+    /// One call in a fresh store: write `request` (if any) into guest memory, call
+    /// `export`, copy the response out.
+    fn call_raw(
+        &self,
+        instance_pre: &InstancePre<CallState>,
+        export: &str,
+        request: Option<&[u8]>,
+    ) -> Result<Called<Vec<u8>>, Error> {
+        let mut store = limits::store(&self.engine, &self.limits)?;
+        let result = (|| {
+            let instance = instance_pre.instantiate(&mut store)?;
+            let memory = instance
+                .get_memory(&mut store, abi::exports::MEMORY)
+                .ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+            let packed = match request {
+                None => instance.get_typed_func::<(), i64>(&mut store, export)?.call(&mut store, ())?,
+                Some(request) => {
+                    let len = i32::try_from(request.len())?;
+                    let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::exports::ALLOC)?;
+                    let ptr = alloc.call(&mut store, len)?;
+                    memory
+                        .write(&mut store, ptr as u32 as usize, request)
+                        .map_err(|_| wasmtime::format_err!("switchyard_alloc returned an unusable block"))?;
+                    instance
+                        .get_typed_func::<(i32, i32), i64>(&mut store, export)?
+                        .call(&mut store, (ptr, len))?
+                }
+            };
+            let (ptr, len) = abi::unpack(packed);
+            if len as usize > self.limits.response_bytes {
+                wasmtime::bail!("the response is {len} bytes; the limit is {}", self.limits.response_bytes);
+            }
+            let start = ptr as usize;
+            memory
+                .data(&store)
+                .get(start..start + len as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| wasmtime::format_err!("the response lies outside guest memory"))
+        })();
+        let fuel_used = self.limits.fuel_per_call - store.get_fuel().unwrap_or(0);
+        match result {
+            Ok(response) => Ok(Called { response, fuel_used }),
+            Err(err) => Err(limits::classify(err, &store, &self.limits)),
+        }
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("switchyard-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .unwrap_or_else(
+            |err| tracing::error!(%err, "cannot start the epoch ticker; guest deadlines rely on fuel alone"),
+        );
+}
+
+#[cfg(test)]
+mod tests;

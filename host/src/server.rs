@@ -1,0 +1,115 @@
+//! Runs the server: store, service, start-up deploys, the API and background chores.
+
+use crate::config::Config;
+use crate::service::{self, Service, Settings};
+use crate::{api, store};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often expired idempotency records are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the database: {0}")]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Service(#[from] service::Error),
+    #[error("cannot deploy {path}: {source}")]
+    Deploy { path: PathBuf, source: service::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("serving failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains requests for at most
+/// `config.shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let store = store::Store::connect(&config.database).await?;
+    let settings =
+        Settings { limits: config.limits.clone(), idempotency_retention: config.idempotency_retention };
+    let service = Arc::new(Service::new(store, settings)?);
+    if let Some(dir) = &config.modules {
+        deploy_folder(&service, dir).await?;
+    }
+    let sweeper = tokio::spawn(sweep_idempotency_records(service.clone()));
+    let api_settings = api::Settings {
+        max_body_bytes: config.max_body_bytes,
+        max_module_bytes: config.limits.module_bytes,
+        max_wait: config.max_wait,
+    };
+    let app = api::router(service.clone(), api_settings);
+    tracing::info!(listen = %listener.local_addr()?, database = %redact(&config.database), "serving");
+
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stopping_tx.send(true);
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        served = server => served?,
+        _ = async { let _ = stopping.wait_for(|stopping| *stopping).await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "requests still running after the grace period; stopping anyway");
+        }
+    }
+    sweeper.abort();
+    service.store().close().await;
+    Ok(())
+}
+
+/// Deploys every `.wasm` file in `dir`, in name order.
+async fn deploy_folder(service: &Service, dir: &Path) -> Result<(), Error> {
+    let read_error = |source| Error::Read { path: dir.into(), source };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        if path.extension().is_some_and(|extension| extension == "wasm") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    for path in paths {
+        let wasm =
+            tokio::fs::read(&path).await.map_err(|source| Error::Read { path: path.clone(), source })?;
+        let deployed =
+            service.deploy(wasm).await.map_err(|source| Error::Deploy { path: path.clone(), source })?;
+        let version = &deployed.version;
+        tracing::info!(path = %path.display(), name = %version.name, version = version.version, created = deployed.created, "module ready");
+    }
+    Ok(())
+}
+
+async fn sweep_idempotency_records(service: Arc<Service>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        match service.sweep_idempotency_records().await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
+            Err(err) => tracing::warn!(%err, "sweeping idempotency records failed"),
+        }
+    }
+}
+
+/// The database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

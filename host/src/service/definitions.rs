@@ -1,0 +1,156 @@
+//! Deploying definition modules and describing what is deployed.
+
+use super::{Error, Result, Service};
+use crate::model::{DefinitionVersion, ModuleHash, Status, Timestamp};
+use crate::store;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// The result of a deploy: the version, and whether this call created it.
+#[derive(Debug)]
+pub struct Deployed {
+    pub version: DefinitionVersion,
+    pub created: bool,
+}
+
+#[derive(Debug)]
+pub struct DefinitionSummary {
+    pub name: String,
+    /// The version new instances get: the pinned one, else the highest non-retired.
+    pub default_version: Option<u32>,
+    pub pinned_version: Option<u32>,
+    pub versions: Vec<VersionSummary>,
+}
+
+#[derive(Debug)]
+pub struct VersionSummary {
+    pub version: DefinitionVersion,
+    /// Instances of this version per status.
+    pub instances: Vec<(Status, i64)>,
+}
+
+impl Service {
+    /// Validates and stores a module. The same bytes again are not an error; other
+    /// bytes under a deployed name and version are.
+    #[tracing::instrument(skip_all, fields(bytes = wasm.len()))]
+    pub async fn deploy(&self, wasm: Vec<u8>) -> Result<Deployed> {
+        let sha256 = ModuleHash::of(&wasm);
+        if let Some(version) = self.store.definition_version_with_hash(&sha256).await? {
+            return Ok(Deployed { version, created: false });
+        }
+        let wasm = Arc::<[u8]>::from(wasm);
+        let module = self.compile(wasm.clone()).await?;
+        let version = DefinitionVersion {
+            name: module.manifest.name.clone(),
+            version: module.manifest.version,
+            sha256,
+            manifest: module.manifest.clone(),
+            deployed_at: Timestamp::now(),
+            retired_at: None,
+        };
+        match self.store.insert_definition_version(&version, &wasm).await {
+            Ok(()) => {
+                tracing::info!(name = %version.name, version = version.version, sha256 = %version.sha256, "deployed");
+                let cached = super::CachedVersion {
+                    manifest: version.manifest.clone(),
+                    module: OnceCell::new_with(Some(Arc::new(module))),
+                };
+                self.cache_version(&version.name, version.version, cached);
+                Ok(Deployed { version, created: true })
+            }
+            Err(store::Error::Duplicate) => {
+                let existing = self.store.definition_version(&version.name, version.version).await?;
+                match existing {
+                    Some(existing) if existing.sha256 == version.sha256 => {
+                        Ok(Deployed { version: existing, created: false })
+                    }
+                    Some(existing) => Err(Error::VersionConflict {
+                        name: existing.name,
+                        version: existing.version,
+                        sha256: existing.sha256.0,
+                    }),
+                    None => Err(Error::Internal("a conflicting version vanished".into())),
+                }
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    pub async fn definitions(&self) -> Result<Vec<DefinitionSummary>> {
+        let versions = self.store.definition_versions(None).await?;
+        let mut names: Vec<String> = versions.iter().map(|version| version.name.clone()).collect();
+        names.dedup();
+        let mut summaries = Vec::with_capacity(names.len());
+        for name in names {
+            let of_name = versions.iter().filter(|version| version.name == name).cloned().collect();
+            summaries.push(self.summarize(name, of_name).await?);
+        }
+        Ok(summaries)
+    }
+
+    pub async fn definition(&self, name: &str) -> Result<DefinitionSummary> {
+        let versions = self.store.definition_versions(Some(name)).await?;
+        if versions.is_empty() {
+            return Err(Error::DefinitionNotFound(name.into()));
+        }
+        self.summarize(name.into(), versions).await
+    }
+
+    pub async fn definition_version(&self, name: &str, version: u32) -> Result<DefinitionVersion> {
+        self.store
+            .definition_version(name, version)
+            .await?
+            .ok_or_else(|| Error::VersionNotFound { name: name.into(), version })
+    }
+
+    /// The version a new instance of `name` gets, or the one it asked for if that may
+    /// take new instances.
+    pub(super) async fn version_for_start(&self, name: &str, requested: Option<u32>) -> Result<u32> {
+        let chosen = match requested {
+            Some(version) => self.definition_version(name, version).await?,
+            None => {
+                let summary = self.definition(name).await?;
+                let default =
+                    summary.default_version.ok_or_else(|| Error::DefinitionNotFound(name.into()))?;
+                self.definition_version(name, default).await?
+            }
+        };
+        if chosen.retired_at.is_some() {
+            return Err(Error::VersionRetired { name: name.into(), version: chosen.version });
+        }
+        Ok(chosen.version)
+    }
+
+    async fn summarize(&self, name: String, versions: Vec<DefinitionVersion>) -> Result<DefinitionSummary> {
+        let pinned_version = self.store.pinned_version(&name).await?;
+        let counts = self.store.instance_counts(&name).await?;
+        let highest_active = versions
+            .iter()
+            .filter(|version| version.retired_at.is_none())
+            .map(|version| version.version)
+            .max();
+        let versions = versions
+            .into_iter()
+            .map(|version| {
+                let instances = Status::ALL
+                    .into_iter()
+                    .map(|status| {
+                        let count = counts
+                            .iter()
+                            .filter(|count| count.version == version.version && count.status == status)
+                            .map(|count| count.count)
+                            .sum();
+                        (status, count)
+                    })
+                    .collect();
+                VersionSummary { version, instances }
+            })
+            .collect();
+        Ok(DefinitionSummary {
+            name,
+            default_version: pinned_version.or(highest_active),
+            pinned_version,
+            versions,
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! Starting instances, running actions on them and reading them back.
+
+use super::{Error, Result, Service};
+use crate::model::{
+    HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, Revision, Status, StoredResponse,
+    Timestamp, Trigger, TriggerKind,
+};
+use crate::runtime::{self, Entry};
+use crate::store::{self, Commit, InstanceFilter};
+use sha2::Digest;
+use std::time::Duration;
+use switchyard_guest::abi::{Accepted, ActionRequest, CallKind, Context, InitRequest, Manifest, Outcome};
+
+/// An instance with what may be done to it next.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub instance: Instance,
+    /// The actions legal in its current state; none once terminal.
+    pub allowed_actions: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct StartRequest {
+    pub definition: String,
+    /// A specific version; by default the one new instances get.
+    pub version: Option<u32>,
+    /// The JSON input, as text.
+    pub input: String,
+    pub callback_url: Option<String>,
+    pub actor: String,
+}
+
+#[derive(Debug)]
+pub struct ActRequest {
+    pub id: InstanceId,
+    pub action: String,
+    /// The JSON payload, as text (`null` for none).
+    pub payload: String,
+    /// Refuse unless the instance is still at this revision.
+    pub if_match: Option<Revision>,
+    pub actor: String,
+}
+
+/// An idempotency key to store with the transition, and how to render its response.
+pub struct Idempotent<'a> {
+    pub key: IdempotencyKey,
+    /// SHA-256 of the request body.
+    pub fingerprint: String,
+    pub render: &'a (dyn Fn(&InstanceView) -> StoredResponse + Sync),
+}
+
+impl std::fmt::Debug for Idempotent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotent").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// How often an action is recomputed when other transitions of the same instance
+/// keep committing first.
+const MAX_ATTEMPTS: usize = 16;
+
+impl Service {
+    #[tracing::instrument(skip_all, fields(definition = %request.definition))]
+    pub async fn start(
+        &self,
+        request: StartRequest,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<InstanceView> {
+        let version = self.version_for_start(&request.definition, request.version).await?;
+        let module = self.module(&request.definition, version).await?;
+        let id = InstanceId::generate();
+        let now = Timestamp::now();
+        let revision = Revision(1);
+        let init = InitRequest { context: context(id, version, revision, now), input: request.input.clone() };
+        let called = self.call_guest(module.clone(), Entry::Init, init).await?;
+        let accepted = accepted(called.response)?;
+        let status = status_after(&module.manifest, CallKind::Init, &accepted)?;
+        let instance = Instance {
+            id,
+            definition: request.definition,
+            definition_version: version,
+            state: accepted.state,
+            status,
+            data: accepted.data,
+            revision,
+            error: error_of(status, &accepted.message),
+            message: accepted.message,
+            parent_id: None,
+            callback_url: request.callback_url,
+            created_at: now,
+            updated_at: now,
+        };
+        let history = HistoryEntry {
+            instance_id: id,
+            seq: revision.0,
+            from_state: None,
+            to_state: instance.state.clone(),
+            trigger: Trigger {
+                kind: TriggerKind::Start,
+                name: "init".into(),
+                id: idempotent.map(|idempotent| idempotent.key.key.clone()),
+                payload: request.input,
+            },
+            actor: request.actor,
+            definition_version: version,
+            module_sha256: module.sha256.clone(),
+            fuel_used: called.fuel_used,
+            at: now,
+        };
+        let view = view(&module.manifest, instance);
+        match self.commit(&view, None, &history, idempotent).await {
+            Err(store::Error::Duplicate) => Err(Error::KeyTaken),
+            other => other.map(|()| view).map_err(Error::from),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.id, action = %request.action))]
+    pub async fn act(
+        &self,
+        request: ActRequest,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<InstanceView> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.stored_instance(request.id).await?;
+            if let Some(expected) = request.if_match
+                && expected != current.revision
+            {
+                return Err(Error::PreconditionFailed { current: current.revision });
+            }
+            let module = self.module(&current.definition, current.definition_version).await?;
+            let manifest = &module.manifest;
+            if manifest.action(&request.action).is_none() {
+                return Err(Error::UnknownAction {
+                    definition: current.definition,
+                    version: current.definition_version,
+                    action: request.action,
+                });
+            }
+            let allowed_actions = allowed_actions(manifest, &current);
+            if !allowed_actions.contains(&request.action) {
+                return Err(Error::NotAllowed {
+                    action: request.action,
+                    current_state: current.state,
+                    allowed_actions,
+                });
+            }
+            let now = Timestamp::now();
+            let revision = current.revision.next();
+            let call = ActionRequest {
+                context: context(current.id, current.definition_version, revision, now),
+                state: current.state.clone(),
+                data: current.data.clone(),
+                action: request.action.clone(),
+                payload: request.payload.clone(),
+            };
+            let called = self.call_guest(module.clone(), Entry::OnAction, call).await?;
+            let accepted = accepted(called.response)?;
+            let status = status_after(manifest, CallKind::Action(&request.action), &accepted)?;
+            let history = HistoryEntry {
+                instance_id: current.id,
+                seq: revision.0,
+                from_state: Some(current.state.clone()),
+                to_state: accepted.state.clone(),
+                trigger: Trigger {
+                    kind: TriggerKind::Action,
+                    name: request.action.clone(),
+                    id: idempotent.map(|idempotent| idempotent.key.key.clone()),
+                    payload: request.payload.clone(),
+                },
+                actor: request.actor.clone(),
+                definition_version: current.definition_version,
+                module_sha256: module.sha256.clone(),
+                fuel_used: called.fuel_used,
+                at: now,
+            };
+            let base_revision = current.revision;
+            let next = Instance {
+                state: accepted.state,
+                status,
+                data: accepted.data,
+                revision,
+                error: error_of(status, &accepted.message),
+                message: accepted.message,
+                updated_at: now,
+                ..current
+            };
+            let view = view(manifest, next);
+            match self.commit(&view, Some(base_revision), &history, idempotent).await {
+                Ok(()) => return Ok(view),
+                Err(store::Error::RevisionConflict) if request.if_match.is_some() => {
+                    return Err(Error::PreconditionFailed { current: base_revision.next() });
+                }
+                // Another transition committed first: decide again on the new state.
+                Err(store::Error::RevisionConflict) => continue,
+                Err(store::Error::Duplicate) => return Err(Error::KeyTaken),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    pub async fn instance(&self, id: InstanceId) -> Result<InstanceView> {
+        let instance = self.stored_instance(id).await?;
+        let version = self.version(&instance.definition, instance.definition_version).await?;
+        Ok(view(&version.manifest, instance))
+    }
+
+    /// The instance once its revision differs from `seen`, or as it is after `timeout`.
+    /// A terminal instance is returned at once: it will not change.
+    pub async fn wait_for_change(
+        &self,
+        id: InstanceId,
+        seen: Revision,
+        timeout: Duration,
+    ) -> Result<InstanceView> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut subscription = self.changes.subscribe(id);
+        loop {
+            let view = self.instance(id).await?;
+            if view.instance.revision != seen || view.instance.status.is_terminal() {
+                return Ok(view);
+            }
+            if tokio::time::timeout_at(deadline, subscription.changed()).await.is_err() {
+                return Ok(view);
+            }
+        }
+    }
+
+    pub async fn instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceView>> {
+        let instances = self.store.instances(filter).await?;
+        let mut views = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let version = self.version(&instance.definition, instance.definition_version).await?;
+            views.push(view(&version.manifest, instance));
+        }
+        Ok(views)
+    }
+
+    pub async fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
+        let history = self.store.history(id).await?;
+        if history.is_empty() {
+            return Err(Error::InstanceNotFound(id.to_string()));
+        }
+        Ok(history)
+    }
+
+    async fn stored_instance(&self, id: InstanceId) -> Result<Instance> {
+        self.store.instance(id).await?.ok_or_else(|| Error::InstanceNotFound(id.to_string()))
+    }
+
+    async fn commit(
+        &self,
+        view: &InstanceView,
+        base_revision: Option<Revision>,
+        history: &HistoryEntry,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> store::Result<()> {
+        let instance = &view.instance;
+        let record = idempotent.map(|idempotent| IdempotencyRecord {
+            key: idempotent.key.clone(),
+            fingerprint: idempotent.fingerprint.clone(),
+            response: (idempotent.render)(view),
+            created_at: instance.updated_at,
+        });
+        self.store.commit(Commit { instance, base_revision, history, idempotency: record.as_ref() }).await?;
+        self.changes.publish(instance.id, instance.revision);
+        Ok(())
+    }
+}
+
+/// What the guest is told about the call. The seed is derived from the instance and
+/// revision, so replaying a history entry reproduces it.
+fn context(id: InstanceId, definition_version: u32, revision: Revision, now: Timestamp) -> Context {
+    let digest =
+        sha2::Sha256::new().chain_update(id.0.as_bytes()).chain_update(revision.0.to_le_bytes()).finalize();
+    let mut seed = [0; 8];
+    seed.copy_from_slice(&digest[..8]);
+    Context { instance_id: id.to_string(), definition_version, now_ms: now.0, seed: u64::from_le_bytes(seed) }
+}
+
+fn accepted(outcome: Outcome) -> Result<Accepted> {
+    match outcome {
+        Outcome::Rejected(rejection) => {
+            Err(Error::Rejected { code: rejection.code, reason: rejection.reason })
+        }
+        Outcome::Accepted(accepted) => {
+            if serde_json::from_str::<serde::de::IgnoredAny>(&accepted.data).is_err() {
+                return Err(runtime::Error::BadResponse("the new data is not JSON".into()).into());
+            }
+            Ok(accepted)
+        }
+    }
+}
+
+/// Checks the outcome against the manifest; the status the instance then has.
+fn status_after(manifest: &Manifest, call: CallKind<'_>, accepted: &Accepted) -> Result<Status> {
+    let state = manifest.check_outcome(call, &accepted.state)?;
+    Ok(Status::of(state.terminal))
+}
+
+/// A failed instance's message is its error.
+fn error_of(status: Status, message: &Option<String>) -> Option<String> {
+    if status == Status::Failed { message.clone() } else { None }
+}
+
+fn allowed_actions(manifest: &Manifest, instance: &Instance) -> Vec<String> {
+    if instance.status.is_terminal() {
+        return Vec::new();
+    }
+    manifest.allowed_actions(&instance.state).map(|action| action.name.clone()).collect()
+}
+
+fn view(manifest: &Manifest, instance: Instance) -> InstanceView {
+    InstanceView { allowed_actions: allowed_actions(manifest, &instance), instance }
+}

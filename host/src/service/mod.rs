@@ -1,0 +1,213 @@
+//! The use cases: deploy a definition, start an instance, run an action, read state.
+//!
+//! Invariant: this is the only layer that runs a guest and writes what it returned; a
+//! guest's outcome is checked against the manifest before anything is committed, and
+//! state, history and idempotency record commit together.
+
+mod changes;
+mod definitions;
+mod instances;
+
+pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
+pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
+
+use crate::model::{IdempotencyKey, IdempotencyRecord, StoredResponse, Timestamp};
+use crate::runtime::{self, Called, Entry, LoadedModule, Runtime};
+use crate::store::{self, Store};
+use changes::Changes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use switchyard_guest::abi::{Manifest, OutcomeError};
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Why a use case did not happen. The API maps each variant to one status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    InvalidModule(String),
+    #[error("{name} version {version} is deployed already with other bytes (sha256 {sha256})")]
+    VersionConflict { name: String, version: u32, sha256: String },
+    #[error("no definition named {0:?} is deployed")]
+    DefinitionNotFound(String),
+    #[error("{name} has no version {version}")]
+    VersionNotFound { name: String, version: u32 },
+    #[error("{name} version {version} is retired: it takes no new instances")]
+    VersionRetired { name: String, version: u32 },
+    #[error("no instance {0}")]
+    InstanceNotFound(String),
+    #[error("{definition} version {version} has no action {action:?}")]
+    UnknownAction { definition: String, version: u32, action: String },
+    #[error("action {action:?} is not allowed in state {current_state}")]
+    NotAllowed { action: String, current_state: String, allowed_actions: Vec<String> },
+    #[error("the instance is at revision {}, not the one given in If-Match", current.0)]
+    PreconditionFailed { current: crate::model::Revision },
+    #[error("{reason}")]
+    Rejected { code: String, reason: String },
+    #[error("the definition failed: {0}")]
+    Guest(#[from] runtime::Error),
+    #[error("the definition failed: {0}")]
+    BadOutcome(#[from] OutcomeError),
+    #[error("the instance is changing too fast; retry")]
+    Contention,
+    #[error("this idempotency key was used by a concurrent request that finished first")]
+    KeyTaken,
+    #[error("storage failed")]
+    Store(#[source] store::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<store::Error> for Error {
+    fn from(err: store::Error) -> Self {
+        Error::Store(err)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings of the service layer.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub limits: runtime::Limits,
+    /// How long a response stays replayable under its idempotency key.
+    pub idempotency_retention: Duration,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    store: Store,
+    runtime: Arc<Runtime>,
+    /// Guest calls in flight; sized to the runtime's pool so instantiation never
+    /// fails for want of a slot.
+    guest_calls: Semaphore,
+    /// Manifests and compiled modules by (definition, version).
+    versions: RwLock<HashMap<(String, u32), Arc<CachedVersion>>>,
+    changes: Changes,
+    idempotency_retention: Duration,
+}
+
+impl Service {
+    pub fn new(store: Store, settings: Settings) -> Result<Service> {
+        let guest_calls = Semaphore::new(settings.limits.concurrent_calls as usize);
+        Ok(Service {
+            store,
+            runtime: Arc::new(Runtime::new(settings.limits)?),
+            guest_calls,
+            versions: RwLock::default(),
+            changes: Changes::default(),
+            idempotency_retention: settings.idempotency_retention,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The response kept under `key`, if it is still within retention.
+    pub async fn idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>> {
+        Ok(self.store.idempotency_record(key, self.idempotency_cutoff()).await?)
+    }
+
+    /// Keeps `response` under `key` for a request that was not a transition.
+    pub async fn remember(
+        &self,
+        key: IdempotencyKey,
+        fingerprint: String,
+        response: StoredResponse,
+    ) -> Result<()> {
+        let record = IdempotencyRecord { key, fingerprint, response, created_at: Timestamp::now() };
+        match self.store.insert_idempotency_record(&record).await {
+            Err(store::Error::Duplicate) => Err(Error::KeyTaken),
+            other => Ok(other?),
+        }
+    }
+
+    /// Deletes idempotency records past retention; returns how many.
+    pub async fn sweep_idempotency_records(&self) -> Result<u64> {
+        Ok(self.store.delete_idempotency_records(self.idempotency_cutoff()).await?)
+    }
+
+    fn idempotency_cutoff(&self) -> Timestamp {
+        let retention = i64::try_from(self.idempotency_retention.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(Timestamp::now().0.saturating_sub(retention))
+    }
+
+    /// What this process knows of `name` at `version`, read from the store once.
+    async fn version(&self, name: &str, version: u32) -> Result<Arc<CachedVersion>> {
+        if let Some(cached) = self.read_versions().get(&(name.to_owned(), version)) {
+            return Ok(cached.clone());
+        }
+        let stored = self.definition_version(name, version).await?;
+        let cached = CachedVersion { manifest: stored.manifest, module: OnceCell::new() };
+        Ok(self.cache_version(name, version, cached))
+    }
+
+    /// The compiled module of `name` at `version`, compiled once on first use.
+    async fn module(&self, name: &str, version: u32) -> Result<Arc<LoadedModule>> {
+        let cached = self.version(name, version).await?;
+        let module = cached
+            .module
+            .get_or_try_init(|| async {
+                let wasm = self
+                    .store
+                    .module_bytes(name, version)
+                    .await?
+                    .ok_or_else(|| Error::VersionNotFound { name: name.into(), version })?;
+                Ok::<_, Error>(Arc::new(self.compile(wasm.into()).await?))
+            })
+            .await?;
+        Ok(module.clone())
+    }
+
+    fn cache_version(&self, name: &str, version: u32, cached: CachedVersion) -> Arc<CachedVersion> {
+        let mut versions = self.versions.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        versions.entry((name.to_owned(), version)).or_insert_with(|| Arc::new(cached)).clone()
+    }
+
+    async fn compile(&self, wasm: Arc<[u8]>) -> Result<LoadedModule> {
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        loaded.map_err(|err| match err {
+            runtime::Error::InvalidModule(reason) => Error::InvalidModule(reason),
+            other => Error::InvalidModule(format!("reading the manifest failed: {other}")),
+        })
+    }
+
+    /// Runs one guest call on the blocking pool.
+    async fn call_guest<Req, Resp>(
+        &self,
+        module: Arc<LoadedModule>,
+        entry: Entry,
+        request: Req,
+    ) -> Result<Called<Resp>>
+    where
+        Req: Serialize + Send + 'static,
+        Resp: DeserializeOwned + Send + 'static,
+    {
+        let _permit = self.guest_calls.acquire().await.map_err(|err| Error::Internal(err.to_string()))?;
+        let runtime = self.runtime.clone();
+        let called = tokio::task::spawn_blocking(move || runtime.call(&module, entry, &request))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        Ok(called?)
+    }
+
+    fn read_versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(String, u32), Arc<CachedVersion>>> {
+        // A poisoned lock means a panic elsewhere mid-insert; the map itself is intact.
+        self.versions.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A deployed version as this process holds it: deployed versions never change, so
+/// this is never stale.
+#[derive(Debug)]
+struct CachedVersion {
+    manifest: Manifest,
+    module: OnceCell<Arc<LoadedModule>>,
+}

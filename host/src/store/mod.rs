@@ -1,0 +1,435 @@
+//! Durable state: definitions, instances, history and idempotency records.
+//!
+//! One set of portable SQL statements runs on SQLite (embedded default) and PostgreSQL
+//! through sqlx's `Any` driver: `$N` placeholders, ids and JSON as text, times as
+//! epoch milliseconds. The backends differ only where their semantics do, and say so.
+//!
+//! Invariant: a transition's instance row, history entry and idempotency record are
+//! written in one transaction ([`Store::commit`]), or not at all.
+
+mod rows;
+
+use crate::model::{
+    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, ModuleHash,
+    Revision, Status, Timestamp,
+};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The instance changed since the revision the caller computed from.
+    #[error("the instance changed concurrently")]
+    RevisionConflict,
+    /// A row with this primary key exists already.
+    #[error("already exists")]
+    Duplicate,
+    #[error("a stored row is malformed: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Backend,
+    /// SQLite allows one writer at a time: all writes go through a pool of one
+    /// connection instead of failing with `SQLITE_BUSY`. On PostgreSQL both pools are
+    /// the same.
+    write: AnyPool,
+    read: AnyPool,
+}
+
+/// One change to an instance, committed atomically.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    pub instance: &'a Instance,
+    /// The revision the change was computed from; `None` creates the instance.
+    pub base_revision: Option<Revision>,
+    pub history: &'a HistoryEntry,
+    pub idempotency: Option<&'a IdempotencyRecord>,
+}
+
+/// Which instances to list, newest first.
+#[derive(Debug, Clone)]
+pub struct InstanceFilter {
+    pub definition: Option<String>,
+    pub version: Option<u32>,
+    pub state: Option<String>,
+    pub status: Option<Status>,
+    /// Only instances older than this one (the previous page's last id).
+    pub before: Option<InstanceId>,
+    pub limit: u32,
+}
+
+/// How many instances of one version are in one status.
+#[derive(Debug, Clone)]
+pub struct InstanceCount {
+    pub version: u32,
+    pub status: Status,
+    pub count: i64,
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` or `postgres://URL` and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let store = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+            let options = || {
+                AnyPoolOptions::new().after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // FULL: a transition is acknowledged only once it is on disk.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+                        )
+                        .await
+                        .map(drop)
+                    })
+                })
+            };
+            let write = options().max_connections(1).connect(&url).await?;
+            let read = options().max_connections(8).connect(&url).await?;
+            sqlx::migrate!("migrations/sqlite").run(&write).await?;
+            Store { backend: Backend::Sqlite, write, read }
+        } else {
+            let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10));
+            let pool = pool.connect(url).await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
+            Store { backend: Backend::Postgres, write: pool.clone(), read: pool }
+        };
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    // --- definitions -------------------------------------------------------------------
+
+    /// Stores a new version; [`Error::Duplicate`] if the name and version exist.
+    pub async fn insert_definition_version(&self, version: &DefinitionVersion, module: &[u8]) -> Result<()> {
+        let manifest =
+            postcard::to_allocvec(&version.manifest).map_err(|err| Error::Corrupt(err.to_string()))?;
+        let mut tx = self.write.begin().await?;
+        sqlx::query("INSERT INTO definitions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+            .bind(&version.name)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO definition_versions (name, version, sha256, manifest, module, deployed_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING",
+        )
+        .bind(&version.name)
+        .bind(i64::from(version.version))
+        .bind(&version.sha256.0)
+        .bind(manifest)
+        .bind(module)
+        .bind(version.deployed_at.0)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::Duplicate);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn definition_version(&self, name: &str, version: u32) -> Result<Option<DefinitionVersion>> {
+        let sql = format!("{} WHERE name = $1 AND version = $2", rows::DEFINITION_VERSION_SELECT);
+        let row = sqlx::query(&sql).bind(name).bind(i64::from(version)).fetch_optional(&self.read).await?;
+        row.as_ref().map(rows::definition_version).transpose()
+    }
+
+    pub async fn definition_version_with_hash(
+        &self,
+        sha256: &ModuleHash,
+    ) -> Result<Option<DefinitionVersion>> {
+        let sql = format!("{} WHERE sha256 = $1", rows::DEFINITION_VERSION_SELECT);
+        let row = sqlx::query(&sql).bind(&sha256.0).fetch_optional(&self.read).await?;
+        row.as_ref().map(rows::definition_version).transpose()
+    }
+
+    /// Every version of `name` (or of every definition), by name and version.
+    pub async fn definition_versions(&self, name: Option<&str>) -> Result<Vec<DefinitionVersion>> {
+        let rows = match name {
+            Some(name) => {
+                let sql = format!("{} WHERE name = $1 ORDER BY version", rows::DEFINITION_VERSION_SELECT);
+                sqlx::query(&sql).bind(name).fetch_all(&self.read).await?
+            }
+            None => {
+                let sql = format!("{} ORDER BY name, version", rows::DEFINITION_VERSION_SELECT);
+                sqlx::query(&sql).fetch_all(&self.read).await?
+            }
+        };
+        rows.iter().map(rows::definition_version).collect()
+    }
+
+    pub async fn module_bytes(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
+        let module =
+            sqlx::query_scalar("SELECT module FROM definition_versions WHERE name = $1 AND version = $2")
+                .bind(name)
+                .bind(i64::from(version))
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(module)
+    }
+
+    /// The version an admin pinned for new instances, if any.
+    pub async fn pinned_version(&self, name: &str) -> Result<Option<u32>> {
+        let pinned: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT pinned_version FROM definitions WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?;
+        pinned.flatten().map(rows::version).transpose()
+    }
+
+    pub async fn instance_counts(&self, name: &str) -> Result<Vec<InstanceCount>> {
+        let rows = sqlx::query(
+            "SELECT definition_version, status, COUNT(*) AS n FROM instances
+             WHERE definition = $1 GROUP BY definition_version, status",
+        )
+        .bind(name)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(rows::instance_count).collect()
+    }
+
+    // --- instances ---------------------------------------------------------------------
+
+    pub async fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
+        let sql = format!("{} WHERE id = $1", rows::INSTANCE_SELECT);
+        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.read).await?;
+        row.as_ref().map(rows::instance).transpose()
+    }
+
+    pub async fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+        enum Param {
+            Text(String),
+            Int(i64),
+        }
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        let mut condition = |column: &str, param: Param| {
+            params.push(param);
+            conditions.push(format!("{column} ${}", params.len()));
+        };
+        if let Some(definition) = &filter.definition {
+            condition("definition =", Param::Text(definition.clone()));
+        }
+        if let Some(version) = filter.version {
+            condition("definition_version =", Param::Int(i64::from(version)));
+        }
+        if let Some(state) = &filter.state {
+            condition("state =", Param::Text(state.clone()));
+        }
+        if let Some(status) = filter.status {
+            condition("status =", Param::Text(status.as_str().into()));
+        }
+        if let Some(before) = filter.before {
+            condition("id <", Param::Text(before.to_string()));
+        }
+        let mut sql = String::from(rows::INSTANCE_SELECT);
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
+        let mut query = sqlx::query(&sql);
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter().map(rows::instance).collect()
+    }
+
+    pub async fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
+        let sql = format!("{} WHERE instance_id = $1 ORDER BY seq", rows::HISTORY_SELECT);
+        let rows = sqlx::query(&sql).bind(id.to_string()).fetch_all(&self.read).await?;
+        rows.iter().map(rows::history_entry).collect()
+    }
+
+    /// Writes a transition: the instance (created, or updated if still at
+    /// `base_revision`), its history entry and the idempotency record, in one
+    /// transaction. [`Error::RevisionConflict`] if the instance moved on;
+    /// [`Error::Duplicate`] if the idempotency key was stored meanwhile.
+    pub async fn commit(&self, commit: Commit<'_>) -> Result<()> {
+        let instance = commit.instance;
+        let mut tx = self.write.begin().await?;
+        let written = match commit.base_revision {
+            None => sqlx::query(
+                "INSERT INTO instances (id, definition, definition_version, state, status, data, revision,
+                         message, error, parent_id, callback_url, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(instance.id.to_string())
+            .bind(&instance.definition)
+            .bind(i64::from(instance.definition_version))
+            .bind(&instance.state)
+            .bind(instance.status.as_str())
+            .bind(&instance.data)
+            .bind(instance.revision.0)
+            .bind(&instance.message)
+            .bind(&instance.error)
+            .bind(instance.parent_id.map(|id| id.to_string()))
+            .bind(&instance.callback_url)
+            .bind(instance.created_at.0)
+            .bind(instance.updated_at.0)
+            .execute(&mut *tx)
+            .await?,
+            Some(base) => {
+                sqlx::query(
+                    "UPDATE instances SET definition_version = $1, state = $2, status = $3, data = $4,
+                         revision = $5, message = $6, error = $7, updated_at = $8
+                     WHERE id = $9 AND revision = $10",
+                )
+                .bind(i64::from(instance.definition_version))
+                .bind(&instance.state)
+                .bind(instance.status.as_str())
+                .bind(&instance.data)
+                .bind(instance.revision.0)
+                .bind(&instance.message)
+                .bind(&instance.error)
+                .bind(instance.updated_at.0)
+                .bind(instance.id.to_string())
+                .bind(base.0)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        if written.rows_affected() == 0 {
+            return Err(Error::RevisionConflict);
+        }
+        insert_history(&mut tx, commit.history).await?;
+        if let Some(record) = commit.idempotency {
+            insert_idempotency_record(&mut tx, record).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // --- idempotency -------------------------------------------------------------------
+
+    /// The record kept under `key`. One older than `not_before` has expired: it is
+    /// deleted here, so that the key can be used afresh before the sweeper comes by.
+    pub async fn idempotency_record(
+        &self,
+        key: &IdempotencyKey,
+        not_before: Timestamp,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
+             WHERE scope = $1 AND idempotency_key = $2",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(record) = row.as_ref().map(rows::idempotency_record).transpose()? else { return Ok(None) };
+        if record.created_at >= not_before {
+            return Ok(Some(record));
+        }
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND created_at < $3",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(not_before.0)
+        .execute(&self.write)
+        .await?;
+        Ok(None)
+    }
+
+    /// Keeps a response that was not a transition (an error, a deploy).
+    /// [`Error::Duplicate`] if the key was stored meanwhile.
+    pub async fn insert_idempotency_record(&self, record: &IdempotencyRecord) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_idempotency_record(&mut tx, record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets records created before `before`; returns how many.
+    pub async fn delete_idempotency_records(&self, before: Timestamp) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before.0)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn insert_history(tx: &mut Tx<'_>, entry: &HistoryEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO history (instance_id, seq, from_state, to_state, trigger_kind, trigger_name, trigger_id,
+             payload, actor, definition_version, module_sha256, fuel_used, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(entry.instance_id.to_string())
+    .bind(entry.seq)
+    .bind(&entry.from_state)
+    .bind(&entry.to_state)
+    .bind(entry.trigger.kind.as_str())
+    .bind(&entry.trigger.name)
+    .bind(&entry.trigger.id)
+    .bind(&entry.trigger.payload)
+    .bind(&entry.actor)
+    .bind(i64::from(entry.definition_version))
+    .bind(&entry.module_sha256.0)
+    .bind(i64::try_from(entry.fuel_used).unwrap_or(i64::MAX))
+    .bind(entry.at.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_idempotency_record(tx: &mut Tx<'_>, record: &IdempotencyRecord) -> Result<()> {
+    let headers =
+        serde_json::to_string(&record.response.headers).map_err(|err| Error::Corrupt(err.to_string()))?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, status, headers, body, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, idempotency_key) DO NOTHING",
+    )
+    .bind(&record.key.scope)
+    .bind(&record.key.key)
+    .bind(&record.fingerprint)
+    .bind(i64::from(record.response.status))
+    .bind(headers)
+    .bind(&record.response.body)
+    .bind(record.created_at.0)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::Duplicate);
+    }
+    Ok(())
+}
