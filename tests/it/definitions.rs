@@ -1,0 +1,114 @@
+//! Deploying modules and reading what is deployed.
+
+use crate::support::{Backend, TestServer, assert_problem, module};
+
+both_backends!(
+    deploy_is_idempotent_by_bytes,
+    conflicting_bytes_for_a_deployed_version_are_refused,
+    invalid_modules_are_refused_with_the_reason,
+    definitions_describe_versions_and_their_graph,
+    unknown_definitions_are_not_found,
+    modules_folder_is_deployed_at_start_up,
+);
+
+async fn deploy_is_idempotent_by_bytes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let first = server.deploy(module("document-processing")).await.expect(201);
+    let body = first.json();
+    assert_eq!(body["name"], "document-processing");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["sha256"].as_str().map(str::len), Some(64));
+    assert_eq!(first.header("location"), Some("/v1/definitions/document-processing/versions/1"));
+
+    let again = server.deploy(module("document-processing")).await.expect(200);
+    assert_eq!(again.body, first.body, "the same bytes again answer with the same body");
+}
+
+async fn conflicting_bytes_for_a_deployed_version_are_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.deploy(module("document-processing")).await.expect(201);
+    // The same module with a custom section appended: other bytes, same name and version.
+    let mut other = module("document-processing");
+    other.extend_from_slice(&[0, 6, 5, b'n', b'o', b't', b'e', b'!']);
+    let refused = server.deploy(other).await;
+    let problem = assert_problem(&refused, 409);
+    assert!(problem["detail"].as_str().is_some_and(|detail| detail.contains("version 1")), "{problem}");
+}
+
+async fn invalid_modules_are_refused_with_the_reason(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("garbage", b"this is not wasm".to_vec(), "not a valid WebAssembly module"),
+        (
+            "an import",
+            wat(r#"(module (import "env" "now" (func (result i64))) (memory (export "memory") 1))"#),
+            "imports env::now",
+        ),
+        ("no exports", wat(r#"(module (memory (export "memory") 1))"#), "does not export the function"),
+        (
+            "a mistyped export",
+            wat(r#"(module (memory (export "memory") 1)
+                 (func (export "switchyard_alloc") (param i64) (result i64) i64.const 0))"#),
+            "switchyard_alloc has the signature",
+        ),
+    ];
+    for (what, wasm, reason) in cases {
+        let response = server.deploy(wasm).await;
+        let problem = assert_problem(&response, 422);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason), "{what}: {detail}");
+    }
+    let listed = server.get("/v1/definitions").await.expect(200).json();
+    assert_eq!(listed["items"], serde_json::json!([]), "nothing invalid was stored");
+}
+
+async fn definitions_describe_versions_and_their_graph(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.deploy(module("document-processing")).await.expect(201);
+    server.create("document-processing", serde_json::json!({ "document_url": "s3://docs/a.pdf" })).await;
+
+    let listed = server.get("/v1/definitions").await.expect(200).json();
+    assert_eq!(listed["items"][0]["name"], "document-processing");
+
+    let definition = server.get("/v1/definitions/document-processing").await.expect(200).json();
+    assert_eq!(definition["default_version"], 1);
+    assert_eq!(definition["versions"][0]["version"], 1);
+    assert_eq!(definition["versions"][0]["instances"]["running"], 1);
+    assert_eq!(definition["versions"][0]["instances"]["completed"], 0);
+
+    let version = server.get("/v1/definitions/document-processing/versions/1").await.expect(200).json();
+    assert_eq!(version["initial_state"], "UPLOADED");
+    let states: Vec<&str> =
+        version["states"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(states, ["UPLOADED", "VALIDATING", "FORMATTING", "PUBLISHED", "FAILED", "CANCELLED"]);
+    let published = version["states"].as_array().into_iter().flatten().find(|s| s["name"] == "PUBLISHED");
+    assert_eq!(published.map(|s| &s["status"]), Some(&serde_json::json!("completed")));
+    let cancel = version["actions"].as_array().into_iter().flatten().find(|a| a["name"] == "cancel");
+    assert_eq!(cancel.map(|a| &a["admin_only"]), Some(&serde_json::json!(true)));
+    let edges = version["transitions"].as_array().expect("transitions");
+    assert!(
+        edges.contains(&serde_json::json!({ "from": "FORMATTING", "action": "publish", "to": "PUBLISHED" }))
+    );
+}
+
+async fn unknown_definitions_are_not_found(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    assert_problem(&server.get("/v1/definitions/nothing-here").await, 404);
+    assert_problem(&server.get("/v1/definitions/nothing-here/versions/1").await, 404);
+    let create =
+        server.post("/v1/definitions/nothing-here/instances", "k", &serde_json::json!({ "input": {} })).await;
+    assert_problem(&create, 404);
+    assert_problem(&server.get("/v1/definitions/x/versions/not-a-number").await, 400);
+}
+
+async fn modules_folder_is_deployed_at_start_up(backend: Backend) {
+    let folder = crate::support::target_dir().join("modules");
+    let folder = std::env::var("SWITCHYARD_EXAMPLE_MODULES").unwrap_or_else(|_| folder.display().to_string());
+    let server = TestServer::start_with(backend, &["--modules", &folder]).await;
+    let definition = server.get("/v1/definitions/document-processing").await.expect(200).json();
+    assert_eq!(definition["versions"][0]["version"], 1);
+}
+
+fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("test WAT parses")
+}

@@ -1,0 +1,135 @@
+//! `Idempotency-Key`: replays, reuse with another body, concurrency, scoping.
+
+use crate::support::{Backend, TestServer, assert_problem, module};
+use serde_json::{Value, json};
+
+both_backends!(
+    a_retried_create_returns_the_same_instance,
+    a_key_reused_with_another_body_is_refused,
+    concurrent_requests_with_one_key_run_once,
+    a_retried_action_is_applied_once,
+    refusals_are_replayed_as_they_were,
+    keys_are_scoped_to_the_endpoint_and_target,
+    deploys_accept_a_key,
+);
+
+const CREATE: &str = "/v1/definitions/document-processing/instances";
+
+async fn document_server(backend: Backend) -> TestServer {
+    let server = TestServer::start(backend).await;
+    server.deploy(module("document-processing")).await.expect(201);
+    server
+}
+
+fn create_body(url: &str) -> Value {
+    json!({ "input": { "document_url": url } })
+}
+
+async fn instance_count(server: &TestServer) -> usize {
+    let listed = server.get("/v1/instances?limit=500").await.expect(200).json();
+    listed["items"].as_array().map_or(0, Vec::len)
+}
+
+async fn a_retried_create_returns_the_same_instance(backend: Backend) {
+    let server = document_server(backend).await;
+    let first = server.post(CREATE, "create-1", &create_body("s3://a")).await.expect(201);
+    let again = server.post(CREATE, "create-1", &create_body("s3://a")).await.expect(201);
+    assert_eq!(again.body, first.body, "the stored response is replayed byte for byte");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(first.header("idempotent-replayed"), None);
+    assert_eq!(instance_count(&server).await, 1);
+    let id = first.json()["id"].as_str().map(str::to_owned).unwrap_or_default();
+    let history = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(1));
+}
+
+async fn a_key_reused_with_another_body_is_refused(backend: Backend) {
+    let server = document_server(backend).await;
+    server.post(CREATE, "create-2", &create_body("s3://a")).await.expect(201);
+    let reused = server.post(CREATE, "create-2", &create_body("s3://b")).await;
+    assert_problem(&reused, 422);
+    assert_eq!(instance_count(&server).await, 1);
+}
+
+async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
+    let server = document_server(backend).await;
+    let body = create_body("s3://same");
+    let requests = (0..50).map(|_| server.post(CREATE, "stampede", &body));
+    let responses = futures::future::join_all(requests).await;
+    let mut created = Vec::new();
+    for response in &responses {
+        match response.status.as_u16() {
+            201 => created.push(response.json()["id"].clone()),
+            409 => {
+                assert_problem(response, 409);
+            }
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&response.body)),
+        }
+    }
+    assert!(!created.is_empty(), "at least the first request succeeds");
+    assert!(created.iter().all(|id| *id == created[0]), "every success names the same instance");
+    assert_eq!(instance_count(&server).await, 1, "one transition, however many requests");
+}
+
+async fn a_retried_action_is_applied_once(backend: Backend) {
+    let server = document_server(backend).await;
+    let instance = server.post(CREATE, "create-3", &create_body("s3://a")).await.expect(201).json();
+    let id = instance["id"].as_str().unwrap_or_default();
+    let path = format!("/v1/instances/{id}/actions/validate");
+    let first = server.post(&path, "validate-1", &json!({})).await.expect(200);
+    let again = server.post(&path, "validate-1", &json!({})).await.expect(200);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let current = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(current["revision"], 2, "applied once");
+}
+
+async fn refusals_are_replayed_as_they_were(backend: Backend) {
+    let server = document_server(backend).await;
+    let instance = server.post(CREATE, "create-4", &create_body("s3://a")).await.expect(201).json();
+    let id = instance["id"].as_str().unwrap_or_default();
+    let publish = format!("/v1/instances/{id}/actions/publish");
+    let refused = server.post(&publish, "publish-early", &json!({})).await;
+    assert_problem(&refused, 409);
+    // Move the instance on; the same key still gets the response it got the first time.
+    for action in ["validate", "format"] {
+        server.act(id, action, Value::Null).await.expect(200);
+    }
+    let replayed = server.post(&publish, "publish-early", &json!({})).await;
+    assert_eq!(replayed.status, 409);
+    assert_eq!(replayed.body, refused.body);
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    server.post(&publish, "publish-now", &json!({})).await.expect(200);
+}
+
+async fn keys_are_scoped_to_the_endpoint_and_target(backend: Backend) {
+    let server = document_server(backend).await;
+    let one = server.post(CREATE, "shared", &create_body("s3://a")).await.expect(201).json();
+    let two = server.post(CREATE, "other", &create_body("s3://b")).await.expect(201).json();
+    for instance in [&one, &two] {
+        let id = instance["id"].as_str().unwrap_or_default();
+        let validated =
+            server.post(&format!("/v1/instances/{id}/actions/validate"), "shared", &json!({})).await;
+        let validated = validated.expect(200);
+        assert_eq!(validated.header("idempotent-replayed"), None, "a key is per endpoint and instance");
+        assert_eq!(validated.json()["id"], instance["id"]);
+    }
+}
+
+async fn deploys_accept_a_key(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let headers = [("idempotency-key", "deploy-1"), ("content-type", "application/wasm")];
+    let deploy = || {
+        server.request(
+            reqwest::Method::POST,
+            "/v1/definitions",
+            &headers,
+            Some(module("document-processing")),
+        )
+    };
+    let first = deploy().await.expect(201);
+    let again = deploy().await.expect(201);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+}

@@ -1,0 +1,228 @@
+//! A real `switchyard serve` process with a database of its own.
+
+use super::{Response, target_dir};
+use reqwest::Method;
+use serde_json::Value;
+use sqlx::Connection;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The server process, its database and a client. Dropping it stops the process and
+/// deletes the database.
+#[derive(Debug)]
+pub struct TestServer {
+    pub base_url: String,
+    pub database_url: String,
+    child: Option<Child>,
+    port: u16,
+    client: reqwest::Client,
+    scratch: PathBuf,
+    /// The PostgreSQL database to drop, with the URL of the server it lives on.
+    postgres: Option<(String, String)>,
+}
+
+/// Where the test databases are created; CI and this machine run PostgreSQL here.
+fn postgres_server() -> String {
+    std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let scratch = std::env::temp_dir().join(format!("switchyard-it-{run_id}"));
+        std::fs::create_dir_all(&scratch).expect("scratch folder");
+        let (database_url, postgres) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}", scratch.join("switchyard.db").display()), None),
+            Backend::Postgres => {
+                let server = postgres_server();
+                let database = format!("switchyard_it_{run_id}");
+                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+                    .await
+                    .expect("PostgreSQL answers on 127.0.0.1:5432 (set SWITCHYARD_TEST_POSTGRES otherwise)");
+                sqlx::query(&format!("CREATE DATABASE {database}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create db");
+                (format!("{server}/{database}"), Some((server, database)))
+            }
+        };
+        let port = free_port();
+        let mut server = TestServer {
+            base_url: format!("http://127.0.0.1:{port}"),
+            database_url,
+            child: None,
+            port,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
+            scratch,
+            postgres,
+        };
+        server.spawn(&[]).await;
+        server
+    }
+
+    /// Starts a server with extra `serve` flags (e.g. `--modules DIR`).
+    pub async fn start_with(backend: Backend, flags: &[&str]) -> TestServer {
+        let mut server = TestServer::start(backend).await;
+        server.stop().await;
+        server.spawn(flags).await;
+        server
+    }
+
+    /// Stops the process (SIGKILL) and starts it again on the same database and port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn(&[]).await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn spawn(&mut self, flags: &[&str]) {
+        let binary = std::env::var_os("SWITCHYARD_BIN")
+            .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.scratch.join("server.log"))
+            .expect("log file");
+        let child = Command::new(&binary)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--database",
+                &self.database_url,
+            ])
+            .args(flags)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}; run `cargo xtask test`", binary.display()));
+        self.child = Some(child);
+        for _ in 0..300 {
+            if let Ok(response) = self.client.get(format!("{}/healthz", self.base_url)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the server exited with {status}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not become healthy in 30 s; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default()
+    }
+
+    /// Sends a request; `headers` are extra (name, value) pairs.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.base_url));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap_or_else(|err| panic!("{path}: {err}"));
+        Response {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.bytes().await.expect("response body").to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, &[], None).await
+    }
+
+    /// POSTs `body` as JSON with an `Idempotency-Key`.
+    pub async fn post(&self, path: &str, key: &str, body: &Value) -> Response {
+        let body = serde_json::to_vec(body).expect("json");
+        self.request(
+            Method::POST,
+            path,
+            &[("idempotency-key", key), ("content-type", "application/json")],
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn deploy(&self, wasm: Vec<u8>) -> Response {
+        self.request(Method::POST, "/v1/definitions", &[("content-type", "application/wasm")], Some(wasm))
+            .await
+    }
+
+    /// Creates an instance of `definition` and returns its body.
+    pub async fn create(&self, definition: &str, input: Value) -> Value {
+        let key = uuid::Uuid::new_v4().to_string();
+        let path = format!("/v1/definitions/{definition}/instances");
+        self.post(&path, &key, &serde_json::json!({ "input": input })).await.expect(201).json()
+    }
+
+    /// Runs `action` on instance `id` with a fresh key.
+    pub async fn act(&self, id: &str, action: &str, payload: Value) -> Response {
+        let key = uuid::Uuid::new_v4().to_string();
+        self.post(
+            &format!("/v1/instances/{id}/actions/{action}"),
+            &key,
+            &serde_json::json!({ "payload": payload }),
+        )
+        .await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        if let Some((server, database)) = self.postgres.take() {
+            // Drop runs inside the test's runtime: drop the database from a thread of its own.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async {
+                    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await?;
+                    Ok::<_, sqlx::Error>(())
+                })?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            });
+            if let Ok(Err(err)) = dropped.join() {
+                eprintln!("could not drop test database: {err}");
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").port()
+}
