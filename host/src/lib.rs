@@ -19,3 +19,6 @@ pub mod service;
 pub mod store;
 
 pub mod server;
+
+#[cfg(test)]
+mod layering;
