@@ -24,8 +24,9 @@ struct BumpAllocator {
     end: Cell<usize>,
 }
 
-// SAFETY: wasm32-unknown-unknown modules built for Switchyard are single-threaded (the
-// host disables the threads proposal), so the cells are never shared across threads.
+// SAFETY: a Switchyard module runs single-threaded: the host's engine is built without
+// the threads proposal and instantiates each module once per call, so the cells are
+// never shared across threads.
 unsafe impl Sync for BumpAllocator {}
 
 #[global_allocator]

@@ -5,7 +5,10 @@ use std::path::Path;
 
 /// `(folder under src/, paths its files must not use)`.
 const RULES: &[(&str, &[&str])] = &[
-    ("model", &["crate::api", "crate::service", "crate::runtime", "crate::store", "sqlx", "axum", "wasmtime"]),
+    (
+        "model",
+        &["crate::api", "crate::service", "crate::runtime", "crate::store", "sqlx", "axum", "wasmtime"],
+    ),
     ("runtime", &["crate::api", "crate::service", "crate::store", "sqlx", "axum", "tokio"]),
     ("store", &["crate::api", "crate::service", "crate::runtime", "axum", "wasmtime"]),
     ("service", &["crate::api", "axum"]),

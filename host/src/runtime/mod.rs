@@ -118,7 +118,8 @@ impl Runtime {
             // Determinism: the same call on the same input gives the same result everywhere.
             .cranelift_nan_canonicalization(true)
             .wasm_relaxed_simd(false)
-            // Proposals rustc does not emit for wasm32-unknown-unknown stay off.
+            // Proposals rustc does not emit for wasm32-unknown-unknown stay off. Threads,
+            // GC and exceptions are not even compiled in (see the wasmtime features).
             .wasm_gc(false)
             .wasm_stack_switching(false)
             .wasm_memory64(false)
@@ -153,6 +154,16 @@ impl Runtime {
         let instance_pre =
             self.linker.instantiate_pre(&module).map_err(|err| Error::InvalidModule(err.to_string()))?;
         let manifest_bytes = self.call_raw(&instance_pre, abi::exports::MANIFEST, None)?;
+        // `abi` is the manifest's first field: read it alone, so that a module built for
+        // another ABI is named as such instead of failing to decode.
+        let (abi, _) = postcard::take_from_bytes::<u32>(&manifest_bytes.response)
+            .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
+        if abi != abi::ABI_VERSION {
+            return Err(Error::InvalidModule(format!(
+                "the module speaks ABI version {abi}; this host speaks {}",
+                abi::ABI_VERSION
+            )));
+        }
         let manifest: Manifest = postcard::from_bytes(&manifest_bytes.response)
             .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
         manifest.validate().map_err(|err| Error::InvalidModule(err.to_string()))?;
@@ -194,6 +205,9 @@ impl Runtime {
                     let len = i32::try_from(request.len())?;
                     let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::exports::ALLOC)?;
                     let ptr = alloc.call(&mut store, len)?;
+                    if ptr == 0 {
+                        wasmtime::bail!("switchyard_alloc could not allocate {len} bytes");
+                    }
                     memory
                         .write(&mut store, ptr as u32 as usize, request)
                         .map_err(|_| wasmtime::format_err!("switchyard_alloc returned an unusable block"))?;
