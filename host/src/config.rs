@@ -15,6 +15,10 @@ pub struct Config {
     pub database: String,
     /// Every `.wasm` in this folder is deployed at start-up.
     pub modules: Option<PathBuf>,
+    /// Where compiled modules are kept across restarts.
+    pub module_cache: PathBuf,
+    /// Compiled modules kept in memory; the least recently used goes first.
+    pub cached_modules: usize,
     pub limits: Limits,
     pub idempotency_retention: Duration,
     pub max_body_bytes: usize,
@@ -30,6 +34,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub database: Option<String>,
     pub modules: Option<PathBuf>,
+    pub module_cache: Option<PathBuf>,
     pub idempotency_retention_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub max_wait_secs: Option<u64>,
@@ -46,6 +51,7 @@ pub struct GuestConfig {
     pub memory_mib: Option<usize>,
     pub max_module_bytes: Option<usize>,
     pub concurrent_calls: Option<u32>,
+    pub cached_modules: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +77,8 @@ impl FileConfig {
             listen: self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
+            module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
+            cached_modules: guest.cached_modules.unwrap_or(64),
             limits: Limits {
                 fuel_per_call: guest.fuel_per_call.unwrap_or(defaults.fuel_per_call),
                 deadline: guest.deadline_ms.map_or(defaults.deadline, Duration::from_millis),

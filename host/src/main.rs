@@ -26,6 +26,9 @@ enum Command {
         /// Deploy every `.wasm` file in this folder at start-up.
         #[arg(long, env = "SWITCHYARD_MODULES")]
         modules: Option<PathBuf>,
+        /// Keep compiled modules here across restarts [default: .switchyard/modules].
+        #[arg(long, env = "SWITCHYARD_MODULE_CACHE")]
+        module_cache: Option<PathBuf>,
         /// A TOML file with these settings and more; flags and environment win over it.
         #[arg(long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
@@ -47,12 +50,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, database, modules, config } => {
+        Command::Serve { listen, database, modules, module_cache, config } => {
             let file = config.as_deref().map(FileConfig::read).transpose()?.unwrap_or_default();
             let file = FileConfig {
                 listen: listen.or(file.listen),
                 database: database.or(file.database),
                 modules: modules.or(file.modules),
+                module_cache: module_cache.or(file.module_cache),
                 ..file
             };
             let config = file.into_config();

@@ -34,12 +34,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let store = store::Store::connect(&config.database).await?;
-    let settings =
-        Settings { limits: config.limits.clone(), idempotency_retention: config.idempotency_retention };
+    let settings = Settings {
+        limits: config.limits.clone(),
+        idempotency_retention: config.idempotency_retention,
+        cached_modules: config.cached_modules,
+        module_cache: Some(config.module_cache.clone()),
+    };
     let service = Arc::new(Service::new(store, settings)?);
     if let Some(dir) = &config.modules {
         deploy_folder(&service, dir).await?;
     }
+    service.resume_migrations().await?;
     let sweeper = tokio::spawn(sweep_idempotency_records(service.clone()));
     let api_settings = api::Settings {
         max_body_bytes: config.max_body_bytes,

@@ -10,3 +10,4 @@ mod definitions;
 mod hostile_modules;
 mod idempotency;
 mod instances;
+mod versions;

@@ -94,6 +94,10 @@ fn outcomes_must_reach_declared_targets() {
         Err(OutcomeError::Undeclared("LIMBO".into()))
     );
     assert!(matches!(manifest.check_outcome(CallKind::Init, "PAID"), Err(OutcomeError::NotATarget { .. })));
+    assert!(manifest.check_outcome(CallKind::Migrate { from_terminal: false }, "PAID").is_ok());
+    assert!(manifest.check_outcome(CallKind::Migrate { from_terminal: true }, "DONE").is_ok());
+    let finishing = manifest.check_outcome(CallKind::Migrate { from_terminal: false }, "DONE");
+    assert!(matches!(finishing, Err(OutcomeError::NotATarget { .. })));
     assert!(matches!(
         manifest.check_outcome(CallKind::Action("pay"), "DONE"),
         Err(OutcomeError::NotATarget { .. })

@@ -5,17 +5,21 @@ use super::extract::{Body, Path};
 use super::idempotency::{self, Begun, KeyRule};
 use super::problem::Problem;
 use super::{AppState, stored_json};
+use crate::model::StoredResponse;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
 
 pub fn router(max_module_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/definitions", post(deploy).layer(DefaultBodyLimit::max(max_module_bytes)).get(list))
         .route("/v1/definitions/{name}", get(show))
-        .route("/v1/definitions/{name}/versions/{version}", get(show_version))
+        .route("/v1/definitions/{name}/default-version", put(pin))
+        .route("/v1/definitions/{name}/versions/{version}", get(show_version).delete(delete_version))
+        .route("/v1/definitions/{name}/versions/{version}/retire", post(retire))
 }
 
 /// The body is the module's bytes. 201 for a new version, 200 for the same bytes again.
@@ -51,4 +55,67 @@ async fn show_version(
 ) -> Result<Response, Problem> {
     let version = state.service.definition_version(&name, version).await?;
     Ok(axum::Json(VersionDto::new(&version)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinBody {
+    /// `null` returns to the default: the highest non-retired version.
+    version: Option<u32>,
+}
+
+/// Pins the version new instances get.
+async fn pin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let request = body
+        .json::<PinBody>()?
+        .ok_or_else(|| Problem::bad_request("a JSON body {\"version\": N} is required"))?;
+    let scope = format!("PUT /v1/definitions/{name}/default-version");
+    let claim = match idempotency::begin(&state, &headers, scope, &body.0, KeyRule::Optional).await {
+        Begun::Done(response) => return Ok(response),
+        Begun::Run(claim) => claim,
+    };
+    let outcome = state.service.pin_version(&name, request.version).await;
+    let outcome =
+        outcome.map(|summary| stored_json(StatusCode::OK, &DefinitionDto::new(&summary), Vec::new()));
+    Ok(idempotency::finish(claim, outcome).await)
+}
+
+/// No new instances on the version; running ones carry on.
+async fn retire(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = format!("POST /v1/definitions/{name}/versions/{version}/retire");
+    let claim = match idempotency::begin(&state, &headers, scope, &[], KeyRule::Optional).await {
+        Begun::Done(response) => return response,
+        Begun::Run(claim) => claim,
+    };
+    let outcome = state.service.retire_version(&name, version).await;
+    let outcome = outcome.map(|retired| stored_json(StatusCode::OK, &VersionDto::new(&retired), Vec::new()));
+    idempotency::finish(claim, outcome).await
+}
+
+/// Deletes a retired version without running instances.
+async fn delete_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> Response {
+    let scope = format!("DELETE /v1/definitions/{name}/versions/{version}");
+    let claim = match idempotency::begin(&state, &headers, scope, &[], KeyRule::Optional).await {
+        Begun::Done(response) => return response,
+        Begun::Run(claim) => claim,
+    };
+    let outcome = state.service.delete_version(&name, version).await.map(|()| StoredResponse {
+        status: StatusCode::NO_CONTENT.as_u16(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    });
+    idempotency::finish(claim, outcome).await
 }

@@ -1,7 +1,7 @@
 //! The JSON shapes of the HTTP API. Only this module decides what clients see, so
 //! model and store types stay free to change.
 
-use crate::model::{DefinitionVersion, HistoryEntry, Instance, Status, Timestamp};
+use crate::model::{DefinitionVersion, HistoryEntry, Instance, Migration, Status, Timestamp};
 use crate::service::{DefinitionSummary, InstanceView, VersionSummary};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -67,7 +67,8 @@ impl<'a> InstanceDto<'a> {
 #[derive(Serialize)]
 pub struct InstancePage<'a> {
     pub items: Vec<InstanceDto<'a>>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent once a page comes back short.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -245,6 +246,61 @@ impl<'a> VersionDto<'a> {
                 })
                 .collect(),
             migrates_from: &manifest.migrates_from,
+        }
+    }
+}
+
+/// A bulk migration and its progress.
+#[derive(Serialize)]
+pub struct MigrationDto<'a> {
+    id: String,
+    definition: &'a str,
+    from_version: u32,
+    to_version: u32,
+    states: Option<&'a [String]>,
+    dry_run: bool,
+    reason: &'a str,
+    actor: &'a str,
+    status: &'static str,
+    total: i64,
+    migrated: i64,
+    failed: i64,
+    skipped: i64,
+    failures: Vec<FailureDto<'a>>,
+    created_at: String,
+    updated_at: String,
+    finished_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FailureDto<'a> {
+    instance_id: &'a str,
+    reason: &'a str,
+}
+
+impl<'a> MigrationDto<'a> {
+    pub fn new(migration: &'a Migration, failures: &'a [(String, String)]) -> Self {
+        MigrationDto {
+            id: migration.id.to_string(),
+            definition: &migration.definition,
+            from_version: migration.from_version,
+            to_version: migration.to_version,
+            states: migration.states.as_deref(),
+            dry_run: migration.dry_run,
+            reason: &migration.reason,
+            actor: &migration.actor,
+            status: migration.status.as_str(),
+            total: migration.total,
+            migrated: migration.migrated,
+            failed: migration.failed,
+            skipped: migration.skipped,
+            failures: failures
+                .iter()
+                .map(|(instance_id, reason)| FailureDto { instance_id, reason })
+                .collect(),
+            created_at: time(migration.created_at),
+            updated_at: time(migration.updated_at),
+            finished_at: migration.finished_at.map(time),
         }
     }
 }

@@ -75,12 +75,13 @@ pub struct Claim {
 }
 
 /// Looks the key up: replays a kept response, refuses a reused or busy key, or
-/// claims it for this request.
+/// claims it for this request. `request` is what must match for a replay: the body,
+/// and any header that changes the outcome.
 pub async fn begin(
     state: &AppState,
     headers: &HeaderMap,
     scope: String,
-    body: &[u8],
+    request: &[u8],
     rule: KeyRule,
 ) -> Begun {
     let key = match headers.get(&HEADER).map(HeaderValue::to_str) {
@@ -94,14 +95,18 @@ pub async fn begin(
             );
             return Begun::Done(problem.into_response());
         }
-        Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_KEY_LEN => key,
+        Some(Ok(key))
+            if !key.is_empty() && key.len() <= MAX_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            key
+        }
         Some(_) => {
             let detail = format!("the Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters");
             return Begun::Done(Problem::bad_request(detail).into_response());
         }
     };
     let key = IdempotencyKey { scope, key: key.to_owned() };
-    let fingerprint = hex::encode(sha2::Sha256::digest(body));
+    let fingerprint = hex::encode(sha2::Sha256::digest(request));
     let Some(guard) = state.in_flight.claim(&key) else {
         return Begun::Done(in_progress().into_response());
     };
@@ -200,7 +205,7 @@ fn in_progress() -> Problem {
     Problem::new(
         StatusCode::CONFLICT,
         "idempotency-key-in-use",
-        "Request in progress",
+        "Idempotency key in use",
         "a request with this Idempotency-Key is still being processed; retry later",
     )
 }

@@ -93,7 +93,10 @@ async fn act(
     let payload = body.json::<ActBody>()?.and_then(|body| body.payload);
     let if_match = if_match(&headers)?;
     let scope = format!("POST /v1/instances/{id}/actions/{action}");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, KeyRule::Required).await {
+    // The same body under another If-Match is another request.
+    let request =
+        [headers.get(header::IF_MATCH).map_or(&b""[..], HeaderValue::as_bytes), b"\n", &body.0].concat();
+    let claim = match idempotency::begin(&state, &headers, scope, &request, KeyRule::Required).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
@@ -190,7 +193,7 @@ async fn history(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(axum::Json(serde_json::json!({ "instance_id": id.to_string(), "items": items })).into_response())
 }
 
-fn instance_response(status: StatusCode, view: &InstanceView) -> StoredResponse {
+pub(super) fn instance_response(status: StatusCode, view: &InstanceView) -> StoredResponse {
     let instance = &view.instance;
     let mut headers = vec![("etag".to_owned(), etag(instance.revision))];
     if status == StatusCode::CREATED {
@@ -200,7 +203,7 @@ fn instance_response(status: StatusCode, view: &InstanceView) -> StoredResponse 
 }
 
 /// A malformed id names no instance: 404, like any unknown id.
-fn parse_id(id: &str) -> Result<InstanceId, Problem> {
+pub(super) fn parse_id(id: &str) -> Result<InstanceId, Problem> {
     id.parse().map_err(|_| Problem::not_found(format!("no instance {id}")))
 }
 

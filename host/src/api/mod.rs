@@ -3,6 +3,7 @@
 //! Invariant: only this module knows HTTP and the JSON shapes clients see; it talks to
 //! [`crate::service`] and never to the store or the runtime.
 
+mod admin;
 mod correlation;
 mod definitions;
 mod dto;
@@ -47,6 +48,7 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
     Router::new()
         .merge(definitions::router(settings.max_module_bytes))
         .merge(instances::router())
+        .merge(admin::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -101,8 +101,25 @@ impl From<service::Error> for Problem {
                 Problem::new(StatusCode::CONFLICT, "version-conflict", "Version already deployed", detail)
                     .with("deployed_sha256", json!(sha256))
             }
-            E::DefinitionNotFound(_) | E::VersionNotFound { .. } | E::InstanceNotFound(_) => {
-                Problem::not_found(detail)
+            E::DefinitionNotFound(_)
+            | E::VersionNotFound { .. }
+            | E::InstanceNotFound(_)
+            | E::MigrationNotFound(_) => Problem::not_found(detail),
+            E::VersionPinned { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "version-pinned",
+                "Version pinned for new instances",
+                detail,
+            ),
+            E::VersionNotRetired { .. } => {
+                Problem::new(StatusCode::CONFLICT, "version-not-retired", "Version not retired", detail)
+            }
+            E::VersionInUse { running, .. } => {
+                Problem::new(StatusCode::CONFLICT, "version-in-use", "Version still in use", detail)
+                    .with("running_instances", json!(running))
+            }
+            E::NoMigrationPath { .. } => {
+                Problem::new(StatusCode::CONFLICT, "no-migration-path", "No migration path", detail)
             }
             E::VersionRetired { .. } => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "version-retired", "Version retired", detail)

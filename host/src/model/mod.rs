@@ -237,3 +237,64 @@ pub struct IdempotencyRecord {
     pub response: StoredResponse,
     pub created_at: Timestamp,
 }
+
+/// A bulk migration: moves the running instances of one version to another, in
+/// batches, as an operation of its own.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub id: Uuid,
+    pub definition: String,
+    pub from_version: u32,
+    pub to_version: u32,
+    /// Only instances in these states; `None` for all.
+    pub states: Option<Vec<String>>,
+    /// Report what would happen without writing any instance.
+    pub dry_run: bool,
+    pub reason: String,
+    pub actor: String,
+    pub status: MigrationStatus,
+    /// Instances in scope when the migration was created.
+    pub total: i64,
+    pub migrated: i64,
+    pub failed: i64,
+    /// Instances that left the scope (moved on, finished) before their turn.
+    pub skipped: i64,
+    /// The last instance handled; instances are taken in id order.
+    pub cursor: Option<InstanceId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationStatus {
+    Running,
+    Completed,
+}
+
+impl MigrationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationStatus::Running => "running",
+            MigrationStatus::Completed => "completed",
+        }
+    }
+}
+
+impl FromStr for MigrationStatus {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [MigrationStatus::Running, MigrationStatus::Completed]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownName(s.into()))
+    }
+}
+
+/// What happened to one instance in a bulk migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationStep {
+    Migrated,
+    Skipped,
+    Failed(String),
+}

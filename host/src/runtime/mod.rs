@@ -150,6 +150,38 @@ impl Runtime {
         }
         let module = Module::new(&self.engine, wasm)
             .map_err(|err| Error::InvalidModule(format!("not a valid WebAssembly module: {err}")))?;
+        self.prepare(module, ModuleHash::of(wasm))
+    }
+
+    /// Loads a module compiled earlier by [`Runtime::artifact`], skipping compilation.
+    ///
+    /// # Safety
+    /// `artifact` must be bytes that [`Runtime::artifact`] of this program produced.
+    /// Wasmtime checks that the engine configuration matches, but it cannot check
+    /// that the machine code is its own.
+    pub unsafe fn load_artifact(&self, artifact: &[u8], sha256: ModuleHash) -> Result<LoadedModule, Error> {
+        // SAFETY: the caller guarantees these bytes came from `Module::serialize` here.
+        let module = unsafe { Module::deserialize(&self.engine, artifact) }
+            .map_err(|err| Error::InvalidModule(format!("the compiled artifact does not load: {err}")))?;
+        self.prepare(module, sha256)
+    }
+
+    /// The compiled form of `module`, to keep for [`Runtime::load_artifact`].
+    pub fn artifact(&self, module: &LoadedModule) -> Result<Vec<u8>, Error> {
+        module.instance_pre.module().serialize().map_err(|err| Error::Host(err.to_string()))
+    }
+
+    /// Names the engine configuration artifacts are valid for: files of another
+    /// configuration are not even read.
+    pub fn artifact_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// Checks a compiled module's shape and reads its manifest.
+    fn prepare(&self, module: Module, sha256: ModuleHash) -> Result<LoadedModule, Error> {
         validate::module_shape(&module, &self.limits)?;
         let instance_pre =
             self.linker.instantiate_pre(&module).map_err(|err| Error::InvalidModule(err.to_string()))?;
@@ -167,7 +199,7 @@ impl Runtime {
         let manifest: Manifest = postcard::from_bytes(&manifest_bytes.response)
             .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
         manifest.validate().map_err(|err| Error::InvalidModule(err.to_string()))?;
-        Ok(LoadedModule { sha256: ModuleHash::of(wasm), manifest, instance_pre })
+        Ok(LoadedModule { sha256, manifest, instance_pre })
     }
 
     /// Calls `entry` in a fresh instance of `module` with `request`, decoding the response.

@@ -4,7 +4,6 @@ use super::{Error, Result, Service};
 use crate::model::{DefinitionVersion, ModuleHash, Status, Timestamp};
 use crate::store;
 use std::sync::Arc;
-use tokio::sync::OnceCell;
 
 /// The result of a deploy: the version, and whether this call created it.
 #[derive(Debug)]
@@ -51,11 +50,8 @@ impl Service {
         match self.store.insert_definition_version(&version, &wasm).await {
             Ok(()) => {
                 tracing::info!(name = %version.name, version = version.version, sha256 = %version.sha256, "deployed");
-                let cached = super::CachedVersion {
-                    manifest: version.manifest.clone(),
-                    module: OnceCell::new_with(Some(Arc::new(module))),
-                };
-                self.cache_version(&version.name, version.version, cached);
+                self.keep_artifact(&module).await;
+                self.modules.insert(&version.name, version.version, Arc::new(module));
                 Ok(Deployed { version, created: true })
             }
             Err(store::Error::Duplicate) => {

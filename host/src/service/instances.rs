@@ -1,6 +1,6 @@
 //! Starting instances, running actions on them and reading them back.
 
-use super::{Error, Result, Service};
+use super::{Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
     HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, Revision, Status, StoredResponse,
     Timestamp, Trigger, TriggerKind,
@@ -41,6 +41,13 @@ pub struct ActRequest {
     pub actor: String,
 }
 
+/// A computed change: the instance as it would be, and the history entry saying why.
+#[derive(Debug)]
+pub(super) struct Change {
+    pub view: InstanceView,
+    pub history: HistoryEntry,
+}
+
 /// An idempotency key to store with the transition, and how to render its response.
 pub struct Idempotent<'a> {
     pub key: IdempotencyKey,
@@ -54,10 +61,6 @@ impl std::fmt::Debug for Idempotent<'_> {
         f.debug_struct("Idempotent").field("key", &self.key).finish_non_exhaustive()
     }
 }
-
-/// How often an action is recomputed when other transitions of the same instance
-/// keep committing first.
-const MAX_ATTEMPTS: usize = 16;
 
 impl Service {
     #[tracing::instrument(skip_all, fields(definition = %request.definition))]
@@ -108,7 +111,7 @@ impl Service {
             at: now,
         };
         let view = view(&module.manifest, instance);
-        match self.commit(&view, None, &history, idempotent).await {
+        match self.commit(&view, None, &history, idempotent, None).await {
             Err(store::Error::Duplicate) => Err(Error::KeyTaken),
             other => other.map(|()| view).map_err(Error::from),
         }
@@ -121,86 +124,132 @@ impl Service {
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.stored_instance(request.id).await?;
-            if let Some(expected) = request.if_match
-                && expected != current.revision
-            {
-                return Err(Error::PreconditionFailed { current: current.revision });
-            }
-            let module = self.module(&current.definition, current.definition_version).await?;
-            let manifest = &module.manifest;
-            if manifest.action(&request.action).is_none() {
-                return Err(Error::UnknownAction {
-                    definition: current.definition,
-                    version: current.definition_version,
-                    action: request.action,
-                });
-            }
-            let allowed_actions = allowed_actions(manifest, &current);
-            if !allowed_actions.contains(&request.action) {
-                return Err(Error::NotAllowed {
-                    action: request.action,
-                    current_state: current.state,
-                    allowed_actions,
-                });
-            }
-            let now = Timestamp::now();
-            let revision = current.revision.next();
-            let call = ActionRequest {
-                context: context(current.id, current.definition_version, revision, now),
-                state: current.state.clone(),
-                data: current.data.clone(),
-                action: request.action.clone(),
-                payload: request.payload.clone(),
-            };
-            let called = self.call_guest(module.clone(), Entry::OnAction, call).await?;
-            let accepted = accepted(called.response)?;
-            let status = status_after(manifest, CallKind::Action(&request.action), &accepted)?;
-            let history = HistoryEntry {
-                instance_id: current.id,
-                seq: revision.0,
-                from_state: Some(current.state.clone()),
-                to_state: accepted.state.clone(),
-                trigger: Trigger {
-                    kind: TriggerKind::Action,
-                    name: request.action.clone(),
-                    id: idempotent.map(|idempotent| idempotent.key.key.clone()),
-                    payload: request.payload.clone(),
-                },
-                actor: request.actor.clone(),
-                definition_version: current.definition_version,
-                module_sha256: module.sha256.clone(),
-                fuel_used: called.fuel_used,
-                at: now,
-            };
+            let current = self.current_instance(request.id, request.if_match).await?;
             let base_revision = current.revision;
-            let next = Instance {
-                state: accepted.state,
-                status,
-                data: accepted.data,
-                revision,
-                error: error_of(status, &accepted.message),
-                message: accepted.message,
-                updated_at: now,
-                ..current
-            };
-            let view = view(manifest, next);
-            match self.commit(&view, Some(base_revision), &history, idempotent).await {
-                Ok(()) => return Ok(view),
-                Err(store::Error::RevisionConflict) if request.if_match.is_some() => {
-                    return Err(Error::PreconditionFailed { current: base_revision.next() });
-                }
-                // Another transition committed first: decide again on the new state.
-                Err(store::Error::RevisionConflict) => continue,
-                Err(store::Error::Duplicate) => return Err(Error::KeyTaken),
-                Err(err) => return Err(err.into()),
+            let change = self.action_change(current, &request, idempotent).await?;
+            if let Some(view) =
+                self.try_commit(change, base_revision, request.if_match, idempotent, None).await?
+            {
+                return Ok(view);
             }
         }
         Err(Error::Contention)
     }
 
+    /// What `request` does to `current`, computed by the guest and checked.
+    async fn action_change(
+        &self,
+        current: Instance,
+        request: &ActRequest,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<Change> {
+        let module = self.module(&current.definition, current.definition_version).await?;
+        let manifest = &module.manifest;
+        if manifest.action(&request.action).is_none() {
+            return Err(Error::UnknownAction {
+                definition: current.definition,
+                version: current.definition_version,
+                action: request.action.clone(),
+            });
+        }
+        let allowed_actions = allowed_actions(manifest, &current);
+        if !allowed_actions.contains(&request.action) {
+            return Err(Error::NotAllowed {
+                action: request.action.clone(),
+                current_state: current.state,
+                allowed_actions,
+            });
+        }
+        let now = Timestamp::now();
+        let revision = current.revision.next();
+        let call = ActionRequest {
+            context: context(current.id, current.definition_version, revision, now),
+            state: current.state.clone(),
+            data: current.data.clone(),
+            action: request.action.clone(),
+            payload: request.payload.clone(),
+        };
+        let called = self.call_guest(module.clone(), Entry::OnAction, call).await?;
+        let accepted = accepted(called.response)?;
+        let status = status_after(manifest, CallKind::Action(&request.action), &accepted)?;
+        let history = HistoryEntry {
+            instance_id: current.id,
+            seq: revision.0,
+            from_state: Some(current.state.clone()),
+            to_state: accepted.state.clone(),
+            trigger: Trigger {
+                kind: TriggerKind::Action,
+                name: request.action.clone(),
+                id: idempotent.map(|idempotent| idempotent.key.key.clone()),
+                payload: request.payload.clone(),
+            },
+            actor: request.actor.clone(),
+            definition_version: current.definition_version,
+            module_sha256: module.sha256.clone(),
+            fuel_used: called.fuel_used,
+            at: now,
+        };
+        let next = Instance {
+            state: accepted.state,
+            status,
+            data: accepted.data,
+            revision,
+            error: error_of(status, &accepted.message),
+            message: accepted.message,
+            updated_at: now,
+            ..current
+        };
+        Ok(Change { view: view(manifest, next), history })
+    }
+
+    /// The instance, if it is still at `if_match` (when given).
+    pub(super) async fn current_instance(
+        &self,
+        id: InstanceId,
+        if_match: Option<Revision>,
+    ) -> Result<Instance> {
+        let current = self.stored_instance(id).await?;
+        match if_match {
+            Some(expected) if expected != current.revision => {
+                Err(Error::PreconditionFailed { current: current.revision })
+            }
+            _ => Ok(current),
+        }
+    }
+
+    /// Commits a change computed from `base_revision`. `None` when another change
+    /// committed first and the caller should compute again from the new state; under
+    /// `If-Match` that is a refusal instead.
+    pub(super) async fn try_commit(
+        &self,
+        change: Change,
+        base_revision: Revision,
+        if_match: Option<Revision>,
+        idempotent: Option<&Idempotent<'_>>,
+        migration: Option<uuid::Uuid>,
+    ) -> Result<Option<InstanceView>> {
+        match self.commit(&change.view, Some(base_revision), &change.history, idempotent, migration).await {
+            Ok(()) => Ok(Some(change.view)),
+            Err(store::Error::RevisionConflict) if if_match.is_some() => {
+                let current = self.stored_instance(change.view.instance.id).await?;
+                Err(Error::PreconditionFailed { current: current.revision })
+            }
+            Err(store::Error::RevisionConflict) => Ok(None),
+            Err(store::Error::Duplicate) => Err(Error::KeyTaken),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     pub async fn instance(&self, id: InstanceId) -> Result<InstanceView> {
         let instance = self.stored_instance(id).await?;
+        self.view_of(instance).await
+    }
+
+    /// A finished instance needs no manifest: its version may be deleted.
+    async fn view_of(&self, instance: Instance) -> Result<InstanceView> {
+        if instance.status.is_terminal() {
+            return Ok(InstanceView { allowed_actions: Vec::new(), instance });
+        }
         let version = self.version(&instance.definition, instance.definition_version).await?;
         Ok(view(&version.manifest, instance))
     }
@@ -230,8 +279,7 @@ impl Service {
         let instances = self.store.instances(filter).await?;
         let mut views = Vec::with_capacity(instances.len());
         for instance in instances {
-            let version = self.version(&instance.definition, instance.definition_version).await?;
-            views.push(view(&version.manifest, instance));
+            views.push(self.view_of(instance).await?);
         }
         Ok(views)
     }
@@ -254,6 +302,7 @@ impl Service {
         base_revision: Option<Revision>,
         history: &HistoryEntry,
         idempotent: Option<&Idempotent<'_>>,
+        migration: Option<uuid::Uuid>,
     ) -> store::Result<()> {
         let instance = &view.instance;
         let record = idempotent.map(|idempotent| IdempotencyRecord {
@@ -262,7 +311,9 @@ impl Service {
             response: (idempotent.render)(view),
             created_at: instance.updated_at,
         });
-        self.store.commit(Commit { instance, base_revision, history, idempotency: record.as_ref() }).await?;
+        self.store
+            .commit(Commit { instance, base_revision, history, idempotency: record.as_ref(), migration })
+            .await?;
         self.changes.publish(instance.id, instance.revision);
         Ok(())
     }
@@ -270,7 +321,12 @@ impl Service {
 
 /// What the guest is told about the call. The seed is derived from the instance and
 /// revision, so replaying a history entry reproduces it.
-fn context(id: InstanceId, definition_version: u32, revision: Revision, now: Timestamp) -> Context {
+pub(super) fn context(
+    id: InstanceId,
+    definition_version: u32,
+    revision: Revision,
+    now: Timestamp,
+) -> Context {
     let digest =
         sha2::Sha256::new().chain_update(id.0.as_bytes()).chain_update(revision.0.to_le_bytes()).finalize();
     let mut seed = [0; 8];
@@ -310,6 +366,6 @@ fn allowed_actions(manifest: &Manifest, instance: &Instance) -> Vec<String> {
     manifest.allowed_actions(&instance.state).map(|action| action.name.clone()).collect()
 }
 
-fn view(manifest: &Manifest, instance: Instance) -> InstanceView {
+pub(super) fn view(manifest: &Manifest, instance: Instance) -> InstanceView {
     InstanceView { allowed_actions: allowed_actions(manifest, &instance), instance }
 }

@@ -7,21 +7,25 @@
 mod changes;
 mod definitions;
 mod instances;
+mod lifecycle;
+mod modules;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
+pub use lifecycle::{BulkMigration, MigrateInstance};
 
-use crate::model::{IdempotencyKey, IdempotencyRecord, StoredResponse, Timestamp};
+use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Entry, LoadedModule, Runtime};
 use crate::store::{self, Store};
 use changes::Changes;
+use modules::ModuleCache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use switchyard_guest::abi::{Manifest, OutcomeError};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
 
 /// Why a use case did not happen. The API maps each variant to one status.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +41,18 @@ pub enum Error {
     VersionNotFound { name: String, version: u32 },
     #[error("{name} version {version} is retired: it takes no new instances")]
     VersionRetired { name: String, version: u32 },
+    #[error("{name} version {version} is pinned for new instances; pin another version first")]
+    VersionPinned { name: String, version: u32 },
+    #[error("{name} version {version} is not retired; retire it before deleting it")]
+    VersionNotRetired { name: String, version: u32 },
+    #[error("{name} version {version} still has {running} running instances")]
+    VersionInUse { name: String, version: u32, running: i64 },
+    #[error("cannot migrate from version {from_version} to {to_version}: {reason}")]
+    NoMigrationPath { from_version: u32, to_version: u32, reason: String },
     #[error("no instance {0}")]
     InstanceNotFound(String),
+    #[error("no migration {0}")]
+    MigrationNotFound(String),
     #[error("{definition} version {version} has no action {action:?}")]
     UnknownAction { definition: String, version: u32, action: String },
     #[error("action {action:?} is not allowed in state {current_state}")]
@@ -69,12 +83,20 @@ impl From<store::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How often a change is recomputed when other changes of the same instance keep
+/// committing first.
+const MAX_ATTEMPTS: usize = 16;
+
 /// Settings of the service layer.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub limits: runtime::Limits,
     /// How long a response stays replayable under its idempotency key.
     pub idempotency_retention: Duration,
+    /// Compiled modules kept in memory.
+    pub cached_modules: usize,
+    /// Where compiled modules are kept across restarts; `None` keeps them nowhere.
+    pub module_cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -84,8 +106,9 @@ pub struct Service {
     /// Guest calls in flight; sized to the runtime's pool so instantiation never
     /// fails for want of a slot.
     guest_calls: Semaphore,
-    /// Manifests and compiled modules by (definition, version).
+    /// Manifests by (definition, version): small, so all are kept.
     versions: RwLock<HashMap<(String, u32), Arc<CachedVersion>>>,
+    modules: ModuleCache,
     changes: Changes,
     idempotency_retention: Duration,
 }
@@ -98,6 +121,7 @@ impl Service {
             runtime: Arc::new(Runtime::new(settings.limits)?),
             guest_calls,
             versions: RwLock::default(),
+            modules: ModuleCache::new(settings.cached_modules, settings.module_cache),
             changes: Changes::default(),
             idempotency_retention: settings.idempotency_retention,
         })
@@ -142,25 +166,62 @@ impl Service {
             return Ok(cached.clone());
         }
         let stored = self.definition_version(name, version).await?;
-        let cached = CachedVersion { manifest: stored.manifest, module: OnceCell::new() };
+        let cached = CachedVersion { manifest: stored.manifest, sha256: stored.sha256 };
         Ok(self.cache_version(name, version, cached))
     }
 
-    /// The compiled module of `name` at `version`, compiled once on first use.
+    /// The compiled module of `name` at `version`: from memory, else from its artifact
+    /// on disk, else compiled (and its artifact kept).
     async fn module(&self, name: &str, version: u32) -> Result<Arc<LoadedModule>> {
+        if let Some(module) = self.modules.get(name, version) {
+            return Ok(module);
+        }
         let cached = self.version(name, version).await?;
-        let module = cached
-            .module
-            .get_or_try_init(|| async {
-                let wasm = self
-                    .store
-                    .module_bytes(name, version)
-                    .await?
-                    .ok_or_else(|| Error::VersionNotFound { name: name.into(), version })?;
-                Ok::<_, Error>(Arc::new(self.compile(wasm.into()).await?))
-            })
-            .await?;
-        Ok(module.clone())
+        let artifact = self.modules.artifact_path(&cached.sha256, &self.runtime.artifact_key());
+        if let Some(path) = &artifact
+            && let Ok(bytes) = tokio::fs::read(path).await
+        {
+            let (runtime, sha256) = (self.runtime.clone(), cached.sha256.clone());
+            // SAFETY: only `keep_artifact` writes into the artifact folder, and only
+            // what `Runtime::artifact` produced in this program.
+            let loaded =
+                tokio::task::spawn_blocking(move || unsafe { runtime.load_artifact(&bytes, sha256) }).await;
+            match loaded {
+                Ok(Ok(module)) => return Ok(self.modules.insert(name, version, Arc::new(module))),
+                Ok(Err(err)) => {
+                    tracing::warn!(path = %path.display(), %err, "recompiling: the artifact does not load")
+                }
+                Err(err) => tracing::warn!(%err, "recompiling: loading the artifact panicked"),
+            }
+        }
+        let wasm = self
+            .store
+            .module_bytes(name, version)
+            .await?
+            .ok_or_else(|| Error::VersionNotFound { name: name.into(), version })?;
+        let module = self.compile(wasm.into()).await?;
+        self.keep_artifact(&module).await;
+        Ok(self.modules.insert(name, version, Arc::new(module)))
+    }
+
+    /// Writes a module's artifact for later runs; a failure costs a recompile, no more.
+    async fn keep_artifact(&self, module: &LoadedModule) {
+        let Some(path) = self.modules.artifact_path(&module.sha256, &self.runtime.artifact_key()) else {
+            return;
+        };
+        let kept = match self.runtime.artifact(module) {
+            Ok(artifact) => self.modules.keep_artifact(path, artifact).await.map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = kept {
+            tracing::warn!(sha256 = %module.sha256, %err, "cannot keep the compiled module");
+        }
+    }
+
+    fn forget_version(&self, name: &str, version: u32) {
+        let mut versions = self.versions.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        versions.remove(&(name.to_owned(), version));
+        self.modules.remove(name, version);
     }
 
     fn cache_version(&self, name: &str, version: u32, cached: CachedVersion) -> Arc<CachedVersion> {
@@ -209,5 +270,5 @@ impl Service {
 #[derive(Debug)]
 struct CachedVersion {
     manifest: Manifest,
-    module: OnceCell<Arc<LoadedModule>>,
+    sha256: ModuleHash,
 }

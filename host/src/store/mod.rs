@@ -7,8 +7,12 @@
 //! Invariant: a transition's instance row, history entry and idempotency record are
 //! written in one transaction ([`Store::commit`]), or not at all.
 
+mod lifecycle;
 mod rows;
 
+pub use lifecycle::Deletion;
+
+use crate::model::MigrationStep;
 use crate::model::{
     DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, ModuleHash,
     Revision, Status, Timestamp,
@@ -60,6 +64,8 @@ pub struct Commit<'a> {
     pub base_revision: Option<Revision>,
     pub history: &'a HistoryEntry,
     pub idempotency: Option<&'a IdempotencyRecord>,
+    /// The bulk migration this change is a step of, counted in the same transaction.
+    pub migration: Option<uuid::Uuid>,
 }
 
 /// Which instances to list, newest first.
@@ -330,6 +336,9 @@ impl Store {
         insert_history(&mut tx, commit.history).await?;
         if let Some(record) = commit.idempotency {
             insert_idempotency_record(&mut tx, record).await?;
+        }
+        if let Some(migration) = commit.migration {
+            lifecycle::advance_migration(&mut tx, migration, instance.id, &MigrationStep::Migrated).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -2,8 +2,8 @@
 
 use super::{Error, InstanceCount, Result};
 use crate::model::{
-    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, ModuleHash, Revision,
-    StoredResponse, Timestamp, Trigger,
+    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, Migration, ModuleHash,
+    Revision, StoredResponse, Timestamp, Trigger,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -17,6 +17,35 @@ pub(super) const INSTANCE_SELECT: &str = "SELECT id, definition, definition_vers
 
 pub(super) const HISTORY_SELECT: &str = "SELECT instance_id, seq, from_state, to_state, trigger_kind, trigger_name, \
      trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at FROM history";
+
+pub(super) const MIGRATION_SELECT: &str = "SELECT id, definition, from_version, to_version, states, dry_run, \
+     reason, actor, status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at FROM migrations";
+
+pub(super) fn migration(row: &AnyRow) -> Result<Migration> {
+    let states: Option<String> = row.try_get("states")?;
+    Ok(Migration {
+        id: parse(row.try_get("id")?)?,
+        definition: row.try_get("definition")?,
+        from_version: version(row.try_get("from_version")?)?,
+        to_version: version(row.try_get("to_version")?)?,
+        states: states
+            .map(|states| serde_json::from_str(&states))
+            .transpose()
+            .map_err(|err| Error::Corrupt(format!("states: {err}")))?,
+        dry_run: row.try_get::<i64, _>("dry_run")? != 0,
+        reason: row.try_get("reason")?,
+        actor: row.try_get("actor")?,
+        status: parse(row.try_get("status")?)?,
+        total: row.try_get("total")?,
+        migrated: row.try_get("migrated")?,
+        failed: row.try_get("failed")?,
+        skipped: row.try_get("skipped")?,
+        cursor: row.try_get::<Option<String>, _>("cursor")?.map(parse).transpose()?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Timestamp),
+    })
+}
 
 pub(super) fn definition_version(row: &AnyRow) -> Result<DefinitionVersion> {
     let manifest: Vec<u8> = row.try_get("manifest")?;

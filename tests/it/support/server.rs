@@ -104,6 +104,8 @@ impl TestServer {
                 "--database",
                 &self.database_url,
             ])
+            .arg("--module-cache")
+            .arg(self.scratch.join("modules"))
             .args(flags)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())

@@ -1,0 +1,69 @@
+//! What a compiled module costs: a cold compile against loading its kept artifact, and
+//! the memory each loaded version holds.
+//!
+//! `cargo xtask modules && cargo bench -p switchyard --bench modules`
+//! (reads `target/modules/*.wasm`; prints one JSON line per module).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use switchyard::model::ModuleHash;
+use switchyard::runtime::{Limits, Runtime};
+
+const ROUNDS: usize = 20;
+/// Copies loaded at once to measure memory per loaded version.
+const COPIES: usize = 50;
+
+fn main() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/modules");
+    let mut paths: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|err| panic!("{}: {err}; run `cargo xtask modules` first", folder.display()))
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "wasm"))
+        .collect();
+    paths.sort();
+    let runtime = Runtime::new(Limits::DEFAULT).expect("runtime");
+    for path in paths {
+        let wasm = std::fs::read(&path).expect("module");
+        let sha256 = ModuleHash::of(&wasm);
+        let compile = median(|| drop(runtime.load(&wasm).expect("compiles")));
+        let artifact = runtime.artifact(&runtime.load(&wasm).expect("compiles")).expect("serializes");
+        // SAFETY: `artifact` was produced just above by this runtime.
+        let load =
+            median(|| drop(unsafe { runtime.load_artifact(&artifact, sha256.clone()) }.expect("loads")));
+        let before = resident_bytes();
+        // SAFETY: as above.
+        let loaded: Vec<_> = (0..COPIES)
+            .map(|_| unsafe { runtime.load_artifact(&artifact, sha256.clone()) }.expect("loads"))
+            .collect();
+        let per_version = resident_bytes().saturating_sub(before) / COPIES as u64;
+        drop(loaded);
+        println!(
+            "{{\"module\":{:?},\"wasm_bytes\":{},\"artifact_bytes\":{},\"compile_ms\":{:.2},\"artifact_load_ms\":{:.3},\"resident_bytes_per_loaded_version\":{}}}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            wasm.len(),
+            artifact.len(),
+            compile.as_secs_f64() * 1e3,
+            load.as_secs_f64() * 1e3,
+            per_version,
+        );
+    }
+}
+
+fn median(mut run: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..ROUNDS)
+        .map(|_| {
+            let started = Instant::now();
+            run();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[ROUNDS / 2]
+}
+
+/// Resident set size from /proc (Linux); 0 elsewhere.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|pages| pages.parse().ok()).unwrap_or(0);
+    pages * 4096
+}

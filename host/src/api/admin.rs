@@ -1,0 +1,134 @@
+//! `/v1/admin`: migrating instances between versions, one or in bulk.
+
+use super::dto::{InstanceDto, MigrationDto};
+use super::extract::{Body, Path};
+use super::idempotency::{self, Begun, KeyRule};
+use super::instances::{instance_response, parse_id};
+use super::problem::Problem;
+use super::{AppState, stored_json};
+use crate::service::{BulkMigration, InstanceView, MigrateInstance};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+/// Who acts, until API keys with roles exist.
+const ANONYMOUS: &str = "anonymous";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/instances/{id}/migrate", post(migrate_instance))
+        .route("/v1/admin/migrations", post(start_migration))
+        .route("/v1/admin/migrations/{id}", get(show_migration))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    to_version: u32,
+    reason: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Moves one instance to another version. A dry run answers with the would-be
+/// instance and writes nothing.
+async fn migrate_instance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let request =
+        body.json::<MigrateBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
+    let reason = required_reason(request.reason)?;
+    let scope = format!("POST /v1/admin/instances/{id}/migrate");
+    let claim = match idempotency::begin(&state, &headers, scope, &body.0, KeyRule::Optional).await {
+        Begun::Done(response) => return Ok(response),
+        Begun::Run(claim) => claim,
+    };
+    let migrate = MigrateInstance { id, to_version: request.to_version, reason, actor: ANONYMOUS.into() };
+    if request.dry_run {
+        let outcome = state.service.migrate_instance_dry_run(&migrate).await;
+        let outcome = outcome.map(|view| {
+            let mut response = stored_json(StatusCode::OK, &InstanceDto::new(&view), Vec::new());
+            response.headers.push(("switchyard-dry-run".into(), "true".into()));
+            response
+        });
+        return Ok(idempotency::finish(claim, outcome).await);
+    }
+    let render = |view: &InstanceView| instance_response(StatusCode::OK, view);
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let outcome = state.service.migrate_instance(&migrate, idempotent.as_ref()).await;
+    Ok(idempotency::finish_transition(claim, outcome, &render).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkBody {
+    definition: String,
+    from_version: u32,
+    to_version: u32,
+    states: Option<Vec<String>>,
+    #[serde(default)]
+    dry_run: bool,
+    reason: String,
+}
+
+/// Starts a bulk migration: 202 and the operation, to poll at its `Location`.
+async fn start_migration(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let request = body.json::<BulkBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
+    let reason = required_reason(request.reason)?;
+    let claim = match idempotency::begin(
+        &state,
+        &headers,
+        "POST /v1/admin/migrations".into(),
+        &body.0,
+        KeyRule::Optional,
+    )
+    .await
+    {
+        Begun::Done(response) => return Ok(response),
+        Begun::Run(claim) => claim,
+    };
+    let bulk = BulkMigration {
+        definition: request.definition,
+        from_version: request.from_version,
+        to_version: request.to_version,
+        states: request.states,
+        dry_run: request.dry_run,
+        reason,
+        actor: ANONYMOUS.into(),
+    };
+    let outcome = state.service.start_migration(bulk).await.map(|migration| {
+        let location = format!("/v1/admin/migrations/{}", migration.id);
+        stored_json(
+            StatusCode::ACCEPTED,
+            &MigrationDto::new(&migration, &[]),
+            vec![("location".into(), location)],
+        )
+    });
+    Ok(idempotency::finish(claim, outcome).await)
+}
+
+async fn show_migration(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = id.parse().map_err(|_| Problem::not_found(format!("no migration {id}")))?;
+    let (migration, failures) = state.service.migration(id).await?;
+    Ok(axum::Json(MigrationDto::new(&migration, &failures)).into_response())
+}
+
+/// Admin overrides are audited: they need a reason.
+fn required_reason(reason: String) -> Result<String, Problem> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Problem::bad_request("a non-empty reason is required"));
+    }
+    Ok(reason.to_owned())
+}

@@ -1,0 +1,326 @@
+//! The version lifecycle: pinning the version new instances get, retiring and deleting
+//! versions, and migrating running instances between versions, one or in bulk.
+
+use super::instances::{Change, Idempotent, InstanceView, context, view};
+use super::{DefinitionSummary, Error, MAX_ATTEMPTS, Result, Service};
+use crate::model::{
+    DefinitionVersion, HistoryEntry, Instance, Migration, MigrationStatus, MigrationStep, Status, Timestamp,
+    Trigger, TriggerKind,
+};
+use crate::runtime::{self, Entry};
+use crate::store::Deletion;
+use std::sync::Arc;
+use switchyard_guest::abi::{CallKind, MigrateOutcome, MigrateRequest};
+
+/// Instances a bulk migration takes per batch; between batches other work runs.
+const MIGRATION_BATCH: u32 = 50;
+
+/// Moving one instance to another version.
+#[derive(Debug)]
+pub struct MigrateInstance {
+    pub id: crate::model::InstanceId,
+    pub to_version: u32,
+    pub reason: String,
+    pub actor: String,
+}
+
+/// A bulk migration as requested.
+#[derive(Debug)]
+pub struct BulkMigration {
+    pub definition: String,
+    pub from_version: u32,
+    pub to_version: u32,
+    pub states: Option<Vec<String>>,
+    pub dry_run: bool,
+    pub reason: String,
+    pub actor: String,
+}
+
+impl Service {
+    /// Pins the version new instances of `name` get; `None` returns to the highest
+    /// non-retired version.
+    pub async fn pin_version(&self, name: &str, version: Option<u32>) -> Result<DefinitionSummary> {
+        match version {
+            Some(version) => {
+                let pinned = self.definition_version(name, version).await?;
+                if pinned.retired_at.is_some() {
+                    return Err(Error::VersionRetired { name: name.into(), version });
+                }
+            }
+            None => drop(self.definition(name).await?),
+        }
+        self.store.set_pinned_version(name, version).await?;
+        self.definition(name).await
+    }
+
+    /// Stops new instances on a version; running ones carry on.
+    pub async fn retire_version(&self, name: &str, version: u32) -> Result<DefinitionVersion> {
+        self.definition_version(name, version).await?;
+        if self.store.pinned_version(name).await? == Some(version) {
+            return Err(Error::VersionPinned { name: name.into(), version });
+        }
+        self.store.retire_definition_version(name, version, Timestamp::now()).await?;
+        self.definition_version(name, version).await
+    }
+
+    /// Deletes a retired version no running instance uses.
+    pub async fn delete_version(&self, name: &str, version: u32) -> Result<()> {
+        match self.store.delete_definition_version(name, version).await? {
+            Deletion::Deleted => {
+                self.forget_version(name, version);
+                Ok(())
+            }
+            Deletion::NotFound => Err(Error::VersionNotFound { name: name.into(), version }),
+            Deletion::NotRetired => Err(Error::VersionNotRetired { name: name.into(), version }),
+            Deletion::StillRunning(running) => {
+                Err(Error::VersionInUse { name: name.into(), version, running })
+            }
+        }
+    }
+
+    /// Moves a running instance to `to_version` through the target module's `migrate`,
+    /// retrying if an action commits first.
+    #[tracing::instrument(skip_all, fields(id = %request.id, to_version = request.to_version))]
+    pub async fn migrate_instance(
+        &self,
+        request: &MigrateInstance,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<InstanceView> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.current_instance(request.id, None).await?;
+            let base_revision = current.revision;
+            let change =
+                self.migration_change(current, request, idempotent.map(|i| i.key.key.clone())).await?;
+            if let Some(view) = self.try_commit(change, base_revision, None, idempotent, None).await? {
+                return Ok(view);
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    /// What migrating would produce, written nowhere.
+    pub async fn migrate_instance_dry_run(&self, request: &MigrateInstance) -> Result<InstanceView> {
+        let current = self.current_instance(request.id, None).await?;
+        Ok(self.migration_change(current, request, None).await?.view)
+    }
+
+    /// Checks the migration path, runs the target module's `migrate` and checks its
+    /// result against the target manifest.
+    async fn migration_change(
+        &self,
+        current: Instance,
+        request: &MigrateInstance,
+        trigger_id: Option<String>,
+    ) -> Result<Change> {
+        let (from_version, to_version) = (current.definition_version, request.to_version);
+        if from_version == to_version {
+            return Err(Error::NoMigrationPath {
+                from_version,
+                to_version,
+                reason: "the instance is at that version already".into(),
+            });
+        }
+        let target = self.definition_version(&current.definition, to_version).await?;
+        if target.retired_at.is_some() {
+            return Err(Error::VersionRetired { name: current.definition, version: to_version });
+        }
+        let module = self.module(&current.definition, to_version).await?;
+        let manifest = &module.manifest;
+        if !manifest.migrates_from.contains(&from_version) {
+            return Err(Error::NoMigrationPath {
+                from_version,
+                to_version,
+                reason: format!(
+                    "version {to_version} does not declare a migration from version {from_version}"
+                ),
+            });
+        }
+        let now = Timestamp::now();
+        let revision = current.revision.next();
+        let call = MigrateRequest {
+            context: context(current.id, to_version, revision, now),
+            from_version,
+            state: current.state.clone(),
+            data: current.data.clone(),
+        };
+        let called = self.call_guest(module.clone(), Entry::Migrate, call).await?;
+        let (state, data) = match called.response {
+            MigrateOutcome::Refused(rejection) => {
+                return Err(Error::Rejected { code: rejection.code, reason: rejection.reason });
+            }
+            MigrateOutcome::Migrated { state, data } => (state, data),
+        };
+        if serde_json::from_str::<serde::de::IgnoredAny>(&data).is_err() {
+            return Err(runtime::Error::BadResponse("the migrated data is not JSON".into()).into());
+        }
+        let call = CallKind::Migrate { from_terminal: current.status.is_terminal() };
+        let status = Status::of(manifest.check_outcome(call, &state)?.terminal);
+        let payload = serde_json::json!({
+            "from_version": from_version,
+            "to_version": to_version,
+            "reason": request.reason,
+        });
+        let history = HistoryEntry {
+            instance_id: current.id,
+            seq: revision.0,
+            from_state: Some(current.state.clone()),
+            to_state: state.clone(),
+            trigger: Trigger {
+                kind: TriggerKind::Admin,
+                name: "migrate".into(),
+                id: trigger_id,
+                payload: payload.to_string(),
+            },
+            actor: request.actor.clone(),
+            definition_version: to_version,
+            module_sha256: module.sha256.clone(),
+            fuel_used: called.fuel_used,
+            at: now,
+        };
+        let next = Instance {
+            definition_version: to_version,
+            state,
+            status,
+            data,
+            revision,
+            updated_at: now,
+            ..current
+        };
+        Ok(Change { view: view(manifest, next), history })
+    }
+
+    // --- bulk migrations ---------------------------------------------------------------
+
+    /// Checks the request and starts the migration in the background.
+    pub async fn start_migration(self: &Arc<Self>, request: BulkMigration) -> Result<Migration> {
+        let BulkMigration { definition, from_version, to_version, states, dry_run, reason, actor } = request;
+        self.definition_version(&definition, from_version).await?;
+        let target = self.definition_version(&definition, to_version).await?;
+        if target.retired_at.is_some() {
+            return Err(Error::VersionRetired { name: definition, version: to_version });
+        }
+        if from_version == to_version || !target.manifest.migrates_from.contains(&from_version) {
+            return Err(Error::NoMigrationPath {
+                from_version,
+                to_version,
+                reason: format!(
+                    "version {to_version} does not declare a migration from version {from_version}"
+                ),
+            });
+        }
+        let now = Timestamp::now();
+        let mut migration = Migration {
+            id: uuid::Uuid::now_v7(),
+            definition,
+            from_version,
+            to_version,
+            states,
+            dry_run,
+            reason,
+            actor,
+            status: MigrationStatus::Running,
+            total: 0,
+            migrated: 0,
+            failed: 0,
+            skipped: 0,
+            cursor: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        migration.total = self.store.count_migration_candidates(&migration).await?;
+        self.store.insert_migration(&migration).await?;
+        tokio::spawn(self.clone().run_migration(migration.id));
+        Ok(migration)
+    }
+
+    /// A migration with the `(instance id, reason)` of each failure.
+    pub async fn migration(&self, id: uuid::Uuid) -> Result<(Migration, Vec<(String, String)>)> {
+        let migration =
+            self.store.migration(id).await?.ok_or_else(|| Error::MigrationNotFound(id.to_string()))?;
+        let failures = self.store.migration_failures(id).await?;
+        Ok((migration, failures))
+    }
+
+    /// Picks up the migrations a previous run of the server left unfinished.
+    pub async fn resume_migrations(self: &Arc<Self>) -> Result<()> {
+        for migration in self.store.running_migrations().await? {
+            tracing::info!(id = %migration.id, cursor = ?migration.cursor, "resuming migration");
+            tokio::spawn(self.clone().run_migration(migration.id));
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn run_migration(self: Arc<Self>, id: uuid::Uuid) {
+        if let Err(err) = self.migrate_batches(id).await {
+            // The migration stays `running` and resumes at the next start.
+            tracing::error!(%err, "migration stopped");
+        }
+    }
+
+    async fn migrate_batches(&self, id: uuid::Uuid) -> Result<()> {
+        loop {
+            let (migration, _) = self.migration(id).await?;
+            let batch =
+                self.store.migration_candidates(&migration, migration.cursor, MIGRATION_BATCH).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for instance in batch {
+                let instance_id = instance.id;
+                let step = self.migrate_one(&migration, instance).await?;
+                if step != MigrationStep::Migrated || migration.dry_run {
+                    self.store.record_migration_step(id, instance_id, &step).await?;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        let (migration, _) = self.migration(id).await?;
+        // Instances that finished or moved on before their turn were never picked up.
+        let skipped = (migration.total - migration.migrated - migration.failed).max(migration.skipped);
+        self.store.finish_migration(id, skipped, Timestamp::now()).await?;
+        tracing::info!(
+            migrated = migration.migrated,
+            failed = migration.failed,
+            skipped,
+            "migration completed"
+        );
+        Ok(())
+    }
+
+    /// Migrates one instance (or, in a dry run, only computes it). A real migration
+    /// records its step in the instance's own commit.
+    async fn migrate_one(&self, migration: &Migration, instance: Instance) -> Result<MigrationStep> {
+        let request = MigrateInstance {
+            id: instance.id,
+            to_version: migration.to_version,
+            reason: migration.reason.clone(),
+            actor: migration.actor.clone(),
+        };
+        let mut current = instance;
+        for _ in 0..MAX_ATTEMPTS {
+            let in_scope = current.definition_version == migration.from_version
+                && !current.status.is_terminal()
+                && migration.states.as_ref().is_none_or(|states| states.contains(&current.state));
+            if !in_scope {
+                return Ok(MigrationStep::Skipped);
+            }
+            let base_revision = current.revision;
+            let change = match self.migration_change(current, &request, Some(migration.id.to_string())).await
+            {
+                Ok(change) => change,
+                Err(err @ (Error::Store(_) | Error::Internal(_))) => return Err(err),
+                Err(refused) => return Ok(MigrationStep::Failed(refused.to_string())),
+            };
+            if migration.dry_run {
+                return Ok(MigrationStep::Migrated);
+            }
+            if self.try_commit(change, base_revision, None, None, Some(migration.id)).await?.is_some() {
+                return Ok(MigrationStep::Migrated);
+            }
+            current = self.current_instance(request.id, None).await?;
+        }
+        Ok(MigrationStep::Failed("the instance kept changing; not migrated".into()))
+    }
+}

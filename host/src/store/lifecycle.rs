@@ -1,0 +1,252 @@
+//! The version lifecycle: pinning, retiring, deleting, and bulk migrations.
+
+use super::{Error, Result, Store, rows};
+use crate::model::{Instance, InstanceId, Migration, MigrationStep, Timestamp};
+
+/// What [`Store::delete_definition_version`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    NotFound,
+    NotRetired,
+    /// So many instances still run on the version.
+    StillRunning(i64),
+}
+
+impl Store {
+    /// Pins the version new instances of `name` get; `None` returns to the default.
+    pub async fn set_pinned_version(&self, name: &str, version: Option<u32>) -> Result<()> {
+        sqlx::query("UPDATE definitions SET pinned_version = $1 WHERE name = $2")
+            .bind(version.map(i64::from))
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a version retired (once: the first time is kept).
+    pub async fn retire_definition_version(&self, name: &str, version: u32, at: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE definition_versions SET retired_at = $1
+             WHERE name = $2 AND version = $3 AND retired_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(name)
+        .bind(i64::from(version))
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a retired version that no running instance uses, in one transaction
+    /// so that no instance can start on it meanwhile.
+    pub async fn delete_definition_version(&self, name: &str, version: u32) -> Result<Deletion> {
+        let mut tx = self.write.begin().await?;
+        let retired: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT retired_at FROM definition_versions WHERE name = $1 AND version = $2")
+                .bind(name)
+                .bind(i64::from(version))
+                .fetch_optional(&mut *tx)
+                .await?;
+        match retired {
+            None => return Ok(Deletion::NotFound),
+            Some(None) => return Ok(Deletion::NotRetired),
+            Some(Some(_)) => {}
+        }
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE definition = $1 AND definition_version = $2 AND status = 'running'",
+        )
+        .bind(name)
+        .bind(i64::from(version))
+        .fetch_one(&mut *tx)
+        .await?;
+        if running > 0 {
+            return Ok(Deletion::StillRunning(running));
+        }
+        sqlx::query("DELETE FROM definition_versions WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE definitions SET pinned_version = NULL WHERE name = $1 AND pinned_version = $2")
+            .bind(name)
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Deletion::Deleted)
+    }
+
+    // --- bulk migrations ---------------------------------------------------------------
+
+    /// Running instances of `definition` at `version` (in `states`, if given), in id
+    /// order after `after`.
+    pub async fn migration_candidates(
+        &self,
+        migration: &Migration,
+        after: Option<InstanceId>,
+        limit: u32,
+    ) -> Result<Vec<Instance>> {
+        let (sql, params) = candidates_sql(migration, after, Some(limit), rows::INSTANCE_SELECT);
+        let mut query = sqlx::query(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
+        for param in params {
+            query = query.bind(param);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter().map(rows::instance).collect()
+    }
+
+    /// How many instances a new migration covers.
+    pub async fn count_migration_candidates(&self, migration: &Migration) -> Result<i64> {
+        let (sql, params) = candidates_sql(migration, None, None, "SELECT COUNT(*) FROM instances");
+        let mut query =
+            sqlx::query_scalar(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
+        for param in params {
+            query = query.bind(param);
+        }
+        Ok(query.fetch_one(&self.read).await?)
+    }
+
+    pub async fn insert_migration(&self, migration: &Migration) -> Result<()> {
+        let states = migration
+            .states
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|err| Error::Corrupt(err.to_string()))?;
+        sqlx::query(
+            "INSERT INTO migrations (id, definition, from_version, to_version, states, dry_run, reason, actor,
+                 status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, 0, NULL, $11, $11, NULL)",
+        )
+        .bind(migration.id.to_string())
+        .bind(&migration.definition)
+        .bind(i64::from(migration.from_version))
+        .bind(i64::from(migration.to_version))
+        .bind(states)
+        .bind(i64::from(migration.dry_run))
+        .bind(&migration.reason)
+        .bind(&migration.actor)
+        .bind(migration.status.as_str())
+        .bind(migration.total)
+        .bind(migration.created_at.0)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn migration(&self, id: uuid::Uuid) -> Result<Option<Migration>> {
+        let sql = format!("{} WHERE id = $1", rows::MIGRATION_SELECT);
+        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.read).await?;
+        row.as_ref().map(rows::migration).transpose()
+    }
+
+    /// Migrations to resume after a restart.
+    pub async fn running_migrations(&self) -> Result<Vec<Migration>> {
+        let sql = format!("{} WHERE status = 'running' ORDER BY created_at", rows::MIGRATION_SELECT);
+        let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+        rows.iter().map(rows::migration).collect()
+    }
+
+    /// `(instance id, reason)` of every instance that could not be migrated.
+    pub async fn migration_failures(&self, id: uuid::Uuid) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT instance_id, reason FROM migration_failures WHERE migration_id = $1 ORDER BY instance_id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Records what happened to `instance` and moves the cursor past it, unless an
+    /// earlier run recorded it already. A real migration's instance commit records
+    /// its step itself ([`super::Commit::migration`]).
+    pub async fn record_migration_step(
+        &self,
+        migration: uuid::Uuid,
+        instance: InstanceId,
+        step: &MigrationStep,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        if let MigrationStep::Failed(reason) = step {
+            sqlx::query(
+                "INSERT INTO migration_failures (migration_id, instance_id, reason) VALUES ($1, $2, $3)
+                 ON CONFLICT (migration_id, instance_id) DO NOTHING",
+            )
+            .bind(migration.to_string())
+            .bind(instance.to_string())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        advance_migration(&mut tx, migration, instance, step).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a migration completed with its final count of skipped instances.
+    pub async fn finish_migration(&self, id: uuid::Uuid, skipped: i64, at: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE migrations SET status = 'completed', skipped = $1, finished_at = $2, updated_at = $2 WHERE id = $3",
+        )
+        .bind(skipped)
+        .bind(at.0)
+        .bind(id.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Counts one step and moves the cursor, only if the cursor is still before
+/// `instance`: a step replayed after a crash is not counted twice.
+pub(super) async fn advance_migration(
+    tx: &mut super::Tx<'_>,
+    migration: uuid::Uuid,
+    instance: InstanceId,
+    step: &MigrationStep,
+) -> Result<()> {
+    let counter = match step {
+        MigrationStep::Migrated => "migrated",
+        MigrationStep::Skipped => "skipped",
+        MigrationStep::Failed(_) => "failed",
+    };
+    let sql = format!(
+        "UPDATE migrations SET {counter} = {counter} + 1, cursor = $1, updated_at = $2
+         WHERE id = $3 AND (cursor IS NULL OR cursor < $1)"
+    );
+    sqlx::query(&sql)
+        .bind(instance.to_string())
+        .bind(Timestamp::now().0)
+        .bind(migration.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `select` over the migration's candidates; `$1` and `$2` are the definition and
+/// version, the returned params follow.
+fn candidates_sql(
+    migration: &Migration,
+    after: Option<InstanceId>,
+    limit: Option<u32>,
+    select: &str,
+) -> (String, Vec<String>) {
+    let mut sql =
+        format!("{select} WHERE definition = $1 AND definition_version = $2 AND status = 'running'");
+    let mut params = Vec::new();
+    if let Some(states) = &migration.states {
+        let placeholders: Vec<String> = (0..states.len()).map(|idx| format!("${}", idx + 3)).collect();
+        sql.push_str(&format!(" AND state IN ({})", placeholders.join(", ")));
+        params.extend(states.iter().cloned());
+    }
+    if let Some(after) = after {
+        params.push(after.to_string());
+        sql.push_str(&format!(" AND id > ${}", params.len() + 2));
+    }
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+    }
+    (sql, params)
+}
