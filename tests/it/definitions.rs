@@ -9,6 +9,7 @@ both_backends!(
     definitions_describe_versions_and_their_graph,
     unknown_definitions_are_not_found,
     modules_folder_is_deployed_at_start_up,
+    compiled_modules_are_kept_across_restarts,
 );
 
 async fn deploy_is_idempotent_by_bytes(backend: Backend) {
@@ -107,6 +108,43 @@ async fn modules_folder_is_deployed_at_start_up(backend: Backend) {
     let server = TestServer::start_with(backend, &["--modules", &folder]).await;
     let definition = server.get("/v1/definitions/document-processing").await.expect(200).json();
     assert_eq!(definition["versions"][0]["version"], 1);
+}
+
+async fn compiled_modules_are_kept_across_restarts(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let deployed = server.deploy(module("document-processing")).await.expect(201).json();
+    let sha256 = deployed["sha256"].as_str().unwrap_or_default().to_owned();
+    let artifacts = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(server.module_cache())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect()
+    };
+    let kept = artifacts();
+    assert_eq!(kept.len(), 1, "one artifact per deployed module: {kept:?}");
+    let artifact = kept[0].clone();
+    assert!(
+        artifact.file_name().is_some_and(|name| name.to_string_lossy().starts_with(&sha256)),
+        "{artifact:?}"
+    );
+
+    // A damaged artifact is not trusted: the module is compiled again and the artifact replaced.
+    std::fs::write(&artifact, b"not an artifact").expect("damage the artifact");
+    server.restart().await;
+    let instance =
+        server.create("document-processing", serde_json::json!({ "document_url": "s3://x" })).await;
+    assert_eq!(instance["state"], "UPLOADED");
+    let replaced = std::fs::read(&artifact).expect("artifact");
+    assert_ne!(replaced, b"not an artifact");
+
+    assert_eq!(server.log().matches("recompiling").count(), 1, "{}", server.log());
+
+    // An intact artifact is loaded instead of compiling.
+    server.restart().await;
+    server.create("document-processing", serde_json::json!({ "document_url": "s3://y" })).await;
+    assert_eq!(server.log().matches("recompiling").count(), 1, "the kept artifact loaded: {}", server.log());
 }
 
 fn wat(text: &str) -> Vec<u8> {

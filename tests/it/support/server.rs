@@ -105,7 +105,7 @@ impl TestServer {
                 &self.database_url,
             ])
             .arg("--module-cache")
-            .arg(self.scratch.join("modules"))
+            .arg(self.module_cache())
             .args(flags)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdin(Stdio::null())
@@ -129,6 +129,11 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the server did not become healthy in 30 s; log:\n{}", self.log());
+    }
+
+    /// Where this server keeps compiled modules.
+    pub fn module_cache(&self) -> PathBuf {
+        self.scratch.join("modules")
     }
 
     pub fn log(&self) -> String {
