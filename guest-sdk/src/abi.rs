@@ -197,8 +197,8 @@ impl Manifest {
     }
 
     /// Checks where a call led: `init` must reach the initial state, an action one of
-    /// its declared targets, an event any declared state, a migration any declared
-    /// state that is not terminal unless the instance was. Returns the reached state.
+    /// its declared targets, an event any declared state, a migration a declared state
+    /// that is terminal exactly when the instance's was. Returns the reached state.
     pub fn check_outcome(&self, call: CallKind<'_>, to: &str) -> Result<&StateDecl, OutcomeError> {
         let state = self.state(to).ok_or_else(|| OutcomeError::Undeclared(to.into()))?;
         let legal = match call {
@@ -207,7 +207,7 @@ impl Manifest {
                 self.action(action).is_some_and(|action| action.to.iter().any(|target| target == to))
             }
             CallKind::Event => true,
-            CallKind::Migrate { from_terminal } => from_terminal || state.terminal.is_none(),
+            CallKind::Migrate { from_terminal } => from_terminal == state.terminal.is_some(),
         };
         if legal {
             Ok(state)
@@ -306,8 +306,8 @@ pub enum CallKind<'a> {
     Init,
     Action(&'a str),
     Event,
-    /// `migrate`, from a terminal state or not: only a finished instance may land in a
-    /// terminal state.
+    /// `migrate`, from a terminal state or not: a running instance stays running and a
+    /// finished one stays finished.
     Migrate {
         from_terminal: bool,
     },
@@ -319,7 +319,8 @@ impl CallKind<'_> {
             CallKind::Init => "init".into(),
             CallKind::Action(action) => alloc::format!("action {action:?}"),
             CallKind::Event => "an event".into(),
-            CallKind::Migrate { .. } => "a migration of a running instance".into(),
+            CallKind::Migrate { from_terminal: false } => "a migration of a running instance".into(),
+            CallKind::Migrate { from_terminal: true } => "a migration of a finished instance".into(),
         }
     }
 }

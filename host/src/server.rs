@@ -69,6 +69,13 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    let stats = service.store().commit_stats();
+    tracing::info!(
+        commits = stats.commits,
+        batches = stats.batches,
+        largest_batch = stats.largest_batch,
+        "group commit"
+    );
     service.store().close().await;
     Ok(())
 }

@@ -98,6 +98,8 @@ fn outcomes_must_reach_declared_targets() {
     assert!(manifest.check_outcome(CallKind::Migrate { from_terminal: true }, "DONE").is_ok());
     let finishing = manifest.check_outcome(CallKind::Migrate { from_terminal: false }, "DONE");
     assert!(matches!(finishing, Err(OutcomeError::NotATarget { .. })));
+    let reviving = manifest.check_outcome(CallKind::Migrate { from_terminal: true }, "NEW");
+    assert!(matches!(reviving, Err(OutcomeError::NotATarget { .. })));
     assert!(matches!(
         manifest.check_outcome(CallKind::Action("pay"), "DONE"),
         Err(OutcomeError::NotATarget { .. })

@@ -86,6 +86,9 @@ async fn start_migration(
 ) -> Result<Response, Problem> {
     let request = body.json::<BulkBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
     let reason = required_reason(request.reason)?;
+    if request.states.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Problem::bad_request("states, when given, must name at least one state"));
+    }
     let claim = match idempotency::begin(
         &state,
         &headers,

@@ -212,7 +212,8 @@ fn in_progress() -> Problem {
 
 pub fn into_response(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, stored.body).into_response();
+    let mut response =
+        if stored.body.is_empty() { status.into_response() } else { (status, stored.body).into_response() };
     for (name, value) in stored.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             response.headers_mut().insert(name, value);

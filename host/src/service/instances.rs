@@ -111,7 +111,7 @@ impl Service {
             at: now,
         };
         let view = view(&module.manifest, instance);
-        match self.commit(&view, None, &history, idempotent, None).await {
+        match self.commit(&view, None, history, idempotent, None).await {
             Err(store::Error::Duplicate) => Err(Error::KeyTaken),
             other => other.map(|()| view).map_err(Error::from),
         }
@@ -228,7 +228,7 @@ impl Service {
         idempotent: Option<&Idempotent<'_>>,
         migration: Option<uuid::Uuid>,
     ) -> Result<Option<InstanceView>> {
-        match self.commit(&change.view, Some(base_revision), &change.history, idempotent, migration).await {
+        match self.commit(&change.view, Some(base_revision), change.history, idempotent, migration).await {
             Ok(()) => Ok(Some(change.view)),
             Err(store::Error::RevisionConflict) if if_match.is_some() => {
                 let current = self.stored_instance(change.view.instance.id).await?;
@@ -300,20 +300,19 @@ impl Service {
         &self,
         view: &InstanceView,
         base_revision: Option<Revision>,
-        history: &HistoryEntry,
+        history: HistoryEntry,
         idempotent: Option<&Idempotent<'_>>,
         migration: Option<uuid::Uuid>,
     ) -> store::Result<()> {
         let instance = &view.instance;
-        let record = idempotent.map(|idempotent| IdempotencyRecord {
+        let idempotency = idempotent.map(|idempotent| IdempotencyRecord {
             key: idempotent.key.clone(),
             fingerprint: idempotent.fingerprint.clone(),
             response: (idempotent.render)(view),
             created_at: instance.updated_at,
         });
-        self.store
-            .commit(Commit { instance, base_revision, history, idempotency: record.as_ref(), migration })
-            .await?;
+        let commit = Commit { instance: instance.clone(), base_revision, history, idempotency, migration };
+        self.store.commit(commit).await?;
         self.changes.publish(instance.id, instance.revision);
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! Invariant: a transition's instance row, history entry and idempotency record are
 //! written in one transaction ([`Store::commit`]), or not at all.
 
+mod group_commit;
 mod lifecycle;
 mod rows;
 
@@ -34,6 +35,9 @@ pub enum Error {
     Corrupt(String),
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// The transaction of a whole commit batch failed.
+    #[error("database error")]
+    Batch(#[source] std::sync::Arc<sqlx::Error>),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -54,16 +58,17 @@ pub struct Store {
     /// the same.
     write: AnyPool,
     read: AnyPool,
+    committer: group_commit::Committer,
 }
 
 /// One change to an instance, committed atomically.
 #[derive(Debug)]
-pub struct Commit<'a> {
-    pub instance: &'a Instance,
+pub struct Commit {
+    pub instance: Instance,
     /// The revision the change was computed from; `None` creates the instance.
     pub base_revision: Option<Revision>,
-    pub history: &'a HistoryEntry,
-    pub idempotency: Option<&'a IdempotencyRecord>,
+    pub history: HistoryEntry,
+    pub idempotency: Option<IdempotencyRecord>,
     /// The bulk migration this change is a step of, counted in the same transaction.
     pub migration: Option<uuid::Uuid>,
 }
@@ -109,12 +114,18 @@ impl Store {
             let write = options().max_connections(1).connect(&url).await?;
             let read = options().max_connections(8).connect(&url).await?;
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
-            Store { backend: Backend::Sqlite, write, read }
+            Store {
+                backend: Backend::Sqlite,
+                committer: group_commit::Committer::start(write.clone()),
+                write,
+                read,
+            }
         } else {
             let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Store { backend: Backend::Postgres, write: pool.clone(), read: pool }
+            let committer = group_commit::Committer::start(pool.clone());
+            Store { backend: Backend::Postgres, committer, write: pool.clone(), read: pool }
         };
         Ok(store)
     }
@@ -284,64 +295,16 @@ impl Store {
 
     /// Writes a transition: the instance (created, or updated if still at
     /// `base_revision`), its history entry and the idempotency record, in one
-    /// transaction. [`Error::RevisionConflict`] if the instance moved on;
-    /// [`Error::Duplicate`] if the idempotency key was stored meanwhile.
-    pub async fn commit(&self, commit: Commit<'_>) -> Result<()> {
-        let instance = commit.instance;
-        let mut tx = self.write.begin().await?;
-        let written = match commit.base_revision {
-            None => sqlx::query(
-                "INSERT INTO instances (id, definition, definition_version, state, status, data, revision,
-                         message, error, parent_id, callback_url, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(instance.id.to_string())
-            .bind(&instance.definition)
-            .bind(i64::from(instance.definition_version))
-            .bind(&instance.state)
-            .bind(instance.status.as_str())
-            .bind(&instance.data)
-            .bind(instance.revision.0)
-            .bind(&instance.message)
-            .bind(&instance.error)
-            .bind(instance.parent_id.map(|id| id.to_string()))
-            .bind(&instance.callback_url)
-            .bind(instance.created_at.0)
-            .bind(instance.updated_at.0)
-            .execute(&mut *tx)
-            .await?,
-            Some(base) => {
-                sqlx::query(
-                    "UPDATE instances SET definition_version = $1, state = $2, status = $3, data = $4,
-                         revision = $5, message = $6, error = $7, updated_at = $8
-                     WHERE id = $9 AND revision = $10",
-                )
-                .bind(i64::from(instance.definition_version))
-                .bind(&instance.state)
-                .bind(instance.status.as_str())
-                .bind(&instance.data)
-                .bind(instance.revision.0)
-                .bind(&instance.message)
-                .bind(&instance.error)
-                .bind(instance.updated_at.0)
-                .bind(instance.id.to_string())
-                .bind(base.0)
-                .execute(&mut *tx)
-                .await?
-            }
-        };
-        if written.rows_affected() == 0 {
-            return Err(Error::RevisionConflict);
-        }
-        insert_history(&mut tx, commit.history).await?;
-        if let Some(record) = commit.idempotency {
-            insert_idempotency_record(&mut tx, record).await?;
-        }
-        if let Some(migration) = commit.migration {
-            lifecycle::advance_migration(&mut tx, migration, instance.id, &MigrationStep::Migrated).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// transaction shared with the other commits of its batch (see [`group_commit`]).
+    /// [`Error::RevisionConflict`] if the instance moved on; [`Error::Duplicate`] if the
+    /// idempotency key was stored meanwhile.
+    pub async fn commit(&self, commit: Commit) -> Result<()> {
+        self.committer.commit(commit).await
+    }
+
+    /// Commits and batches so far: how well group commit batches under the load seen.
+    pub fn commit_stats(&self) -> group_commit::Stats {
+        self.committer.stats()
     }
 
     // --- idempotency -------------------------------------------------------------------
@@ -396,6 +359,64 @@ impl Store {
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// The statements of one [`Commit`], inside a transaction.
+async fn apply(tx: &mut Tx<'_>, commit: &Commit) -> Result<()> {
+    let instance = &commit.instance;
+    let written =
+        match commit.base_revision {
+            None => sqlx::query(
+                "INSERT INTO instances (id, definition, definition_version, state, status, data, revision,
+                     message, error, parent_id, callback_url, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(instance.id.to_string())
+            .bind(&instance.definition)
+            .bind(i64::from(instance.definition_version))
+            .bind(&instance.state)
+            .bind(instance.status.as_str())
+            .bind(&instance.data)
+            .bind(instance.revision.0)
+            .bind(&instance.message)
+            .bind(&instance.error)
+            .bind(instance.parent_id.map(|id| id.to_string()))
+            .bind(&instance.callback_url)
+            .bind(instance.created_at.0)
+            .bind(instance.updated_at.0)
+            .execute(&mut **tx)
+            .await?,
+            Some(base) => {
+                sqlx::query(
+                    "UPDATE instances SET definition_version = $1, state = $2, status = $3, data = $4,
+                     revision = $5, message = $6, error = $7, updated_at = $8
+                 WHERE id = $9 AND revision = $10",
+                )
+                .bind(i64::from(instance.definition_version))
+                .bind(&instance.state)
+                .bind(instance.status.as_str())
+                .bind(&instance.data)
+                .bind(instance.revision.0)
+                .bind(&instance.message)
+                .bind(&instance.error)
+                .bind(instance.updated_at.0)
+                .bind(instance.id.to_string())
+                .bind(base.0)
+                .execute(&mut **tx)
+                .await?
+            }
+        };
+    if written.rows_affected() == 0 {
+        return Err(Error::RevisionConflict);
+    }
+    insert_history(tx, &commit.history).await?;
+    if let Some(record) = &commit.idempotency {
+        insert_idempotency_record(tx, record).await?;
+    }
+    if let Some(migration) = commit.migration {
+        lifecycle::advance_migration(tx, migration, instance.id, &MigrationStep::Migrated).await?;
+    }
+    Ok(())
+}
 
 async fn insert_history(tx: &mut Tx<'_>, entry: &HistoryEntry) -> Result<()> {
     sqlx::query(
