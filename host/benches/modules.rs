@@ -4,8 +4,9 @@
 //! `cargo xtask modules && cargo bench -p switchyard --bench modules`
 //! (reads `target/modules/*.wasm`; prints one JSON line per module).
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+mod support;
+
+use support::median;
 use switchyard::model::ModuleHash;
 use switchyard::runtime::{Limits, Runtime};
 
@@ -14,7 +15,7 @@ const ROUNDS: usize = 20;
 const COPIES: usize = 50;
 
 fn main() {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/modules");
+    let folder = support::modules_folder();
     let mut paths: Vec<_> = std::fs::read_dir(&folder)
         .unwrap_or_else(|err| panic!("{}: {err}; run `cargo xtask modules` first", folder.display()))
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -25,11 +26,12 @@ fn main() {
     for path in paths {
         let wasm = std::fs::read(&path).expect("module");
         let sha256 = ModuleHash::of(&wasm);
-        let compile = median(|| drop(runtime.load(&wasm).expect("compiles")));
+        let compile = median(ROUNDS, || drop(runtime.load(&wasm).expect("compiles")));
         let artifact = runtime.artifact(&runtime.load(&wasm).expect("compiles")).expect("serializes");
         // SAFETY: `artifact` was produced just above by this runtime.
-        let load =
-            median(|| drop(unsafe { runtime.load_artifact(&artifact, sha256.clone()) }.expect("loads")));
+        let load = median(ROUNDS, || {
+            drop(unsafe { runtime.load_artifact(&artifact, sha256.clone()) }.expect("loads"))
+        });
         let before = resident_bytes();
         // SAFETY: as above.
         let loaded: Vec<_> = (0..COPIES)
@@ -47,18 +49,6 @@ fn main() {
             per_version,
         );
     }
-}
-
-fn median(mut run: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..ROUNDS)
-        .map(|_| {
-            let started = Instant::now();
-            run();
-            started.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[ROUNDS / 2]
 }
 
 /// Resident set size from /proc (Linux); 0 elsewhere.

@@ -16,6 +16,7 @@ both_backends!(
     a_long_poll_times_out_unchanged,
     instances_are_listed_with_filters_and_pages,
     a_restart_keeps_everything,
+    concurrent_actions_on_one_instance_are_all_applied,
 );
 
 async fn document_server(backend: Backend) -> TestServer {
@@ -277,4 +278,32 @@ async fn a_restart_keeps_everything(backend: Backend) {
     assert_eq!(replayed.body, validated.body, "idempotency records survive the restart");
     assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
     server.act(&id, "format", Value::Null).await.expect(200);
+}
+
+async fn concurrent_actions_on_one_instance_are_all_applied(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.deploy(module("hostile-guest")).await.expect(201);
+    let id = id_of(&server.create("hostile", json!({})).await);
+    // `echo` stays in IDLE: every one of them is legal whatever commits first, so
+    // conflicts are recomputed, never lost or applied twice.
+    let echoes = (0..24).map(|n| server.act(&id, "echo", json!({ "n": n })));
+    let responses = futures::future::join_all(echoes).await;
+    for response in &responses {
+        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    }
+    let instance = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(instance["revision"], 25);
+    let history = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let seqs: Vec<i64> =
+        history["items"].as_array().into_iter().flatten().filter_map(|e| e["seq"].as_i64()).collect();
+    assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+    let mut echoed: Vec<i64> = history["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(1)
+        .filter_map(|e| e["trigger"]["payload"]["n"].as_i64())
+        .collect();
+    echoed.sort_unstable();
+    assert_eq!(echoed, (0..24).collect::<Vec<_>>(), "each action exactly once");
 }

@@ -123,6 +123,7 @@ impl Service {
         request: ActRequest,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
+        let _serialised = self.locks.lock(request.id).await;
         for _ in 0..MAX_ATTEMPTS {
             let current = self.current_instance(request.id, request.if_match).await?;
             let base_revision = current.revision;

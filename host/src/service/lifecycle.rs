@@ -86,6 +86,7 @@ impl Service {
         request: &MigrateInstance,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
+        let _serialised = self.locks.lock(request.id).await;
         for _ in 0..MAX_ATTEMPTS {
             let current = self.current_instance(request.id, None).await?;
             let base_revision = current.revision;
@@ -298,6 +299,7 @@ impl Service {
             reason: migration.reason.clone(),
             actor: migration.actor.clone(),
         };
+        let _serialised = self.locks.lock(request.id).await;
         let mut current = instance;
         for _ in 0..MAX_ATTEMPTS {
             let in_scope = current.definition_version == migration.from_version

@@ -8,6 +8,7 @@ mod changes;
 mod definitions;
 mod instances;
 mod lifecycle;
+mod locks;
 mod modules;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
@@ -110,6 +111,7 @@ pub struct Service {
     versions: RwLock<HashMap<(String, u32), Arc<CachedVersion>>>,
     modules: ModuleCache,
     changes: Changes,
+    locks: locks::InstanceLocks,
     idempotency_retention: Duration,
 }
 
@@ -123,6 +125,7 @@ impl Service {
             versions: RwLock::default(),
             modules: ModuleCache::new(settings.cached_modules, settings.module_cache),
             changes: Changes::default(),
+            locks: Default::default(),
             idempotency_retention: settings.idempotency_retention,
         })
     }

@@ -2,9 +2,10 @@
 //! fsync makes a whole batch durable instead of one fsync per request.
 //!
 //! A single task takes every commit queued while the previous batch was being written,
-//! applies each inside a savepoint (a conflict undoes that commit alone), commits the
-//! transaction, then answers each caller: nobody hears "done" before its batch is on
-//! disk. There is no timer: under light load a batch is one commit and costs what a
+//! applies them, commits the transaction, then answers each caller: nobody hears
+//! "done" before its batch is on disk. Should one commit fail (a revision conflict),
+//! the batch is redone with each commit in a savepoint, so the failure undoes that
+//! commit alone. There is no timer: under light load a batch is one commit and costs what a
 //! plain transaction costs; under heavy load batches grow by themselves.
 
 use super::{Commit, Error, Result, apply};
@@ -79,24 +80,49 @@ async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Pending>, stats: Arc<Count
 }
 
 async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
-    let outcomes = match apply_batch(pool, &batch).await {
-        Ok(outcomes) => outcomes,
-        Err(err) => {
-            let err = Arc::new(err);
-            batch.iter().map(|_| Err(Error::Batch(err.clone()))).collect()
-        }
+    // Conflicts are rare: first try the whole batch without savepoints; if any commit
+    // fails, throw the transaction away and go again, isolating each commit.
+    let outcomes = match apply_batch(pool, &batch, Isolation::None).await {
+        Ok(outcomes) if outcomes.iter().all(Result::is_ok) => Ok(outcomes),
+        _ => apply_batch(pool, &batch, Isolation::Savepoints).await,
     };
+    let outcomes = outcomes.unwrap_or_else(|err| {
+        let err = Arc::new(err);
+        batch.iter().map(|_| Err(Error::Batch(err.clone()))).collect()
+    });
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         // The caller may have gone (a dropped request); its commit stands regardless.
         let _ = pending.done.send(outcome);
     }
 }
 
-/// Applies every commit in one transaction; the outer error fails them all.
-async fn apply_batch(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Result<()>>, sqlx::Error> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// Stop at the first failure and roll everything back.
+    None,
+    /// Each commit in a savepoint, so a failure undoes that commit alone.
+    Savepoints,
+}
+
+/// Applies the commits in one transaction; the outer error fails them all.
+async fn apply_batch(
+    pool: &AnyPool,
+    batch: &[Pending],
+    isolation: Isolation,
+) -> Result<Vec<Result<()>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
+        if isolation == Isolation::None {
+            let outcome = apply(&mut tx, &pending.commit).await;
+            let failed = outcome.is_err();
+            outcomes.push(outcome);
+            if failed {
+                tx.rollback().await?;
+                return Ok(outcomes);
+            }
+            continue;
+        }
         sqlx::query("SAVEPOINT change").execute(&mut *tx).await?;
         let outcome = apply(&mut tx, &pending.commit).await;
         if outcome.is_err() {

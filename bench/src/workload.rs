@@ -1,0 +1,350 @@
+//! The docflow workload: drives `document-processing` instances from creation to
+//! `PUBLISHED` over HTTP and records what happened.
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Client, Method, StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// The actions that take a new instance from `UPLOADED` to `PUBLISHED`.
+const ACTIONS: [&str; 3] = ["validate", "format", "publish"];
+/// Mutating requests per instance: the create and one per action.
+const MUTATIONS_PER_INSTANCE: u64 = 1 + ACTIONS.len() as u64;
+/// Every `REPLAY_EVERY`-th mutating request is sent a second time (10 %).
+const REPLAY_EVERY: u64 = 10;
+/// The revision an instance has after its create and the three actions.
+const FINAL_REVISION: u64 = MUTATIONS_PER_INSTANCE;
+/// Extra time given to instances in flight at the deadline before they are abandoned.
+const GRACE: Duration = Duration::from_secs(60);
+/// How many error messages are written to stderr; the rest are only counted.
+const LOGGED_ERRORS: u64 = 10;
+
+/// Where requests go and how instances are named.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    client: Client,
+    base_url: String,
+    /// Makes idempotency keys unique across runs against the same server.
+    run_id: String,
+    logged_errors: Arc<AtomicU64>,
+}
+
+/// Everything measured over a set of instances.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Instances started (each one either reached `PUBLISHED` or counted an error).
+    pub instances: u64,
+    /// Every create and action request sent, replays included.
+    pub mutating_requests: u64,
+    /// Creates and actions that applied a transition (replays excluded).
+    pub transitions: u64,
+    pub errors: u64,
+    pub replay_mismatches: u64,
+    pub create_ms: Vec<f64>,
+    pub action_ms: Vec<f64>,
+    pub get_ms: Vec<f64>,
+    pub replay_ms: Vec<f64>,
+}
+
+/// The result of [`Workload::run`].
+#[derive(Debug)]
+pub struct Phase {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    /// True when the deadline or Ctrl-C stopped the phase before all instances started.
+    pub stopped_early: bool,
+}
+
+/// p50, p90 and p99 of a latency sample in milliseconds; `null` with no sample.
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl Percentiles {
+    pub fn of(samples: &mut [f64]) -> Percentiles {
+        samples.sort_by(f64::total_cmp);
+        // Nearest-rank percentile.
+        let rank = |p: f64| {
+            let index = ((p / 100.0 * samples.len() as f64).ceil() as usize).max(1) - 1;
+            samples.get(index).map(|ms| round3(*ms))
+        };
+        Percentiles { p50: rank(50.0), p90: rank(90.0), p99: rank(99.0) }
+    }
+}
+
+/// Rounds to three decimals so the JSON line stays readable.
+pub fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.instances += other.instances;
+        self.mutating_requests += other.mutating_requests;
+        self.transitions += other.transitions;
+        self.errors += other.errors;
+        self.replay_mismatches += other.replay_mismatches;
+        self.create_ms.extend(other.create_ms);
+        self.action_ms.extend(other.action_ms);
+        self.get_ms.extend(other.get_ms);
+        self.replay_ms.extend(other.replay_ms);
+    }
+}
+
+/// What the server answered, and how long the whole exchange took.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    elapsed_ms: f64,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Create,
+    Action,
+}
+
+impl Workload {
+    pub fn new(client: Client, base_url: &str, run_id: &str) -> Workload {
+        Workload {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            run_id: run_id.to_owned(),
+            logged_errors: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Checks that the server answers and that `document-processing` v1 is deployed.
+    pub async fn preflight(&self) -> anyhow::Result<()> {
+        let health = self.send(Method::GET, "/healthz", None, None).await.map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            health.status == StatusCode::OK,
+            "{}/healthz answered {}",
+            self.base_url,
+            health.status
+        );
+        let path = "/v1/definitions/document-processing/versions/1";
+        let version = self.send(Method::GET, path, None, None).await.map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            version.status == StatusCode::OK,
+            "{}{path} answered {}: deploy target/modules/document-processing.wasm first \
+             (or start the server with --modules)",
+            self.base_url,
+            version.status
+        );
+        Ok(())
+    }
+
+    /// Runs instances `first..first + count` with `concurrency` of them in flight, each
+    /// driven sequentially. No new instance starts after `deadline` or once `stop` is
+    /// set; instances still running at `deadline` + [`GRACE`] are abandoned.
+    pub async fn run(
+        &self,
+        first: u64,
+        count: u64,
+        concurrency: u64,
+        deadline: Instant,
+        stop: &Arc<AtomicBool>,
+    ) -> Phase {
+        let started = Instant::now();
+        let next = Arc::new(AtomicU64::new(0));
+        let total = Arc::new(Mutex::new(Stats::default()));
+        let stopped_early = Arc::new(AtomicBool::new(false));
+        let mut workers = JoinSet::new();
+        for _ in 0..concurrency.min(count) {
+            let (workload, next, total, stop, stopped_early) =
+                (self.clone(), next.clone(), total.clone(), stop.clone(), stopped_early.clone());
+            workers.spawn(async move {
+                loop {
+                    if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
+                        stopped_early.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= count {
+                        break;
+                    }
+                    let mut stats = Stats { instances: 1, ..Stats::default() };
+                    if let Err(message) = workload.instance(first + index, &mut stats).await {
+                        stats.errors += 1;
+                        workload.log_error(&message);
+                    }
+                    total.lock().unwrap_or_else(PoisonError::into_inner).merge(stats);
+                }
+            });
+        }
+        let progress = tokio::spawn(progress(total.clone(), count));
+        let finished = tokio::time::timeout_at((deadline + GRACE).into(), async {
+            while let Some(joined) = workers.join_next().await {
+                if let Err(err) = joined {
+                    eprintln!("a worker failed: {err}");
+                }
+            }
+        })
+        .await;
+        if finished.is_err() {
+            eprintln!("instances still in flight {} s after the deadline were abandoned", GRACE.as_secs());
+            workers.abort_all();
+            stopped_early.store(true, Ordering::Relaxed);
+        }
+        progress.abort();
+        let elapsed = started.elapsed();
+        let stats = std::mem::take(&mut *total.lock().unwrap_or_else(PoisonError::into_inner));
+        Phase { stats, elapsed, stopped_early: stopped_early.load(Ordering::Relaxed) }
+    }
+
+    /// Drives instance `n`: create, validate, format, publish, then one read.
+    async fn instance(&self, n: u64, stats: &mut Stats) -> Result<(), String> {
+        let body = format!(r#"{{"input":{{"document_url":"s3://bench/{n}.pdf"}},"version":1}}"#).into_bytes();
+        let key = format!("bench-{}-{n}-create", self.run_id);
+        let path = "/v1/definitions/document-processing/instances";
+        let seq = n * MUTATIONS_PER_INSTANCE;
+        let created = self.mutate(Kind::Create, seq, path, &key, Some(body), stats).await?;
+        let id = serde_json::from_slice::<Value>(&created)
+            .ok()
+            .and_then(|instance| instance.get("id")?.as_str()?.parse::<uuid::Uuid>().ok())
+            .ok_or_else(|| format!("instance {n}: the create answer has no valid id: {}", lossy(&created)))?;
+
+        for (step, action) in (1..).zip(ACTIONS) {
+            let key = format!("bench-{}-{n}-{action}", self.run_id);
+            let path = format!("/v1/instances/{id}/actions/{action}");
+            self.mutate(Kind::Action, seq + step, &path, &key, None, stats).await?;
+        }
+
+        let answer = self.send(Method::GET, &format!("/v1/instances/{id}"), None, None).await?;
+        stats.get_ms.push(answer.elapsed_ms);
+        let instance = serde_json::from_slice::<Value>(&answer.body).unwrap_or(Value::Null);
+        let state = instance.get("state").and_then(Value::as_str);
+        let revision = instance.get("revision").and_then(Value::as_u64);
+        if answer.status != StatusCode::OK || state != Some("PUBLISHED") || revision != Some(FINAL_REVISION) {
+            return Err(format!(
+                "GET /v1/instances/{id}: {} (want 200, PUBLISHED, revision {FINAL_REVISION}): {}",
+                answer.status,
+                lossy(&answer.body)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends one create or action and, if it is a replay slot, sends it again with the
+    /// same key and body. Returns the body of the first answer.
+    async fn mutate(
+        &self,
+        kind: Kind,
+        seq: u64,
+        path: &str,
+        key: &str,
+        body: Option<Vec<u8>>,
+        stats: &mut Stats,
+    ) -> Result<Vec<u8>, String> {
+        stats.mutating_requests += 1;
+        let first = self.send(Method::POST, path, Some(key), body.clone()).await?;
+        let expected = match kind {
+            Kind::Create => {
+                stats.create_ms.push(first.elapsed_ms);
+                StatusCode::CREATED
+            }
+            Kind::Action => {
+                stats.action_ms.push(first.elapsed_ms);
+                StatusCode::OK
+            }
+        };
+        if first.status != expected {
+            return Err(format!("POST {path}: {} (want {expected}): {}", first.status, lossy(&first.body)));
+        }
+        stats.transitions += 1;
+
+        if seq % REPLAY_EVERY == REPLAY_EVERY - 1 {
+            stats.mutating_requests += 1;
+            let replay = self.send(Method::POST, path, Some(key), body).await?;
+            stats.replay_ms.push(replay.elapsed_ms);
+            let flagged = replay.headers.get("idempotent-replayed").is_some_and(|value| value == "true");
+            if replay.status != first.status || replay.body != first.body || !flagged {
+                stats.replay_mismatches += 1;
+                self.log_error(&format!(
+                    "replay of POST {path}: {} then {} (Idempotent-Replayed: {flagged}); bodies {} / {}",
+                    first.status,
+                    replay.status,
+                    lossy(&first.body),
+                    lossy(&replay.body)
+                ));
+            }
+        }
+        Ok(first.body)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, String> {
+        let mut request = self.client.request(method.clone(), format!("{}{path}", self.base_url));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let started = Instant::now();
+        let failed = |err: reqwest::Error| format!("{method} {path}: {}", chain(&err));
+        let response = request.send().await.map_err(failed)?;
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.bytes().await.map_err(failed)?.to_vec();
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(Answer { status, headers, body, elapsed_ms })
+    }
+
+    fn log_error(&self, message: &str) {
+        let logged = self.logged_errors.fetch_add(1, Ordering::Relaxed);
+        if logged < LOGGED_ERRORS {
+            eprintln!("error: {message}");
+        } else if logged == LOGGED_ERRORS {
+            eprintln!("(further errors are only counted)");
+        }
+    }
+}
+
+/// Writes a progress line to stderr every five seconds until aborted.
+async fn progress(total: Arc<Mutex<Stats>>, count: u64) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (done, errors) = {
+            let stats = total.lock().unwrap_or_else(PoisonError::into_inner);
+            (stats.instances, stats.errors + stats.replay_mismatches)
+        };
+        eprintln!("  {done}/{count} instances, {errors} errors");
+    }
+}
+
+/// An error with its causes, which `reqwest` does not print by itself.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A response body for an error message, cut to a readable length.
+fn lossy(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
