@@ -128,13 +128,7 @@ impl Service {
         let module = self.module(&current.definition, to_version).await?;
         let manifest = &module.manifest;
         if !manifest.migrates_from.contains(&from_version) {
-            return Err(Error::NoMigrationPath {
-                from_version,
-                to_version,
-                reason: format!(
-                    "version {to_version} does not declare a migration from version {from_version}"
-                ),
-            });
+            return Err(undeclared_migration(from_version, to_version));
         }
         let now = Timestamp::now();
         let revision = current.revision.next();
@@ -201,13 +195,7 @@ impl Service {
             return Err(Error::VersionRetired { name: definition, version: to_version });
         }
         if from_version == to_version || !target.manifest.migrates_from.contains(&from_version) {
-            return Err(Error::NoMigrationPath {
-                from_version,
-                to_version,
-                reason: format!(
-                    "version {to_version} does not declare a migration from version {from_version}"
-                ),
-            });
+            return Err(undeclared_migration(from_version, to_version));
         }
         let now = Timestamp::now();
         let mut migration = Migration {
@@ -325,4 +313,9 @@ impl Service {
         }
         Ok(MigrationStep::Failed("the instance kept changing; not migrated".into()))
     }
+}
+
+fn undeclared_migration(from_version: u32, to_version: u32) -> Error {
+    let reason = format!("version {to_version} does not declare a migration from version {from_version}");
+    Error::NoMigrationPath { from_version, to_version, reason }
 }
