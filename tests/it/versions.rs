@@ -165,6 +165,16 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
     // It now follows v2's rules.
     server.act(&id, "format", Value::Null).await.expect(200);
     assert_eq!(server.act(&id, "submit", Value::Null).await.expect(200).json()["state"], "REVIEWING");
+    // v2 refuses to take over a failed v1 document: it stays as it was.
+    let failed = id_of(&create_on(&server, Some(1)).await);
+    server.act(&failed, "validate", Value::Null).await.expect(200);
+    server.act(&failed, "fail", json!({ "reason": "bad scan" })).await.expect(200);
+    let refused = assert_problem(
+        &migrate(&server, &failed, json!({ "to_version": 2, "reason": "upgrade" })).await,
+        422,
+    );
+    assert_eq!(refused["code"], "failed_on_v1");
+    assert_eq!(instance(&server, &failed).await["definition_version"], 1);
     // v1 declares no migration from v2, and migrating to the current version does nothing.
     assert_problem(&migrate(&server, &id, json!({ "to_version": 1, "reason": "back" })).await, 409);
     assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "again" })).await, 409);
