@@ -2,8 +2,10 @@
 //!
 //! Requests and outcomes go through the same postcard encoding and [`crate::dispatch`]
 //! code as in Wasm; the harness then applies the host's checks: the action must be
-//! declared and legal in the current state, the new state must be declared, and a
-//! terminal state accepts nothing more.
+//! declared and legal in the current state, the outcome must reach a state the
+//! manifest allows for that call ([`Manifest::check_outcome`]), and a terminal state
+//! accepts nothing more. Not modelled: roles (`admin_only`), and the host's check
+//! that the new data is JSON (the SDK only ever produces JSON).
 
 use crate::abi::{
     ActionRequest, CallKind, Context, InitRequest, Manifest, ManifestError, Outcome, OutcomeError, Rejection,
