@@ -5,7 +5,7 @@ use super::extract::{Body, Path};
 use super::idempotency::{self, Begun, KeyRule};
 use super::instances::{instance_response, parse_id};
 use super::problem::Problem;
-use super::{AppState, stored_json};
+use super::{ANONYMOUS, AppState, stored_json};
 use crate::service::{BulkMigration, InstanceView, MigrateInstance};
 use axum::Router;
 use axum::extract::State;
@@ -13,9 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-
-/// Who acts, until API keys with roles exist.
-const ANONYMOUS: &str = "anonymous";
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -4,7 +4,7 @@ use super::dto::{HistoryDto, InstanceDto, InstancePage};
 use super::extract::{Body, Path, Query};
 use super::idempotency::{self, Begun, KeyRule};
 use super::problem::Problem;
-use super::{AppState, stored_json};
+use super::{ANONYMOUS, AppState, stored_json};
 use crate::model::{InstanceId, Revision, StoredResponse};
 use crate::service::{ActRequest, InstanceView, StartRequest};
 use crate::store::InstanceFilter;
@@ -17,8 +17,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::time::Duration;
 
-/// Who acts, until API keys with roles exist.
-const ANONYMOUS: &str = "anonymous";
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 

@@ -25,6 +25,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Who acts, until API keys with roles exist.
+const ANONYMOUS: &str = "anonymous";
+
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct Settings {
