@@ -132,10 +132,6 @@ impl Runtime {
         Ok(Runtime { linker: Linker::new(&engine), engine, limits })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Validates and compiles `wasm` and reads its manifest.
     ///
     /// Refuses modules that import anything, lack an export or have the wrong

@@ -44,15 +44,8 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 #[derive(Debug, Clone)]
 pub struct Store {
-    backend: Backend,
     /// SQLite allows one writer at a time: all writes go through a pool of one
     /// connection instead of failing with `SQLITE_BUSY`. On PostgreSQL both pools are
     /// the same.
@@ -114,24 +107,15 @@ impl Store {
             let write = options().max_connections(1).connect(&url).await?;
             let read = options().max_connections(8).connect(&url).await?;
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
-            Store {
-                backend: Backend::Sqlite,
-                committer: group_commit::Committer::start(write.clone()),
-                write,
-                read,
-            }
+            Store { committer: group_commit::Committer::start(write.clone()), write, read }
         } else {
             let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let committer = group_commit::Committer::start(pool.clone());
-            Store { backend: Backend::Postgres, committer, write: pool.clone(), read: pool }
+            Store { committer, write: pool.clone(), read: pool }
         };
         Ok(store)
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     /// A cheap round trip, for readiness checks.
