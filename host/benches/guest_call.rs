@@ -18,7 +18,9 @@ fn main() {
     let wasm = std::fs::read(&path)
         .unwrap_or_else(|err| panic!("{}: {err}; run `cargo xtask modules` first", path.display()));
     let runtime = Runtime::new(Limits::DEFAULT).expect("runtime");
-    let module = runtime.load(&wasm).expect("compiles");
+    let executor = support::executor();
+    let compiled = runtime.compile(&wasm).expect("compiles");
+    let module = executor.block_on(runtime.load(compiled)).expect("loads");
     let request = ActionRequest {
         context: Context {
             instance_id: "01a21ef7-2be5-766e-bcfa-89a7335b4754".into(),
@@ -37,8 +39,9 @@ fn main() {
     let decode = median(ROUNDS, || drop(postcard::from_bytes::<ActionRequest>(&encoded)));
     let mut fuel_used = 0;
     let call = median(ROUNDS, || {
-        let called =
-            runtime.call::<_, Outcome>(&module, Entry::OnAction, &request).expect("the call succeeds");
+        let called = executor
+            .block_on(runtime.call::<_, Outcome>(&module, Entry::OnAction, &request))
+            .expect("the call succeeds");
         assert!(matches!(called.response, Outcome::Accepted(_)));
         fuel_used = called.fuel_used;
     });

@@ -23,20 +23,20 @@ fn main() {
         .collect();
     paths.sort();
     let runtime = Runtime::new(Limits::DEFAULT).expect("runtime");
+    let executor = support::executor();
+    let load = |compiled| executor.block_on(runtime.load(compiled)).expect("loads");
     for path in paths {
         let wasm = std::fs::read(&path).expect("module");
         let sha256 = ModuleHash::of(&wasm);
-        let compile = median(ROUNDS, || drop(runtime.load(&wasm).expect("compiles")));
-        let artifact = runtime.artifact(&runtime.load(&wasm).expect("compiles")).expect("serializes");
+        let compiled = || load(runtime.compile(&wasm).expect("compiles"));
+        let compile = median(ROUNDS, || drop(compiled()));
+        let artifact = runtime.artifact(&compiled()).expect("serializes");
         // SAFETY: `artifact` was produced just above by this runtime.
-        let load = median(ROUNDS, || {
-            drop(unsafe { runtime.load_artifact(&artifact, sha256.clone()) }.expect("loads"))
-        });
+        let from_artifact =
+            || load(unsafe { runtime.deserialize(&artifact, sha256.clone()) }.expect("loads"));
+        let load_time = median(ROUNDS, || drop(from_artifact()));
         let before = resident_bytes();
-        // SAFETY: as above.
-        let loaded: Vec<_> = (0..COPIES)
-            .map(|_| unsafe { runtime.load_artifact(&artifact, sha256.clone()) }.expect("loads"))
-            .collect();
+        let loaded: Vec<_> = (0..COPIES).map(|_| from_artifact()).collect();
         let per_version = resident_bytes().saturating_sub(before) / COPIES as u64;
         drop(loaded);
         println!(
@@ -45,7 +45,7 @@ fn main() {
             wasm.len(),
             artifact.len(),
             compile.as_secs_f64() * 1e3,
-            load.as_secs_f64() * 1e3,
+            load_time.as_secs_f64() * 1e3,
             per_version,
         );
     }

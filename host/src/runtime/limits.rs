@@ -66,11 +66,13 @@ impl ResourceLimiter for CallState {
     }
 }
 
-pub(super) fn store(engine: &Engine, limits: &Limits) -> Result<Store<CallState>, Error> {
+pub(super) fn store(engine: &Engine, limits: &Limits, yield_every: u64) -> Result<Store<CallState>, Error> {
     let mut store =
         Store::new(engine, CallState { memory_bytes: limits.memory_bytes, hit_memory_limit: false });
     store.limiter(|state| state);
-    store.set_fuel(limits.fuel_per_call).map_err(|err| Error::Host(err.to_string()))?;
+    let host = |err: wasmtime::Error| Error::Host(err.to_string());
+    store.set_fuel(limits.fuel_per_call).map_err(host)?;
+    store.fuel_async_yield_interval(Some(yield_every)).map_err(host)?;
     let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
     store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
     Ok(store)

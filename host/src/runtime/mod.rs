@@ -1,13 +1,17 @@
 //! Runs definition modules under wasmtime.
 //!
 //! One [`Runtime`] per process owns the `Engine` (pooling allocator, fuel, epochs). A
-//! deployed module is validated and compiled once into a [`LoadedModule`], which holds
-//! an `InstancePre`. Every guest call gets a fresh `Store` and instance, so a guest can
-//! never carry state from one call to the next, and runs under a fuel budget, a
-//! wall-clock deadline and a memory cap.
+//! deployed module is validated and compiled once ([`Runtime::compile`], slow and
+//! synchronous: `service` runs it on the blocking pool), then its manifest is read
+//! into a [`LoadedModule`], which holds an `InstancePre`. Every guest call gets a fresh
+//! `Store` and instance, so a guest can never carry state from one call to the next,
+//! and runs under a fuel budget, a wall-clock deadline and a memory cap.
 //!
-//! Invariant: pure and synchronous. No database, HTTP or tokio here; `service` calls
-//! into it on the blocking pool.
+//! Guest calls are futures that yield every [`YIELD_EVERY`] units of fuel: a
+//! transition (~2·10⁴ units) runs straight through on the caller's task without a
+//! thread hand-off, while a guest that spins cannot hold an executor thread.
+//!
+//! Invariant: pure. No database, HTTP or tokio here.
 
 mod limits;
 mod validate;
@@ -20,10 +24,18 @@ use serde::de::DeserializeOwned;
 use std::time::Duration;
 use switchyard_guest::abi::{self, Manifest};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
 };
 
 use crate::model::ModuleHash;
+
+/// Linear memory a pool slot keeps mapped between calls. A transition dirties well
+/// under this (the guest's stack and arena); a guest that dirties more has the rest
+/// unmapped, so idle slots hold at most this much each.
+const KEEP_RESIDENT: usize = 4 << 20;
+
+/// Fuel between two yields of a running guest call (~0.2 ms of guest code).
+const YIELD_EVERY: u64 = 100_000;
 
 /// How often the epoch ticks; the wall-clock deadline is a whole number of ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -48,7 +60,14 @@ pub enum Error {
     Host(String),
 }
 
-/// A validated, compiled module, ready to instantiate.
+/// A compiled module whose shape passed the checks; its manifest is not read yet.
+#[derive(Debug)]
+pub struct Compiled {
+    module: Module,
+    sha256: ModuleHash,
+}
+
+/// A validated, compiled module with its manifest, ready to instantiate.
 pub struct LoadedModule {
     pub sha256: ModuleHash,
     pub manifest: Manifest,
@@ -107,7 +126,14 @@ impl Runtime {
             .max_memories_per_module(1)
             .max_tables_per_module(1)
             .table_elements(validate::MAX_TABLE_ELEMENTS)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_bytes)
+            .total_stacks(limits.concurrent_calls)
+            // Reset a slot by rewriting only the pages the last call dirtied (found with
+            // Linux's PAGEMAP_SCAN) instead of unmapping them: a fresh instance then takes
+            // no page faults, and no TLB shootdown interrupts the other cores.
+            .linear_memory_keep_resident(limits.memory_bytes.min(KEEP_RESIDENT))
+            .table_keep_resident(validate::MAX_TABLE_ELEMENTS * std::mem::size_of::<usize>())
+            .pagemap_scan(Enabled::Auto);
 
         let mut config = Config::new();
         config
@@ -132,11 +158,11 @@ impl Runtime {
         Ok(Runtime { linker: Linker::new(&engine), engine, limits })
     }
 
-    /// Validates and compiles `wasm` and reads its manifest.
+    /// Validates and compiles `wasm`: CPU-heavy, for a blocking thread.
     ///
     /// Refuses modules that import anything, lack an export or have the wrong
-    /// signature, declare too much memory, or whose manifest does not validate.
-    pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, Error> {
+    /// signature, or declare too much memory.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, Error> {
         if wasm.len() > self.limits.module_bytes {
             return Err(Error::InvalidModule(format!(
                 "the module is {} bytes; the limit is {}",
@@ -146,23 +172,23 @@ impl Runtime {
         }
         let module = Module::new(&self.engine, wasm)
             .map_err(|err| Error::InvalidModule(format!("not a valid WebAssembly module: {err}")))?;
-        self.prepare(module, ModuleHash::of(wasm))
+        self.checked(module, ModuleHash::of(wasm))
     }
 
-    /// Loads a module compiled earlier by [`Runtime::artifact`], skipping compilation.
+    /// A module compiled earlier by [`Runtime::artifact`], without compiling again.
     ///
     /// # Safety
     /// `artifact` must be bytes that [`Runtime::artifact`] of this program produced.
     /// Wasmtime checks that the engine configuration matches, but it cannot check
     /// that the machine code is its own.
-    pub unsafe fn load_artifact(&self, artifact: &[u8], sha256: ModuleHash) -> Result<LoadedModule, Error> {
+    pub unsafe fn deserialize(&self, artifact: &[u8], sha256: ModuleHash) -> Result<Compiled, Error> {
         // SAFETY: the caller guarantees these bytes came from `Module::serialize` here.
         let module = unsafe { Module::deserialize(&self.engine, artifact) }
             .map_err(|err| Error::InvalidModule(format!("the compiled artifact does not load: {err}")))?;
-        self.prepare(module, sha256)
+        self.checked(module, sha256)
     }
 
-    /// The compiled form of `module`, to keep for [`Runtime::load_artifact`].
+    /// The compiled form of `module`, to keep for [`Runtime::deserialize`].
     pub fn artifact(&self, module: &LoadedModule) -> Result<Vec<u8>, Error> {
         module.instance_pre.module().serialize().map_err(|err| Error::Host(err.to_string()))
     }
@@ -176,12 +202,20 @@ impl Runtime {
         format!("{:016x}", hasher.finish())
     }
 
-    /// Checks a compiled module's shape and reads its manifest.
-    fn prepare(&self, module: Module, sha256: ModuleHash) -> Result<LoadedModule, Error> {
+    fn checked(&self, module: Module, sha256: ModuleHash) -> Result<Compiled, Error> {
         validate::module_shape(&module, &self.limits)?;
+        Ok(Compiled { module, sha256 })
+    }
+
+    /// Reads and validates the manifest of a compiled module.
+    ///
+    /// Refuses modules whose manifest does not decode or validate, or that speak
+    /// another ABI version.
+    pub async fn load(&self, compiled: Compiled) -> Result<LoadedModule, Error> {
+        let Compiled { module, sha256 } = compiled;
         let instance_pre =
             self.linker.instantiate_pre(&module).map_err(|err| Error::InvalidModule(err.to_string()))?;
-        let manifest_bytes = self.call_raw(&instance_pre, abi::exports::MANIFEST, None)?;
+        let manifest_bytes = self.call_raw(&instance_pre, abi::exports::MANIFEST, None).await?;
         // `abi` is the manifest's first field: read it alone, so that a module built for
         // another ABI is named as such instead of failing to decode.
         let (abi, _) = postcard::take_from_bytes::<u32>(&manifest_bytes.response)
@@ -199,14 +233,14 @@ impl Runtime {
     }
 
     /// Calls `entry` in a fresh instance of `module` with `request`, decoding the response.
-    pub fn call<Req: Serialize, Resp: DeserializeOwned>(
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         module: &LoadedModule,
         entry: Entry,
         request: &Req,
     ) -> Result<Called<Resp>, Error> {
         let request = postcard::to_allocvec(request).map_err(|err| Error::Host(err.to_string()))?;
-        let called = self.call_raw(&module.instance_pre, entry.export(), Some(&request))?;
+        let called = self.call_raw(&module.instance_pre, entry.export(), Some(&request)).await?;
         let response = postcard::from_bytes(&called.response).map_err(|err| {
             Error::BadResponse(format!("{} response does not decode: {err}", entry.export()))
         })?;
@@ -215,33 +249,35 @@ impl Runtime {
 
     /// One call in a fresh store: write `request` (if any) into guest memory, call
     /// `export`, copy the response out.
-    fn call_raw(
+    async fn call_raw(
         &self,
         instance_pre: &InstancePre<CallState>,
         export: &str,
         request: Option<&[u8]>,
     ) -> Result<Called<Vec<u8>>, Error> {
-        let mut store = limits::store(&self.engine, &self.limits)?;
-        let result = (|| {
-            let instance = instance_pre.instantiate(&mut store)?;
+        let mut store = limits::store(&self.engine, &self.limits, YIELD_EVERY)?;
+        let result = async {
+            let instance = instance_pre.instantiate_async(&mut store).await?;
             let memory = instance
                 .get_memory(&mut store, abi::exports::MEMORY)
                 .ok_or_else(|| wasmtime::format_err!("no memory export"))?;
             let packed = match request {
-                None => instance.get_typed_func::<(), i64>(&mut store, export)?.call(&mut store, ())?,
+                None => {
+                    let entry = instance.get_typed_func::<(), i64>(&mut store, export)?;
+                    entry.call_async(&mut store, ()).await?
+                }
                 Some(request) => {
                     let len = i32::try_from(request.len())?;
                     let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::exports::ALLOC)?;
-                    let ptr = alloc.call(&mut store, len)?;
+                    let ptr = alloc.call_async(&mut store, len).await?;
                     if ptr == 0 {
                         wasmtime::bail!("switchyard_alloc could not allocate {len} bytes");
                     }
                     memory
                         .write(&mut store, ptr as u32 as usize, request)
                         .map_err(|_| wasmtime::format_err!("switchyard_alloc returned an unusable block"))?;
-                    instance
-                        .get_typed_func::<(i32, i32), i64>(&mut store, export)?
-                        .call(&mut store, (ptr, len))?
+                    let entry = instance.get_typed_func::<(i32, i32), i64>(&mut store, export)?;
+                    entry.call_async(&mut store, (ptr, len)).await?
                 }
             };
             let (ptr, len) = abi::unpack(packed);
@@ -254,7 +290,8 @@ impl Runtime {
                 .get(start..start + len as usize)
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| wasmtime::format_err!("the response lies outside guest memory"))
-        })();
+        }
+        .await;
         let fuel_used = self.limits.fuel_per_call - store.get_fuel().unwrap_or(0);
         match result {
             Ok(response) => Ok(Called { response, fuel_used }),

@@ -5,7 +5,7 @@ fn runtime() -> Runtime {
 }
 
 fn refusal_of_bytes(bytes: &[u8]) -> String {
-    match runtime().load(bytes) {
+    match runtime().compile(bytes) {
         Err(Error::InvalidModule(reason)) => reason,
         other => panic!("expected an invalid module, got {other:?}"),
     }

@@ -124,17 +124,36 @@ impl Service {
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         let _serialised = self.locks.lock(request.id).await;
+        // The copy this process committed last spares a read; should anything computed
+        // from it fail, it may be stale, and the attempt is made again from the store.
+        let mut recent = self.recent.get(request.id);
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.current_instance(request.id, request.if_match).await?;
-            let base_revision = current.revision;
-            let change = self.action_change(current, &request, idempotent).await?;
-            if let Some(view) =
-                self.try_commit(change, base_revision, request.if_match, idempotent, None).await?
-            {
-                return Ok(view);
+            let from_recent = recent.is_some();
+            let current = match recent.take() {
+                Some(instance) => instance,
+                None => self.stored_instance(request.id).await?,
+            };
+            match self.act_on(current, &request, idempotent).await {
+                Ok(Some(view)) => return Ok(view),
+                Ok(None) => {}
+                Err(err) if from_recent && judged_on_state(&err) => self.recent.forget(request.id),
+                Err(err) => return Err(err),
             }
         }
         Err(Error::Contention)
+    }
+
+    /// One attempt of [`Service::act`]; `None` if another change committed first.
+    async fn act_on(
+        &self,
+        current: Instance,
+        request: &ActRequest,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<Option<InstanceView>> {
+        let current = check_revision(current, request.if_match)?;
+        let base_revision = current.revision;
+        let change = self.action_change(current, request, idempotent).await?;
+        self.try_commit(change, base_revision, request.if_match, idempotent, None).await
     }
 
     /// What `request` does to `current`, computed by the guest and checked.
@@ -209,13 +228,7 @@ impl Service {
         id: InstanceId,
         if_match: Option<Revision>,
     ) -> Result<Instance> {
-        let current = self.stored_instance(id).await?;
-        match if_match {
-            Some(expected) if expected != current.revision => {
-                Err(Error::PreconditionFailed { current: current.revision })
-            }
-            _ => Ok(current),
-        }
+        check_revision(self.stored_instance(id).await?, if_match)
     }
 
     /// Commits a change computed from `base_revision`. `None` when another change
@@ -313,9 +326,38 @@ impl Service {
             created_at: instance.updated_at,
         });
         let commit = Commit { instance: instance.clone(), base_revision, history, idempotency, migration };
-        self.store.commit(commit).await?;
+        if let Err(err) = self.store.commit(commit).await {
+            self.recent.forget(instance.id);
+            return Err(err);
+        }
+        self.recent.committed(instance);
         self.changes.publish(instance.id, instance.revision);
         Ok(())
+    }
+}
+
+/// Whether `err` is a verdict on the instance's state, which a stale copy could have
+/// got wrong. A failed commit is not: its effect may be durable, so it is never redone.
+fn judged_on_state(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::UnknownAction { .. }
+            | Error::NotAllowed { .. }
+            | Error::PreconditionFailed { .. }
+            | Error::Rejected { .. }
+            | Error::Guest(_)
+            | Error::BadOutcome(_)
+            | Error::VersionNotFound { .. }
+    )
+}
+
+/// `instance`, if it is still at `if_match` (when given).
+fn check_revision(instance: Instance, if_match: Option<Revision>) -> Result<Instance> {
+    match if_match {
+        Some(expected) if expected != instance.revision => {
+            Err(Error::PreconditionFailed { current: instance.revision })
+        }
+        _ => Ok(instance),
     }
 }
 

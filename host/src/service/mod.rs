@@ -10,6 +10,7 @@ mod instances;
 mod lifecycle;
 mod locks;
 mod modules;
+mod recent;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
@@ -20,6 +21,7 @@ use crate::runtime::{self, Called, Entry, LoadedModule, Runtime};
 use crate::store::{self, Store};
 use changes::Changes;
 use modules::ModuleCache;
+use recent::RecentInstances;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -88,6 +90,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// committing first.
 const MAX_ATTEMPTS: usize = 16;
 
+/// Running instances whose last committed copy is kept in memory (a few hundred
+/// bytes each).
+const RECENT_INSTANCES: usize = 16_384;
+
 /// Settings of the service layer.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -112,6 +118,7 @@ pub struct Service {
     modules: ModuleCache,
     changes: Changes,
     locks: locks::InstanceLocks,
+    recent: RecentInstances,
     idempotency_retention: Duration,
 }
 
@@ -126,6 +133,7 @@ impl Service {
             modules: ModuleCache::new(settings.cached_modules, settings.module_cache),
             changes: Changes::default(),
             locks: Default::default(),
+            recent: RecentInstances::new(RECENT_INSTANCES),
             idempotency_retention: settings.idempotency_retention,
         })
     }
@@ -187,14 +195,18 @@ impl Service {
             let (runtime, sha256) = (self.runtime.clone(), cached.sha256.clone());
             // SAFETY: only `keep_artifact` writes into the artifact folder, and only
             // what `Runtime::artifact` produced in this program.
-            let loaded =
-                tokio::task::spawn_blocking(move || unsafe { runtime.load_artifact(&bytes, sha256) }).await;
+            let compiled =
+                tokio::task::spawn_blocking(move || unsafe { runtime.deserialize(&bytes, sha256) }).await;
+            let loaded = match compiled {
+                Ok(Ok(compiled)) => self.runtime.load(compiled).await,
+                Ok(Err(err)) => Err(err),
+                Err(err) => Err(runtime::Error::Host(format!("loading the artifact panicked: {err}"))),
+            };
             match loaded {
-                Ok(Ok(module)) => return Ok(self.modules.insert(name, version, Arc::new(module))),
-                Ok(Err(err)) => {
+                Ok(module) => return Ok(self.modules.insert(name, version, Arc::new(module))),
+                Err(err) => {
                     tracing::warn!(path = %path.display(), %err, "recompiling: the artifact does not load")
                 }
-                Err(err) => tracing::warn!(%err, "recompiling: loading the artifact panicked"),
             }
         }
         let wasm = self
@@ -234,16 +246,20 @@ impl Service {
 
     async fn compile(&self, wasm: Arc<[u8]>) -> Result<LoadedModule> {
         let runtime = self.runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(&wasm))
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&wasm))
             .await
             .map_err(|err| Error::Internal(err.to_string()))?;
+        let loaded = match compiled {
+            Ok(compiled) => self.runtime.load(compiled).await,
+            Err(err) => Err(err),
+        };
         loaded.map_err(|err| match err {
             runtime::Error::InvalidModule(reason) => Error::InvalidModule(reason),
             other => Error::InvalidModule(format!("reading the manifest failed: {other}")),
         })
     }
 
-    /// Runs one guest call on the blocking pool.
+    /// Runs one guest call, once a pool slot is free.
     async fn call_guest<Req, Resp>(
         &self,
         module: Arc<LoadedModule>,
@@ -251,15 +267,11 @@ impl Service {
         request: Req,
     ) -> Result<Called<Resp>>
     where
-        Req: Serialize + Send + 'static,
-        Resp: DeserializeOwned + Send + 'static,
+        Req: Serialize,
+        Resp: DeserializeOwned,
     {
         let _permit = self.guest_calls.acquire().await.map_err(|err| Error::Internal(err.to_string()))?;
-        let runtime = self.runtime.clone();
-        let called = tokio::task::spawn_blocking(move || runtime.call(&module, entry, &request))
-            .await
-            .map_err(|err| Error::Internal(err.to_string()))?;
-        Ok(called?)
+        Ok(self.runtime.call(&module, entry, &request).await?)
     }
 
     fn read_versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(String, u32), Arc<CachedVersion>>> {

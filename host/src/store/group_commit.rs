@@ -8,7 +8,7 @@
 //! commit alone. There is no timer: under light load a batch is one commit and costs what a
 //! plain transaction costs; under heavy load batches grow by themselves.
 
-use super::{Commit, Error, Result, apply};
+use super::{Commit, Error, Result, transition};
 use sqlx::AnyPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,9 +81,10 @@ async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Pending>, stats: Arc<Count
 
 async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
     // Conflicts are rare: first try the whole batch without savepoints; if any commit
-    // fails, throw the transaction away and go again, isolating each commit.
+    // fails, throw the transaction away and go again, isolating each commit. A batch
+    // of one needs no second try: its outcome is its commit's.
     let outcomes = match apply_batch(pool, &batch, Isolation::None).await {
-        Ok(outcomes) if outcomes.iter().all(Result::is_ok) => Ok(outcomes),
+        Ok(outcomes) if batch.len() == 1 || outcomes.iter().all(Result::is_ok) => Ok(outcomes),
         _ => apply_batch(pool, &batch, Isolation::Savepoints).await,
     };
     let outcomes = outcomes.unwrap_or_else(|err| {
@@ -98,7 +99,7 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isolation {
-    /// Stop at the first failure and roll everything back.
+    /// All commits with shared statements; any failure rolls everything back.
     None,
     /// Each commit in a savepoint, so a failure undoes that commit alone.
     Savepoints,
@@ -111,20 +112,19 @@ async fn apply_batch(
     isolation: Isolation,
 ) -> Result<Vec<Result<()>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    if isolation == Isolation::None {
+        let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();
+        if let Err(err) = transition::apply(&mut tx, &commits).await {
+            tx.rollback().await?;
+            return Ok(vec![Err(err)]);
+        }
+        tx.commit().await?;
+        return Ok(batch.iter().map(|_| Ok(())).collect());
+    }
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
-        if isolation == Isolation::None {
-            let outcome = apply(&mut tx, &pending.commit).await;
-            let failed = outcome.is_err();
-            outcomes.push(outcome);
-            if failed {
-                tx.rollback().await?;
-                return Ok(outcomes);
-            }
-            continue;
-        }
         sqlx::query("SAVEPOINT change").execute(&mut *tx).await?;
-        let outcome = apply(&mut tx, &pending.commit).await;
+        let outcome = transition::apply(&mut tx, &[&pending.commit]).await;
         if outcome.is_err() {
             sqlx::query("ROLLBACK TO SAVEPOINT change").execute(&mut *tx).await?;
         }

@@ -10,10 +10,10 @@
 mod group_commit;
 mod lifecycle;
 mod rows;
+mod transition;
 
 pub use lifecycle::Deletion;
 
-use crate::model::MigrationStep;
 use crate::model::{
     DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, ModuleHash,
     Revision, Status, Timestamp,
@@ -93,7 +93,7 @@ impl Store {
         let store = if url.starts_with("sqlite:") {
             let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
             let options = || {
-                AnyPoolOptions::new().after_connect(|conn, _meta| {
+                pool_options().after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // FULL: a transition is acknowledged only once it is on disk.
                         conn.execute(
@@ -109,7 +109,7 @@ impl Store {
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
             Store { committer: group_commit::Committer::start(write.clone()), write, read }
         } else {
-            let pool = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10));
+            let pool = pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let committer = group_commit::Committer::start(pool.clone());
@@ -327,7 +327,7 @@ impl Store {
     /// [`Error::Duplicate`] if the key was stored meanwhile.
     pub async fn insert_idempotency_record(&self, record: &IdempotencyRecord) -> Result<()> {
         let mut tx = self.write.begin().await?;
-        insert_idempotency_record(&mut tx, record).await?;
+        transition::insert_idempotency_records(&mut tx, &[record]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -342,108 +342,11 @@ impl Store {
     }
 }
 
+/// Pools that do not ping a connection before lending it: on the hot path that ping
+/// would be a third of the round trips. A dead connection still surfaces as an error
+/// of the statement that uses it, and sqlx tests each connection as it comes back.
+fn pool_options() -> AnyPoolOptions {
+    AnyPoolOptions::new().test_before_acquire(false)
+}
+
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
-
-/// The statements of one [`Commit`], inside a transaction.
-async fn apply(tx: &mut Tx<'_>, commit: &Commit) -> Result<()> {
-    let instance = &commit.instance;
-    let written =
-        match commit.base_revision {
-            None => sqlx::query(
-                "INSERT INTO instances (id, definition, definition_version, state, status, data, revision,
-                     message, error, parent_id, callback_url, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(instance.id.to_string())
-            .bind(&instance.definition)
-            .bind(i64::from(instance.definition_version))
-            .bind(&instance.state)
-            .bind(instance.status.as_str())
-            .bind(&instance.data)
-            .bind(instance.revision.0)
-            .bind(&instance.message)
-            .bind(&instance.error)
-            .bind(instance.parent_id.map(|id| id.to_string()))
-            .bind(&instance.callback_url)
-            .bind(instance.created_at.0)
-            .bind(instance.updated_at.0)
-            .execute(&mut **tx)
-            .await?,
-            Some(base) => {
-                sqlx::query(
-                    "UPDATE instances SET definition_version = $1, state = $2, status = $3, data = $4,
-                     revision = $5, message = $6, error = $7, updated_at = $8
-                 WHERE id = $9 AND revision = $10",
-                )
-                .bind(i64::from(instance.definition_version))
-                .bind(&instance.state)
-                .bind(instance.status.as_str())
-                .bind(&instance.data)
-                .bind(instance.revision.0)
-                .bind(&instance.message)
-                .bind(&instance.error)
-                .bind(instance.updated_at.0)
-                .bind(instance.id.to_string())
-                .bind(base.0)
-                .execute(&mut **tx)
-                .await?
-            }
-        };
-    if written.rows_affected() == 0 {
-        return Err(Error::RevisionConflict);
-    }
-    insert_history(tx, &commit.history).await?;
-    if let Some(record) = &commit.idempotency {
-        insert_idempotency_record(tx, record).await?;
-    }
-    if let Some(migration) = commit.migration {
-        lifecycle::advance_migration(tx, migration, instance.id, &MigrationStep::Migrated).await?;
-    }
-    Ok(())
-}
-
-async fn insert_history(tx: &mut Tx<'_>, entry: &HistoryEntry) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO history (instance_id, seq, from_state, to_state, trigger_kind, trigger_name, trigger_id,
-             payload, actor, definition_version, module_sha256, fuel_used, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(entry.instance_id.to_string())
-    .bind(entry.seq)
-    .bind(&entry.from_state)
-    .bind(&entry.to_state)
-    .bind(entry.trigger.kind.as_str())
-    .bind(&entry.trigger.name)
-    .bind(&entry.trigger.id)
-    .bind(&entry.trigger.payload)
-    .bind(&entry.actor)
-    .bind(i64::from(entry.definition_version))
-    .bind(&entry.module_sha256.0)
-    .bind(i64::try_from(entry.fuel_used).unwrap_or(i64::MAX))
-    .bind(entry.at.0)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_idempotency_record(tx: &mut Tx<'_>, record: &IdempotencyRecord) -> Result<()> {
-    let headers =
-        serde_json::to_string(&record.response.headers).map_err(|err| Error::Corrupt(err.to_string()))?;
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, status, headers, body, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (scope, idempotency_key) DO NOTHING",
-    )
-    .bind(&record.key.scope)
-    .bind(&record.key.key)
-    .bind(&record.fingerprint)
-    .bind(i64::from(record.response.status))
-    .bind(headers)
-    .bind(&record.response.body)
-    .bind(record.created_at.0)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return Err(Error::Duplicate);
-    }
-    Ok(())
-}

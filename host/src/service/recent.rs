@@ -1,0 +1,130 @@
+//! The instances this process committed lately, so that an action on a running
+//! instance need not read it back from the store first.
+//!
+//! A copy here is a hint, never the truth: another process may have moved the
+//! instance on. The revision check of the commit catches that, and `act` recomputes
+//! from the store whenever a change computed from a copy fails or is refused.
+
+use crate::model::{Instance, InstanceId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug)]
+pub(super) struct RecentInstances {
+    /// Entries per generation; at most two generations are kept.
+    generation: usize,
+    maps: Mutex<Generations>,
+}
+
+/// Two maps instead of an LRU list: entries go into `young`; when it is full, `old`
+/// is dropped and `young` takes its place. A hit in `old` moves back to `young`.
+#[derive(Debug, Default)]
+struct Generations {
+    young: HashMap<InstanceId, Instance>,
+    old: HashMap<InstanceId, Instance>,
+}
+
+impl RecentInstances {
+    pub(super) fn new(capacity: usize) -> Self {
+        RecentInstances { generation: (capacity / 2).max(1), maps: Mutex::default() }
+    }
+
+    pub(super) fn get(&self, id: InstanceId) -> Option<Instance> {
+        let mut maps = self.lock();
+        if let Some(instance) = maps.young.get(&id) {
+            return Some(instance.clone());
+        }
+        let instance = maps.old.remove(&id)?;
+        self.insert_young(&mut maps, instance.clone());
+        Some(instance)
+    }
+
+    /// Keeps `instance` as committed, unless a later revision is kept already (two
+    /// commits of one instance may report back in either order). Finished instances
+    /// take no more actions and are not kept.
+    pub(super) fn committed(&self, instance: &Instance) {
+        let mut maps = self.lock();
+        let newer_kept = [&maps.young, &maps.old]
+            .iter()
+            .filter_map(|map| map.get(&instance.id))
+            .any(|kept| kept.revision.0 >= instance.revision.0);
+        if newer_kept {
+            return;
+        }
+        maps.old.remove(&instance.id);
+        if instance.status.is_terminal() {
+            maps.young.remove(&instance.id);
+        } else {
+            self.insert_young(&mut maps, instance.clone());
+        }
+    }
+
+    /// Drops the copy of an instance that turned out stale, or whose commit failed.
+    pub(super) fn forget(&self, id: InstanceId) {
+        let mut maps = self.lock();
+        maps.young.remove(&id);
+        maps.old.remove(&id);
+    }
+
+    fn insert_young(&self, maps: &mut Generations, instance: Instance) {
+        if maps.young.len() >= self.generation && !maps.young.contains_key(&instance.id) {
+            maps.old = std::mem::take(&mut maps.young);
+        }
+        maps.young.insert(instance.id, instance);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // A poisoned lock means a panic elsewhere mid-update; the maps stay usable.
+        self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Revision, Status, Timestamp};
+
+    fn instance(id: InstanceId, revision: i64, status: Status) -> Instance {
+        Instance {
+            id,
+            definition: "d".into(),
+            definition_version: 1,
+            state: "S".into(),
+            status,
+            data: "{}".into(),
+            revision: Revision(revision),
+            message: None,
+            error: None,
+            parent_id: None,
+            callback_url: None,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn keeps_the_latest_revision_and_drops_finished_instances() {
+        let recent = RecentInstances::new(16);
+        let id = InstanceId::generate();
+        recent.committed(&instance(id, 2, Status::Running));
+        recent.committed(&instance(id, 1, Status::Running));
+        assert_eq!(recent.get(id).map(|kept| kept.revision), Some(Revision(2)));
+        recent.committed(&instance(id, 3, Status::Completed));
+        assert!(recent.get(id).is_none());
+        recent.committed(&instance(id, 4, Status::Running));
+        recent.forget(id);
+        assert!(recent.get(id).is_none());
+    }
+
+    #[test]
+    fn holds_at_most_two_generations() {
+        let recent = RecentInstances::new(4);
+        let ids: Vec<InstanceId> = (0..7).map(|_| InstanceId::generate()).collect();
+        for id in &ids {
+            recent.committed(&instance(*id, 1, Status::Running));
+        }
+        let kept = ids.iter().filter(|id| recent.get(**id).is_some()).count();
+        assert!(kept <= 4, "{kept} kept");
+        assert!(recent.get(ids[6]).is_some(), "the newest is kept");
+    }
+}

@@ -1,0 +1,217 @@
+//! The statements that write transitions: instance rows, history entries and
+//! idempotency records, for one commit or a whole batch at once.
+//!
+//! A batch is written with a few multi-row statements instead of three statements per
+//! commit: on SQLite every statement is a round trip to sqlx's connection thread, on
+//! PostgreSQL one over the network. Rows go in chunks of power-of-two sizes, so that a
+//! handful of statement shapes serve every batch size and stay prepared.
+
+use super::{Commit, Error, Result, Tx, lifecycle};
+use crate::model::{HistoryEntry, IdempotencyRecord, Instance, MigrationStep};
+use sqlx::any::AnyArguments;
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+
+/// The most rows in one statement (SQLite allows 32,766 parameters).
+const MAX_CHUNK: usize = 64;
+
+/// Writes `commits` in the open transaction. [`Error::RevisionConflict`] if an instance
+/// was not at its base revision, [`Error::Duplicate`] if an idempotency key is taken.
+/// With several commits, the error does not say which one failed.
+pub(super) async fn apply(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<()> {
+    let created: Vec<&Instance> = commits
+        .iter()
+        .filter(|commit| commit.base_revision.is_none())
+        .map(|commit| &commit.instance)
+        .collect();
+    let changed: Vec<&Commit> =
+        commits.iter().copied().filter(|commit| commit.base_revision.is_some()).collect();
+    let written = execute_rows(tx, &created, INSERT_INSTANCES, bind_created).await?
+        + execute_rows(tx, &changed, UPDATE_INSTANCES, bind_changed).await?;
+    if written != commits.len() as u64 {
+        return Err(Error::RevisionConflict);
+    }
+    let history: Vec<&HistoryEntry> = commits.iter().map(|commit| &commit.history).collect();
+    execute_rows(tx, &history, INSERT_HISTORY, bind_history).await?;
+    let records: Vec<&IdempotencyRecord> =
+        commits.iter().filter_map(|commit| commit.idempotency.as_ref()).collect();
+    insert_idempotency_records(tx, &records).await?;
+    for commit in commits {
+        if let Some(migration) = commit.migration {
+            lifecycle::advance_migration(tx, migration, commit.instance.id, &MigrationStep::Migrated).await?;
+        }
+    }
+    Ok(())
+}
+
+/// [`Error::Duplicate`] if any of the keys is stored already.
+pub(super) async fn insert_idempotency_records(
+    tx: &mut Tx<'_>,
+    records: &[&IdempotencyRecord],
+) -> Result<()> {
+    let headers = records
+        .iter()
+        .map(|record| serde_json::to_string(&record.response.headers))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| Error::Corrupt(err.to_string()))?;
+    let rows: Vec<(&IdempotencyRecord, &String)> = records.iter().copied().zip(&headers).collect();
+    let inserted = execute_rows(tx, &rows, INSERT_IDEMPOTENCY, bind_idempotency).await?;
+    if inserted != records.len() as u64 {
+        return Err(Error::Duplicate);
+    }
+    Ok(())
+}
+
+/// A statement over rows of values: its text around the `VALUES` list, and how many
+/// values a row has.
+struct Statement {
+    before: &'static str,
+    after: &'static str,
+    columns: usize,
+}
+
+const INSERT_INSTANCES: Statement = Statement {
+    before: "INSERT INTO instances (id, definition, definition_version, state, status, data, revision,
+             message, error, parent_id, callback_url, created_at, updated_at) VALUES ",
+    after: "",
+    columns: 13,
+};
+
+/// Each row updates its instance only if it is still at `base_revision`.
+const UPDATE_INSTANCES: Statement = Statement {
+    before: "WITH changed (id, base_revision, definition_version, state, status, data, revision, message,
+             error, updated_at) AS (VALUES ",
+    after: ") UPDATE instances SET definition_version = changed.definition_version, state = changed.state,
+             status = changed.status, data = changed.data, revision = changed.revision,
+             message = changed.message, error = changed.error, updated_at = changed.updated_at
+         FROM changed WHERE instances.id = changed.id AND instances.revision = changed.base_revision",
+    columns: 10,
+};
+
+const INSERT_HISTORY: Statement = Statement {
+    before: "INSERT INTO history (instance_id, seq, from_state, to_state, trigger_kind, trigger_name,
+             trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at) VALUES ",
+    after: "",
+    columns: 13,
+};
+
+const INSERT_IDEMPOTENCY: Statement = Statement {
+    before: "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, status, headers, body,
+             created_at) VALUES ",
+    after: " ON CONFLICT (scope, idempotency_key) DO NOTHING",
+    columns: 7,
+};
+
+/// Runs `statement` over all `rows`, chunk by chunk; the rows affected in all.
+async fn execute_rows<T>(
+    tx: &mut Tx<'_>,
+    rows: &[T],
+    statement: Statement,
+    bind: impl for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
+) -> Result<u64> {
+    let mut affected = 0;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        // The largest power of two that fits, up to MAX_CHUNK.
+        let size = MAX_CHUNK.min(1 << rest.len().ilog2());
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        let sql = statement.sql(size);
+        let query = chunk.iter().fold(sqlx::query(&sql), &bind);
+        affected += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(affected)
+}
+
+impl Statement {
+    /// The statement's text for `rows` rows: `($1, $2), ($3, $4)` and so on.
+    fn sql(&self, rows: usize) -> String {
+        let mut sql = String::with_capacity(self.before.len() + self.after.len() + rows * self.columns * 5);
+        sql.push_str(self.before);
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..self.columns {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", row * self.columns + column + 1));
+            }
+            sql.push(')');
+        }
+        sql.push_str(self.after);
+        sql
+    }
+}
+
+fn bind_created<'q>(query: Query<'q>, instance: &'q &Instance) -> Query<'q> {
+    query
+        .bind(instance.id.to_string())
+        .bind(&instance.definition)
+        .bind(i64::from(instance.definition_version))
+        .bind(&instance.state)
+        .bind(instance.status.as_str())
+        .bind(&instance.data)
+        .bind(instance.revision.0)
+        .bind(&instance.message)
+        .bind(&instance.error)
+        .bind(instance.parent_id.map(|id| id.to_string()))
+        .bind(&instance.callback_url)
+        .bind(instance.created_at.0)
+        .bind(instance.updated_at.0)
+}
+
+fn bind_changed<'q>(query: Query<'q>, commit: &'q &Commit) -> Query<'q> {
+    let instance = &commit.instance;
+    query
+        .bind(instance.id.to_string())
+        .bind(commit.base_revision.map(|revision| revision.0))
+        .bind(i64::from(instance.definition_version))
+        .bind(&instance.state)
+        .bind(instance.status.as_str())
+        .bind(&instance.data)
+        .bind(instance.revision.0)
+        .bind(&instance.message)
+        .bind(&instance.error)
+        .bind(instance.updated_at.0)
+}
+
+fn bind_history<'q>(query: Query<'q>, entry: &'q &HistoryEntry) -> Query<'q> {
+    query
+        .bind(entry.instance_id.to_string())
+        .bind(entry.seq)
+        .bind(&entry.from_state)
+        .bind(&entry.to_state)
+        .bind(entry.trigger.kind.as_str())
+        .bind(&entry.trigger.name)
+        .bind(&entry.trigger.id)
+        .bind(&entry.trigger.payload)
+        .bind(&entry.actor)
+        .bind(i64::from(entry.definition_version))
+        .bind(&entry.module_sha256.0)
+        .bind(i64::try_from(entry.fuel_used).unwrap_or(i64::MAX))
+        .bind(entry.at.0)
+}
+
+fn bind_idempotency<'q>(query: Query<'q>, row: &'q (&IdempotencyRecord, &String)) -> Query<'q> {
+    let (record, headers) = *row;
+    query
+        .bind(&record.key.scope)
+        .bind(&record.key.key)
+        .bind(&record.fingerprint)
+        .bind(i64::from(record.response.status))
+        .bind(headers.as_str())
+        .bind(&record.response.body)
+        .bind(record.created_at.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_the_values_of_every_row() {
+        let statement = Statement { before: "INSERT INTO t (a, b) VALUES ", after: " END", columns: 2 };
+        assert_eq!(statement.sql(1), "INSERT INTO t (a, b) VALUES ($1, $2) END");
+        assert_eq!(statement.sql(3), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) END");
+    }
+}
