@@ -135,7 +135,7 @@ struct Latency {
     replay: Percentiles,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let run_id = uuid::Uuid::new_v4().simple().to_string();

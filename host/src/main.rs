@@ -42,6 +42,11 @@ enum Command {
     },
 }
 
+/// Every request allocates a little in many places; mimalloc keeps that off the
+/// profile (glibc's malloc took ~9 % of the server's CPU under docflow).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

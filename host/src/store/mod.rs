@@ -9,6 +9,7 @@
 
 mod group_commit;
 mod lifecycle;
+mod readers;
 mod rows;
 mod transition;
 
@@ -18,8 +19,10 @@ use crate::model::{
     DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, ModuleHash,
     Revision, Status, Timestamp,
 };
+use readers::Readers;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,8 @@ pub struct Store {
     /// the same.
     write: AnyPool,
     read: AnyPool,
+    /// The lookups every request makes, on connections of their own.
+    hot_reads: Arc<Readers>,
     committer: group_commit::Committer,
 }
 
@@ -94,26 +99,21 @@ impl Store {
             let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
             let options = || {
                 pool_options().after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        // FULL: a transition is acknowledged only once it is on disk.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-                        )
-                        .await
-                        .map(drop)
-                    })
+                    Box::pin(async move { conn.execute(SQLITE_SETUP).await.map(drop) })
                 })
             };
             let write = options().max_connections(1).connect(&url).await?;
             let read = options().max_connections(8).connect(&url).await?;
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
-            Store { committer: group_commit::Committer::start(write.clone()), write, read }
+            let hot_reads = Arc::new(Readers::new(url, HOT_READERS, Some(SQLITE_SETUP)));
+            Store { committer: group_commit::Committer::start(write.clone()), write, read, hot_reads }
         } else {
             let pool = pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let committer = group_commit::Committer::start(pool.clone());
-            Store { committer, write: pool.clone(), read: pool }
+            let hot_reads = Arc::new(Readers::new(url.to_owned(), HOT_READERS, None));
+            Store { committer, write: pool.clone(), read: pool, hot_reads }
         };
         Ok(store)
     }
@@ -125,6 +125,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.hot_reads.close().await;
         self.write.close().await;
         self.read.close().await;
     }
@@ -224,7 +225,7 @@ impl Store {
 
     pub async fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
         let sql = format!("{} WHERE id = $1", rows::INSTANCE_SELECT);
-        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.read).await?;
+        let row = self.hot_reads.fetch_optional(sqlx::query(&sql).bind(id.to_string())).await?;
         row.as_ref().map(rows::instance).transpose()
     }
 
@@ -300,14 +301,11 @@ impl Store {
         key: &IdempotencyKey,
         not_before: Timestamp,
     ) -> Result<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
              WHERE scope = $1 AND idempotency_key = $2",
-        )
-        .bind(&key.scope)
-        .bind(&key.key)
-        .fetch_optional(&self.read)
-        .await?;
+        );
+        let row = self.hot_reads.fetch_optional(query.bind(&key.scope).bind(&key.key)).await?;
         let Some(record) = row.as_ref().map(rows::idempotency_record).transpose()? else { return Ok(None) };
         if record.created_at >= not_before {
             return Ok(Some(record));
@@ -341,6 +339,14 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+/// Every SQLite connection: WAL, so readers never wait for the writer; FULL, so a
+/// transition is acknowledged only once it is on disk.
+const SQLITE_SETUP: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
+
+/// Connections for the hot reads.
+const HOT_READERS: usize = 8;
 
 /// Pools that do not ping a connection before lending it: on the hot path that ping
 /// would be a third of the round trips. A dead connection still surfaces as an error

@@ -1,0 +1,69 @@
+//! Connections for the reads on the hot path: the instance and idempotency lookups
+//! every request makes.
+//!
+//! sqlx's pool pings each connection as it comes back, to find out whether a
+//! cancelled query left it mid-protocol; that ping is a round trip per read (to the
+//! SQLite thread, or to PostgreSQL). These connections are lent without it: one
+//! whose query was cancelled, or failed on the connection itself, is closed instead
+//! of being lent again.
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyConnection, Connection, Executor};
+use std::sync::Mutex;
+use tokio::sync::Semaphore;
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+
+#[derive(Debug)]
+pub(super) struct Readers {
+    url: String,
+    /// Run on every new connection.
+    setup: Option<&'static str>,
+    idle: Mutex<Vec<AnyConnection>>,
+    /// One per connection that may exist.
+    permits: Semaphore,
+}
+
+impl Readers {
+    pub(super) fn new(url: String, size: usize, setup: Option<&'static str>) -> Readers {
+        Readers { url, setup, idle: Mutex::default(), permits: Semaphore::new(size) }
+    }
+
+    pub(super) async fn fetch_optional(&self, query: Query<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
+        let _permit = self.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.lock().pop();
+        let mut connection = match idle {
+            Some(connection) => connection,
+            None => self.connect().await?,
+        };
+        // Should this future be dropped mid-query, the connection is dropped with it.
+        let row = query.fetch_optional(&mut connection).await;
+        // A row, no row, or the database's verdict on the statement: the connection
+        // itself is fine.
+        if matches!(row, Ok(_) | Err(sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. })) {
+            self.lock().push(connection);
+        }
+        row
+    }
+
+    async fn connect(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut connection = AnyConnection::connect(&self.url).await?;
+        if let Some(setup) = self.setup {
+            connection.execute(setup).await?;
+        }
+        Ok(connection)
+    }
+
+    pub(super) async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.lock());
+        for connection in idle {
+            let _ = connection.close().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AnyConnection>> {
+        // A poisoned lock means a panic elsewhere mid-push; the list itself is intact.
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
