@@ -2,7 +2,7 @@
 
 use super::dto::{InstanceDto, MigrationDto};
 use super::extract::{Body, Path};
-use super::idempotency::{self, Begun, KeyRule};
+use super::idempotency::{self, Begun, Endpoint};
 use super::instances::{instance_response, parse_id};
 use super::problem::Problem;
 use super::{ANONYMOUS, AppState, stored_json};
@@ -43,7 +43,7 @@ async fn migrate_instance(
         body.json::<MigrateBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
     let reason = required_reason(request.reason)?;
     let scope = format!("POST /v1/admin/instances/{id}/migrate");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, KeyRule::Optional).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
@@ -91,7 +91,7 @@ async fn start_migration(
         &headers,
         "POST /v1/admin/migrations".into(),
         &body.0,
-        KeyRule::Optional,
+        Endpoint::Operation,
     )
     .await
     {

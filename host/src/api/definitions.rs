@@ -2,7 +2,7 @@
 
 use super::dto::{DefinitionDto, VersionDto};
 use super::extract::{Body, Path};
-use super::idempotency::{self, Begun, KeyRule};
+use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
 use super::{AppState, stored_json};
 use crate::model::StoredResponse;
@@ -25,7 +25,7 @@ pub fn router(max_module_bytes: usize) -> Router<AppState> {
 /// The body is the module's bytes. 201 for a new version, 200 for the same bytes again.
 async fn deploy(State(state): State<AppState>, headers: HeaderMap, Body(wasm): Body) -> Response {
     let scope = "POST /v1/definitions".to_owned();
-    let claim = match idempotency::begin(&state, &headers, scope, &wasm, KeyRule::Optional).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &wasm, Endpoint::Operation).await {
         Begun::Done(response) => return response,
         Begun::Run(claim) => claim,
     };
@@ -75,7 +75,7 @@ async fn pin(
         .json::<PinBody>()?
         .ok_or_else(|| Problem::bad_request("a JSON body {\"version\": N} is required"))?;
     let scope = format!("PUT /v1/definitions/{name}/default-version");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, KeyRule::Optional).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
@@ -92,7 +92,7 @@ async fn retire(
     headers: HeaderMap,
 ) -> Response {
     let scope = format!("POST /v1/definitions/{name}/versions/{version}/retire");
-    let claim = match idempotency::begin(&state, &headers, scope, &[], KeyRule::Optional).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &[], Endpoint::Operation).await {
         Begun::Done(response) => return response,
         Begun::Run(claim) => claim,
     };
@@ -108,7 +108,7 @@ async fn delete_version(
     headers: HeaderMap,
 ) -> Response {
     let scope = format!("DELETE /v1/definitions/{name}/versions/{version}");
-    let claim = match idempotency::begin(&state, &headers, scope, &[], KeyRule::Optional).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &[], Endpoint::Operation).await {
         Begun::Done(response) => return response,
         Begun::Run(claim) => claim,
     };

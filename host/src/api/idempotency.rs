@@ -6,6 +6,11 @@
 //! the same key and another body gets 422; one that arrives while the first is still
 //! running gets 409. Transitions store the record in their own commit, so a key is
 //! never recorded without its effect, nor the other way round.
+//!
+//! A transition is not looked up before it runs ([`Endpoint::Transition`]): its commit
+//! finds the key taken and writes nothing, and the kept response is replayed then. A
+//! first request, the common case, thus costs no extra read. Other requests, whose
+//! effects are not undone with a failed commit, look the key up first.
 
 use super::AppState;
 use super::problem::Problem;
@@ -49,11 +54,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether the endpoint insists on a key.
+/// What an endpoint does, which decides how it treats keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyRule {
-    Required,
-    Optional,
+pub enum Endpoint {
+    /// Starts an instance or runs an action: a key is required, and looked up only
+    /// once the transition's commit finds it taken.
+    Transition,
+    /// Anything else: a key is optional, and looked up before the request runs.
+    Operation,
 }
 
 /// What a mutating request does after [`begin`].
@@ -74,18 +82,18 @@ pub struct Claim {
     _guard: InFlightGuard,
 }
 
-/// Looks the key up: replays a kept response, refuses a reused or busy key, or
-/// claims it for this request. `request` is what must match for a replay: the body,
-/// and any header that changes the outcome.
+/// Refuses a busy key, replays a kept response (for an [`Endpoint::Operation`]), refuses a
+/// key reused for another request, or claims the key for this request. `request` is
+/// what must match for a replay: the body, and any header that changes the outcome.
 pub async fn begin(
     state: &AppState,
     headers: &HeaderMap,
     scope: String,
     request: &[u8],
-    rule: KeyRule,
+    endpoint: Endpoint,
 ) -> Begun {
     let key = match headers.get(&HEADER).map(HeaderValue::to_str) {
-        None if rule == KeyRule::Optional => return Begun::Run(None),
+        None if endpoint == Endpoint::Operation => return Begun::Run(None),
         None => {
             let problem = Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -110,10 +118,12 @@ pub async fn begin(
     let Some(guard) = state.in_flight.claim(&key) else {
         return Begun::Done(in_progress().into_response());
     };
-    match replay(state, &key, &fingerprint).await {
-        Some(response) => Begun::Done(response),
-        None => Begun::Run(Some(Claim { key, fingerprint, state: state.clone(), _guard: guard })),
+    if endpoint == Endpoint::Operation
+        && let Some(response) = replay(state, &key, &fingerprint).await
+    {
+        return Begun::Done(response);
     }
+    Begun::Run(Some(Claim { key, fingerprint, state: state.clone(), _guard: guard }))
 }
 
 impl Claim {
@@ -149,7 +159,7 @@ pub async fn finish(claim: Option<Claim>, outcome: Result<StoredResponse, servic
 
 async fn finish_failure(claim: Option<Claim>, err: service::Error) -> Response {
     let (claim, problem) = match (claim, err) {
-        // A request on another host committed under the same key first.
+        // A replay, or a request on another host that committed under the same key first.
         (Some(claim), service::Error::KeyTaken) => {
             return replay(&claim.state, &claim.key, &claim.fingerprint)
                 .await
@@ -158,6 +168,11 @@ async fn finish_failure(claim: Option<Claim>, err: service::Error) -> Response {
         (Some(claim), err) => (claim, Problem::from(err)),
         (None, err) => return Problem::from(err).into_response(),
     };
+    // A replayed transition usually fails before its commit (its action no longer
+    // applies): the kept response comes before the refusal.
+    if let Some(response) = replay(&claim.state, &claim.key, &claim.fingerprint).await {
+        return response;
+    }
     if !problem.is_final() {
         return problem.into_response();
     }

@@ -2,7 +2,7 @@
 
 use super::dto::{HistoryDto, InstanceDto, InstancePage};
 use super::extract::{Body, Path, Query};
-use super::idempotency::{self, Begun, KeyRule};
+use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
 use super::{ANONYMOUS, AppState, stored_json};
 use crate::model::{InstanceId, Revision, StoredResponse};
@@ -57,7 +57,7 @@ async fn create(
         return Err(Problem::bad_request("callback_url must be an http or https URL"));
     }
     let scope = format!("POST /v1/definitions/{name}/instances");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, KeyRule::Required).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Transition).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
@@ -94,7 +94,7 @@ async fn act(
     // The same body under another If-Match is another request.
     let request =
         [headers.get(header::IF_MATCH).map_or(&b""[..], HeaderValue::as_bytes), b"\n", &body.0].concat();
-    let claim = match idempotency::begin(&state, &headers, scope, &request, KeyRule::Required).await {
+    let claim = match idempotency::begin(&state, &headers, scope, &request, Endpoint::Transition).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };

@@ -327,7 +327,10 @@ impl Service {
         });
         let commit = Commit { instance: instance.clone(), base_revision, history, idempotency, migration };
         if let Err(err) = self.store.commit(commit).await {
-            self.recent.forget(instance.id);
+            // A taken key wrote nothing; after any other failure the copy may be stale.
+            if !matches!(err, store::Error::Duplicate) {
+                self.recent.forget(instance.id);
+            }
             return Err(err);
         }
         self.recent.committed(instance);

@@ -2,11 +2,13 @@
 //! fsync makes a whole batch durable instead of one fsync per request.
 //!
 //! A single task takes every commit queued while the previous batch was being written,
-//! applies them, commits the transaction, then answers each caller: nobody hears
-//! "done" before its batch is on disk. Should one commit fail (a revision conflict),
-//! the batch is redone with each commit in a savepoint, so the failure undoes that
-//! commit alone. There is no timer: under light load a batch is one commit and costs what a
-//! plain transaction costs; under heavy load batches grow by themselves.
+//! looks up the batch's idempotency keys (a commit whose key is taken is a replay and
+//! writes nothing), writes the rest with shared multi-row statements, commits the
+//! transaction, then answers each caller: nobody hears "done" before its batch is on
+//! disk. Should a write fail (a revision conflict, a key taken meanwhile by another
+//! host), the batch is redone with each commit in a savepoint, so the failure undoes
+//! that commit alone. There is no timer: under light load a batch is one commit and
+//! costs what a plain transaction costs; under heavy load batches grow by themselves.
 
 use super::{Commit, Error, Result, transition};
 use sqlx::AnyPool;
@@ -80,12 +82,11 @@ async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Pending>, stats: Arc<Count
 }
 
 async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
-    // Conflicts are rare: first try the whole batch without savepoints; if any commit
-    // fails, throw the transaction away and go again, isolating each commit. A batch
-    // of one needs no second try: its outcome is its commit's.
-    let outcomes = match apply_batch(pool, &batch, Isolation::None).await {
-        Ok(outcomes) if batch.len() == 1 || outcomes.iter().all(Result::is_ok) => Ok(outcomes),
-        _ => apply_batch(pool, &batch, Isolation::Savepoints).await,
+    // Conflicts are rare: first write the whole batch with shared statements; if that
+    // fails, throw the transaction away and go again, isolating each commit.
+    let outcomes = match apply_together(pool, &batch).await {
+        Ok(Some(outcomes)) => Ok(outcomes),
+        _ => apply_isolated(pool, &batch).await,
     };
     let outcomes = outcomes.unwrap_or_else(|err| {
         let err = Arc::new(err);
@@ -97,30 +98,41 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Isolation {
-    /// All commits with shared statements; any failure rolls everything back.
-    None,
-    /// Each commit in a savepoint, so a failure undoes that commit alone.
-    Savepoints,
+/// Writes the batch with a few multi-row statements. Commits whose idempotency key is
+/// taken get [`Error::Duplicate`] and write nothing. `None` when the writing failed
+/// and the failure cannot be pinned on one commit: everything was rolled back.
+async fn apply_together(pool: &AnyPool, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();
+    // A replayed request gets this far: its key decides, and it applies nothing.
+    let taken = match transition::taken_keys(&mut tx, &commits).await {
+        Ok(taken) => taken,
+        Err(_) => return tx.rollback().await.map(|()| None),
+    };
+    let is_taken =
+        |commit: &Commit| commit.idempotency.as_ref().is_some_and(|record| taken.contains(&record.key));
+    let fresh: Vec<&Commit> = commits.iter().copied().filter(|commit| !is_taken(commit)).collect();
+    let mut failure = match transition::apply(&mut tx, &fresh).await {
+        Ok(()) => {
+            tx.commit().await?;
+            None
+        }
+        // With one commit written, the failure is that commit's.
+        Err(err) if fresh.len() == 1 => {
+            tx.rollback().await?;
+            Some(err)
+        }
+        Err(_) => return tx.rollback().await.map(|()| None),
+    };
+    let outcomes = commits.iter().map(|commit| {
+        if is_taken(commit) { Err(Error::Duplicate) } else { failure.take().map_or(Ok(()), Err) }
+    });
+    Ok(Some(outcomes.collect()))
 }
 
-/// Applies the commits in one transaction; the outer error fails them all.
-async fn apply_batch(
-    pool: &AnyPool,
-    batch: &[Pending],
-    isolation: Isolation,
-) -> Result<Vec<Result<()>>, sqlx::Error> {
+/// Writes each commit in a savepoint, so a failure undoes that commit alone.
+async fn apply_isolated(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Result<()>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if isolation == Isolation::None {
-        let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();
-        if let Err(err) = transition::apply(&mut tx, &commits).await {
-            tx.rollback().await?;
-            return Ok(vec![Err(err)]);
-        }
-        tx.commit().await?;
-        return Ok(batch.iter().map(|_| Ok(())).collect());
-    }
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
         sqlx::query("SAVEPOINT change").execute(&mut *tx).await?;

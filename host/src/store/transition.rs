@@ -7,8 +7,10 @@
 //! handful of statement shapes serve every batch size and stay prepared.
 
 use super::{Commit, Error, Result, Tx, lifecycle};
-use crate::model::{HistoryEntry, IdempotencyRecord, Instance, MigrationStep};
+use crate::model::{HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep};
+use sqlx::Row;
 use sqlx::any::AnyArguments;
+use std::collections::HashSet;
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
 
@@ -62,6 +64,22 @@ pub(super) async fn insert_idempotency_records(
     Ok(())
 }
 
+/// Which of the commits' idempotency keys are stored already. Requests are not
+/// looked up one by one before they run: a batch asks for all its keys at once.
+pub(super) async fn taken_keys(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<HashSet<IdempotencyKey>> {
+    let keys: Vec<&IdempotencyKey> =
+        commits.iter().filter_map(|commit| commit.idempotency.as_ref()).map(|record| &record.key).collect();
+    let mut taken = HashSet::new();
+    for chunk in chunks(&keys) {
+        let sql = SELECT_KEYS.sql(chunk.len());
+        let query = chunk.iter().fold(sqlx::query(&sql), |query, key| query.bind(&key.scope).bind(&key.key));
+        for row in query.fetch_all(&mut **tx).await? {
+            taken.insert(IdempotencyKey { scope: row.try_get(0)?, key: row.try_get(1)? });
+        }
+    }
+    Ok(taken)
+}
+
 /// A statement over rows of values: its text around the `VALUES` list, and how many
 /// values a row has.
 struct Statement {
@@ -95,6 +113,13 @@ const INSERT_HISTORY: Statement = Statement {
     columns: 13,
 };
 
+const SELECT_KEYS: Statement = Statement {
+    before: "WITH asked (scope, idempotency_key) AS (VALUES ",
+    after: ") SELECT kept.scope, kept.idempotency_key FROM idempotency_keys kept
+         JOIN asked ON kept.scope = asked.scope AND kept.idempotency_key = asked.idempotency_key",
+    columns: 2,
+};
+
 const INSERT_IDEMPOTENCY: Statement = Statement {
     before: "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, status, headers, body,
              created_at) VALUES ",
@@ -110,17 +135,23 @@ async fn execute_rows<T>(
     bind: impl for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
 ) -> Result<u64> {
     let mut affected = 0;
-    let mut rest = rows;
-    while !rest.is_empty() {
-        // The largest power of two that fits, up to MAX_CHUNK.
-        let size = MAX_CHUNK.min(1 << rest.len().ilog2());
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
-        let sql = statement.sql(size);
+    for chunk in chunks(rows) {
+        let sql = statement.sql(chunk.len());
         let query = chunk.iter().fold(sqlx::query(&sql), &bind);
         affected += query.execute(&mut **tx).await?.rows_affected();
     }
     Ok(affected)
+}
+
+/// `rows` in chunks of the largest power of two that fits, up to [`MAX_CHUNK`].
+fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = MAX_CHUNK.min(1 << rest.len().checked_ilog2()?);
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        Some(chunk)
+    })
 }
 
 impl Statement {
@@ -207,6 +238,14 @@ fn bind_idempotency<'q>(query: Query<'q>, row: &'q (&IdempotencyRecord, &String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first() {
+        let sizes = |n: usize| chunks(&vec![0; n]).map(<[i32]>::len).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(13), [8, 4, 1]);
+        assert_eq!(sizes(MAX_CHUNK * 2 + 3), [MAX_CHUNK, MAX_CHUNK, 2, 1]);
+    }
 
     #[test]
     fn numbers_the_values_of_every_row() {
