@@ -104,10 +104,14 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
 async fn apply_together(pool: &AnyPool, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();
-    // A replayed request gets this far: its key decides, and it applies nothing.
-    let taken = match transition::taken_keys(&mut tx, &commits).await {
-        Ok(taken) => taken,
-        Err(_) => return tx.rollback().await.map(|()| None),
+    // A replayed request gets this far: its key decides, and it applies nothing. A
+    // lone commit skips the lookup (a round trip): its write fails on a taken key.
+    let taken = match commits.len() {
+        1 => Default::default(),
+        _ => match transition::taken_keys(&mut tx, &commits).await {
+            Ok(taken) => taken,
+            Err(_) => return tx.rollback().await.map(|()| None),
+        },
     };
     let is_taken =
         |commit: &Commit| commit.idempotency.as_ref().is_some_and(|record| taken.contains(&record.key));
