@@ -8,6 +8,7 @@ mod support;
 
 mod definitions;
 mod hostile_modules;
+mod hosts;
 mod idempotency;
 mod instances;
 mod versions;

@@ -29,6 +29,12 @@ pub struct TestServer {
     postgres: Option<(String, String)>,
 }
 
+fn scratch_folder(run_id: &str) -> PathBuf {
+    let scratch = std::env::temp_dir().join(format!("switchyard-it-{run_id}"));
+    std::fs::create_dir_all(&scratch).expect("scratch folder");
+    scratch
+}
+
 /// Where the test databases are created; CI and this machine run PostgreSQL here.
 fn postgres_server() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -37,8 +43,7 @@ fn postgres_server() -> String {
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let scratch = std::env::temp_dir().join(format!("switchyard-it-{run_id}"));
-        std::fs::create_dir_all(&scratch).expect("scratch folder");
+        let scratch = scratch_folder(&run_id);
         let (database_url, postgres) = match backend {
             Backend::Sqlite => (format!("sqlite://{}", scratch.join("switchyard.db").display()), None),
             Backend::Postgres => {
@@ -54,6 +59,21 @@ impl TestServer {
                 (format!("{server}/{database}"), Some((server, database)))
             }
         };
+        TestServer::spawned(database_url, scratch, postgres).await
+    }
+
+    /// A second server process on this one's database, as another host would run:
+    /// its own port, module cache and memory. Dropping it leaves the database alone.
+    pub async fn another_host(&self) -> TestServer {
+        let scratch = scratch_folder(&uuid::Uuid::new_v4().simple().to_string());
+        TestServer::spawned(self.database_url.clone(), scratch, None).await
+    }
+
+    async fn spawned(
+        database_url: String,
+        scratch: PathBuf,
+        postgres: Option<(String, String)>,
+    ) -> TestServer {
         let port = free_port();
         let mut server = TestServer {
             base_url: format!("http://127.0.0.1:{port}"),
