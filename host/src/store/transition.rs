@@ -3,8 +3,9 @@
 //!
 //! A batch is written with a few multi-row statements instead of three statements per
 //! commit: on SQLite every statement is a round trip to sqlx's connection thread, on
-//! PostgreSQL one over the network. Rows go in chunks of power-of-two sizes, so that a
-//! handful of statement shapes serve every batch size and stay prepared.
+//! PostgreSQL one over the network. Up to [`EXACT_CHUNK`] rows go in one statement of
+//! their own size; more go in chunks of power-of-two sizes, so that a few dozen
+//! statement shapes serve every batch size and stay prepared.
 
 use super::{Commit, Error, Result, Tx, lifecycle};
 use crate::model::{HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep};
@@ -16,6 +17,8 @@ type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
 
 /// The most rows in one statement (SQLite allows 32,766 parameters).
 const MAX_CHUNK: usize = 64;
+/// Up to this many rows take one statement of their exact size.
+const EXACT_CHUNK: usize = 16;
 
 /// Writes `commits` in the open transaction. [`Error::RevisionConflict`] if an instance
 /// was not at its base revision, [`Error::Duplicate`] if an idempotency key is taken.
@@ -143,11 +146,16 @@ async fn execute_rows<T>(
     Ok(affected)
 }
 
-/// `rows` in chunks of the largest power of two that fits, up to [`MAX_CHUNK`].
+/// `rows` in one chunk, or, beyond [`EXACT_CHUNK`], in chunks of the largest power of
+/// two that fits, up to [`MAX_CHUNK`].
 fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
-        let size = MAX_CHUNK.min(1 << rest.len().checked_ilog2()?);
+        let size = match rest.len() {
+            0 => return None,
+            len @ 1..=EXACT_CHUNK => len,
+            len => MAX_CHUNK.min(1 << len.ilog2()),
+        };
         let (chunk, after) = rest.split_at(size);
         rest = after;
         Some(chunk)
@@ -240,11 +248,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_are_powers_of_two_largest_first() {
+    fn chunks_are_exact_when_small_then_powers_of_two() {
         let sizes = |n: usize| chunks(&vec![0; n]).map(<[i32]>::len).collect::<Vec<_>>();
         assert_eq!(sizes(0), Vec::<usize>::new());
-        assert_eq!(sizes(13), [8, 4, 1]);
-        assert_eq!(sizes(MAX_CHUNK * 2 + 3), [MAX_CHUNK, MAX_CHUNK, 2, 1]);
+        assert_eq!(sizes(13), [13]);
+        assert_eq!(sizes(EXACT_CHUNK + 4), [16, 4]);
+        assert_eq!(sizes(MAX_CHUNK * 2 + 3), [MAX_CHUNK, MAX_CHUNK, 3]);
     }
 
     #[test]
