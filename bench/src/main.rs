@@ -45,7 +45,8 @@
 //!
 //! Exactly one JSON line on stdout (progress goes to stderr): throughput, latency
 //! percentiles per request kind, error counts and, with `--spawn`, the server's CPU
-//! time during the measured phase and its peak RSS. The exit status is 1 if there
+//! time during the measured phase, its peak RSS and how it batched commits (the
+//! server is stopped with SIGTERM and logs those figures on its way out). The exit status is 1 if there
 //! were errors or replay mismatches, and the line is printed anyway.
 
 mod workload;
@@ -125,6 +126,17 @@ struct Report {
     replay_mismatches: u64,
     server_cpu_seconds: Option<f64>,
     server_peak_rss_mib: Option<f64>,
+    /// How the spawned server batched its commits over the whole run, warm-up included
+    /// (from the line it logs as it shuts down).
+    group_commit: Option<GroupCommit>,
+}
+
+#[derive(Debug, Serialize)]
+struct GroupCommit {
+    commits: u64,
+    batches: u64,
+    mean_batch: f64,
+    largest_batch: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,7 +170,12 @@ async fn main() -> std::process::ExitCode {
             let result = match server.start(&args, backend).await {
                 Ok(()) => {
                     let url = server.base_url.clone();
-                    bench(&args, &run_id, &url, Some(&server), &stop).await
+                    let mut result = bench(&args, &run_id, &url, Some(&server), &stop).await;
+                    let group_commit = server.shut_down().await;
+                    if let Ok(report) = &mut result {
+                        report.group_commit = group_commit;
+                    }
+                    result
                 }
                 Err(err) => Err(err),
             };
@@ -250,6 +267,7 @@ async fn bench(
         replay_mismatches: stats.replay_mismatches,
         server_cpu_seconds: cpu_before.zip(cpu_after).map(|(before, after)| round3(after - before)),
         server_peak_rss_mib: server.and_then(Spawned::peak_rss_mib).map(round3),
+        group_commit: None,
     })
 }
 
@@ -359,6 +377,28 @@ impl Spawned {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("the server did not answer /healthz within 60 s; log:\n{}", self.log_tail())
+    }
+
+    /// Stops the server with SIGTERM, as an operator would, and reads the group-commit
+    /// figures it logs on the way out; `None` if it does not stop within 10 s.
+    async fn shut_down(&mut self) -> Option<GroupCommit> {
+        let pid = self.pid?.to_string();
+        let signalled = Command::new("kill").args(["-TERM", &pid]).status().await.ok()?;
+        let child = self.child.as_mut()?;
+        if !signalled.success() || tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err()
+        {
+            return None;
+        }
+        let log = std::fs::read_to_string(self.log_path()).ok()?;
+        let line = log.lines().rev().find(|line| line.contains("group commit"))?;
+        let field = |name: &str| -> Option<u64> {
+            let value =
+                line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('='))?;
+            value.parse().ok()
+        };
+        let (commits, batches) = (field("commits")?, field("batches")?);
+        let mean_batch = round3(commits as f64 / batches.max(1) as f64);
+        Some(GroupCommit { commits, batches, mean_batch, largest_batch: field("largest_batch")? })
     }
 
     /// Kills the server, drops the PostgreSQL database and deletes the temp dir; `keep`
