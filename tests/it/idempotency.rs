@@ -11,6 +11,7 @@ both_backends!(
     refusals_are_replayed_as_they_were,
     keys_are_scoped_to_the_endpoint_and_target,
     deploys_accept_a_key,
+    an_expired_key_counts_as_new,
 );
 
 const CREATE: &str = "/v1/definitions/document-processing/instances";
@@ -132,4 +133,26 @@ async fn deploys_accept_a_key(backend: Backend) {
     let again = deploy().await.expect(201);
     assert_eq!(again.body, first.body);
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
+}
+
+async fn an_expired_key_counts_as_new(backend: Backend) {
+    let config = std::env::temp_dir().join(format!("switchyard-it-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&config, "idempotency_retention_secs = 1\n").expect("config file");
+    let config_path = config.display().to_string();
+    let server = TestServer::start_with(backend, &["--config", &config_path]).await;
+    let _ = std::fs::remove_file(&config);
+    server.deploy(module("document-processing")).await.expect(201);
+    let first = server.post(CREATE, "kept-briefly", &create_body("s3://a")).await.expect(201);
+    let id = first.json()["id"].as_str().expect("id").to_owned();
+    let validate = format!("/v1/instances/{id}/actions/validate");
+    server.post(&validate, "validate-briefly", &json!({})).await.expect(200);
+    // Past retention, and long before the sweeper comes by: the keys are free again.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let again = server.post(CREATE, "kept-briefly", &create_body("s3://a")).await.expect(201);
+    assert_eq!(again.header("idempotent-replayed"), None);
+    assert_ne!(again.json()["id"], first.json()["id"], "a new instance");
+    let refused = server.post(&validate, "validate-briefly", &json!({})).await;
+    assert_eq!(refused.header("idempotent-replayed"), None);
+    assert_eq!(assert_problem(&refused, 409)["current_state"], "VALIDATING", "run afresh, not replayed");
+    assert_eq!(instance_count(&server).await, 2);
 }

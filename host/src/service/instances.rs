@@ -325,7 +325,14 @@ impl Service {
             response: (idempotent.render)(view),
             created_at: instance.updated_at,
         });
-        let commit = Commit { instance: instance.clone(), base_revision, history, idempotency, migration };
+        let commit = Commit {
+            instance: instance.clone(),
+            base_revision,
+            history,
+            idempotency,
+            expired_before: self.idempotency_cutoff(),
+            migration,
+        };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
             if !matches!(err, store::Error::Duplicate) {

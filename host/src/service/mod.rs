@@ -155,7 +155,7 @@ impl Service {
         response: StoredResponse,
     ) -> Result<()> {
         let record = IdempotencyRecord { key, fingerprint, response, created_at: Timestamp::now() };
-        match self.store.insert_idempotency_record(&record).await {
+        match self.store.insert_idempotency_record(&record, self.idempotency_cutoff()).await {
             Err(store::Error::Duplicate) => Err(Error::KeyTaken),
             other => Ok(other?),
         }
@@ -166,7 +166,7 @@ impl Service {
         Ok(self.store.delete_idempotency_records(self.idempotency_cutoff()).await?)
     }
 
-    fn idempotency_cutoff(&self) -> Timestamp {
+    pub(super) fn idempotency_cutoff(&self) -> Timestamp {
         let retention = i64::try_from(self.idempotency_retention.as_millis()).unwrap_or(i64::MAX);
         Timestamp(Timestamp::now().0.saturating_sub(retention))
     }

@@ -67,6 +67,8 @@ pub struct Commit {
     pub base_revision: Option<Revision>,
     pub history: HistoryEntry,
     pub idempotency: Option<IdempotencyRecord>,
+    /// Records created before this have expired: a key held only by one is free.
+    pub expired_before: Timestamp,
     /// The bulk migration this change is a step of, counted in the same transaction.
     pub migration: Option<uuid::Uuid>,
 }
@@ -321,11 +323,16 @@ impl Store {
         Ok(None)
     }
 
-    /// Keeps a response that was not a transition (an error, a deploy).
-    /// [`Error::Duplicate`] if the key was stored meanwhile.
-    pub async fn insert_idempotency_record(&self, record: &IdempotencyRecord) -> Result<()> {
+    /// Keeps a response that was not a transition (an error, a deploy), in place of
+    /// a record created before `expired_before`. [`Error::Duplicate`] if the key was
+    /// stored meanwhile.
+    pub async fn insert_idempotency_record(
+        &self,
+        record: &IdempotencyRecord,
+        expired_before: Timestamp,
+    ) -> Result<()> {
         let mut tx = self.write.begin().await?;
-        transition::insert_idempotency_records(&mut tx, &[record]).await?;
+        transition::insert_idempotency_records(&mut tx, &[record], expired_before).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! statement shapes serve every batch size and stay prepared.
 
 use super::{Commit, Error, Result, Tx, lifecycle};
-use crate::model::{HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep};
+use crate::model::{HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Timestamp};
 use sqlx::Row;
 use sqlx::any::AnyArguments;
 use std::collections::HashSet;
@@ -31,16 +31,16 @@ pub(super) async fn apply(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<()> {
         .collect();
     let changed: Vec<&Commit> =
         commits.iter().copied().filter(|commit| commit.base_revision.is_some()).collect();
-    let written = execute_rows(tx, &created, INSERT_INSTANCES, bind_created).await?
-        + execute_rows(tx, &changed, UPDATE_INSTANCES, bind_changed).await?;
+    let written = execute_rows(tx, &created, INSERT_INSTANCES, bind_created, None).await?
+        + execute_rows(tx, &changed, UPDATE_INSTANCES, bind_changed, None).await?;
     if written != commits.len() as u64 {
         return Err(Error::RevisionConflict);
     }
     let history: Vec<&HistoryEntry> = commits.iter().map(|commit| &commit.history).collect();
-    execute_rows(tx, &history, INSERT_HISTORY, bind_history).await?;
+    execute_rows(tx, &history, INSERT_HISTORY, bind_history, None).await?;
     let records: Vec<&IdempotencyRecord> =
         commits.iter().filter_map(|commit| commit.idempotency.as_ref()).collect();
-    insert_idempotency_records(tx, &records).await?;
+    insert_idempotency_records(tx, &records, expired_before(commits)).await?;
     for commit in commits {
         if let Some(migration) = commit.migration {
             lifecycle::advance_migration(tx, migration, commit.instance.id, &MigrationStep::Migrated).await?;
@@ -49,10 +49,18 @@ pub(super) async fn apply(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<()> {
     Ok(())
 }
 
-/// [`Error::Duplicate`] if any of the keys is stored already.
+/// The batch's expiry cutoff: the earliest of its commits', so that no record counts
+/// as expired for one commit while it is live for another.
+fn expired_before(commits: &[&Commit]) -> Timestamp {
+    commits.iter().map(|commit| commit.expired_before).min().unwrap_or(Timestamp(i64::MIN))
+}
+
+/// Stores the records, each in place of an expired one under its key.
+/// [`Error::Duplicate`] if any of the keys is held by a live record.
 pub(super) async fn insert_idempotency_records(
     tx: &mut Tx<'_>,
     records: &[&IdempotencyRecord],
+    expired_before: Timestamp,
 ) -> Result<()> {
     let headers = records
         .iter()
@@ -60,22 +68,25 @@ pub(super) async fn insert_idempotency_records(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| Error::Corrupt(err.to_string()))?;
     let rows: Vec<(&IdempotencyRecord, &String)> = records.iter().copied().zip(&headers).collect();
-    let inserted = execute_rows(tx, &rows, INSERT_IDEMPOTENCY, bind_idempotency).await?;
+    let inserted =
+        execute_rows(tx, &rows, INSERT_IDEMPOTENCY, bind_idempotency, Some(expired_before.0)).await?;
     if inserted != records.len() as u64 {
         return Err(Error::Duplicate);
     }
     Ok(())
 }
 
-/// Which of the commits' idempotency keys are stored already. Requests are not
+/// Which of the commits' idempotency keys are held by live records. Requests are not
 /// looked up one by one before they run: a batch asks for all its keys at once.
 pub(super) async fn taken_keys(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<HashSet<IdempotencyKey>> {
     let keys: Vec<&IdempotencyKey> =
         commits.iter().filter_map(|commit| commit.idempotency.as_ref()).map(|record| &record.key).collect();
+    let expired_before = expired_before(commits);
     let mut taken = HashSet::new();
     for chunk in chunks(&keys) {
         let sql = SELECT_KEYS.sql(chunk.len());
         let query = chunk.iter().fold(sqlx::query(&sql), |query, key| query.bind(&key.scope).bind(&key.key));
+        let query = query.bind(expired_before.0);
         for row in query.fetch_all(&mut **tx).await? {
             taken.insert(IdempotencyKey { scope: row.try_get(0)?, key: row.try_get(1)? });
         }
@@ -84,7 +95,7 @@ pub(super) async fn taken_keys(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<H
 }
 
 /// A statement over rows of values: its text around the `VALUES` list, and how many
-/// values a row has.
+/// values a row has. `$LAST` in `after` stands for one more value after the rows'.
 struct Statement {
     before: &'static str,
     after: &'static str,
@@ -119,28 +130,38 @@ const INSERT_HISTORY: Statement = Statement {
 const SELECT_KEYS: Statement = Statement {
     before: "WITH asked (scope, idempotency_key) AS (VALUES ",
     after: ") SELECT kept.scope, kept.idempotency_key FROM idempotency_keys kept
-         JOIN asked ON kept.scope = asked.scope AND kept.idempotency_key = asked.idempotency_key",
+         JOIN asked ON kept.scope = asked.scope AND kept.idempotency_key = asked.idempotency_key
+         WHERE kept.created_at >= $LAST",
     columns: 2,
 };
 
 const INSERT_IDEMPOTENCY: Statement = Statement {
     before: "INSERT INTO idempotency_keys (scope, idempotency_key, fingerprint, status, headers, body,
              created_at) VALUES ",
-    after: " ON CONFLICT (scope, idempotency_key) DO NOTHING",
+    after: " ON CONFLICT (scope, idempotency_key) DO UPDATE SET fingerprint = excluded.fingerprint,
+             status = excluded.status, headers = excluded.headers, body = excluded.body,
+             created_at = excluded.created_at
+         WHERE idempotency_keys.created_at < $LAST",
     columns: 7,
 };
 
-/// Runs `statement` over all `rows`, chunk by chunk; the rows affected in all.
+/// Runs `statement` over all `rows`, chunk by chunk, with `last` for `$LAST`; the
+/// rows affected in all.
 async fn execute_rows<T>(
     tx: &mut Tx<'_>,
     rows: &[T],
     statement: Statement,
     bind: impl for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
+    last: Option<i64>,
 ) -> Result<u64> {
     let mut affected = 0;
     for chunk in chunks(rows) {
         let sql = statement.sql(chunk.len());
         let query = chunk.iter().fold(sqlx::query(&sql), &bind);
+        let query = match last {
+            Some(last) => query.bind(last),
+            None => query,
+        };
         affected += query.execute(&mut **tx).await?.rows_affected();
     }
     Ok(affected)
@@ -177,7 +198,7 @@ impl Statement {
             }
             sql.push(')');
         }
-        sql.push_str(self.after);
+        sql.push_str(&self.after.replace("$LAST", &format!("${}", rows * self.columns + 1)));
         sql
     }
 }
@@ -261,5 +282,7 @@ mod tests {
         let statement = Statement { before: "INSERT INTO t (a, b) VALUES ", after: " END", columns: 2 };
         assert_eq!(statement.sql(1), "INSERT INTO t (a, b) VALUES ($1, $2) END");
         assert_eq!(statement.sql(3), "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) END");
+        let statement = Statement { before: "VALUES ", after: " WHERE x < $LAST", columns: 2 };
+        assert_eq!(statement.sql(2), "VALUES ($1, $2), ($3, $4) WHERE x < $5");
     }
 }
