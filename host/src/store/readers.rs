@@ -10,9 +10,14 @@
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{AnyConnection, Connection, Executor};
 use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+
+/// How long a read waits for a connection (a free one, or a new one opened), as
+/// sqlx's pools do: a database that stops answering fails reads instead of hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub(super) struct Readers {
@@ -30,12 +35,16 @@ impl Readers {
     }
 
     pub(super) async fn fetch_optional(&self, query: Query<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
-        let _permit = self.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
-        let idle = self.lock().pop();
-        let mut connection = match idle {
-            Some(connection) => connection,
-            None => self.connect().await?,
-        };
+        let acquired = tokio::time::timeout(ACQUIRE_TIMEOUT, async {
+            let permit = self.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
+            let idle = self.lock().pop();
+            let connection = match idle {
+                Some(connection) => connection,
+                None => self.connect().await?,
+            };
+            Ok::<_, sqlx::Error>((permit, connection))
+        });
+        let (_permit, mut connection) = acquired.await.map_err(|_| sqlx::Error::PoolTimedOut)??;
         // Should this future be dropped mid-query, the connection is dropped with it.
         let row = query.fetch_optional(&mut connection).await;
         // A row, no row, or the database's verdict on the statement: the connection
