@@ -17,7 +17,7 @@ pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
-use crate::runtime::{self, Called, Entry, LoadedModule, Runtime};
+use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};
 use crate::store::{self, Store};
 use changes::Changes;
 use modules::ModuleCache;
@@ -192,21 +192,16 @@ impl Service {
         if let Some(path) = &artifact
             && let Ok(bytes) = tokio::fs::read(path).await
         {
-            let (runtime, sha256) = (self.runtime.clone(), cached.sha256.clone());
+            let sha256 = cached.sha256.clone();
             // SAFETY: only `keep_artifact` writes into the artifact folder, and only
             // what `Runtime::artifact` produced in this program.
-            let compiled =
-                tokio::task::spawn_blocking(move || unsafe { runtime.deserialize(&bytes, sha256) }).await;
-            let loaded = match compiled {
-                Ok(Ok(compiled)) => self.runtime.load(compiled).await,
-                Ok(Err(err)) => Err(err),
-                Err(err) => Err(runtime::Error::Host(format!("loading the artifact panicked: {err}"))),
-            };
+            let loaded = self.load_with(move |runtime| unsafe { runtime.deserialize(&bytes, sha256) }).await;
             match loaded {
-                Ok(module) => return Ok(self.modules.insert(name, version, Arc::new(module))),
-                Err(err) => {
+                Ok(Ok(module)) => return Ok(self.modules.insert(name, version, Arc::new(module))),
+                Ok(Err(err)) => {
                     tracing::warn!(path = %path.display(), %err, "recompiling: the artifact does not load")
                 }
+                Err(err) => tracing::warn!(%err, "recompiling: loading the artifact failed"),
             }
         }
         let wasm = self
@@ -245,17 +240,26 @@ impl Service {
     }
 
     async fn compile(&self, wasm: Arc<[u8]>) -> Result<LoadedModule> {
-        let runtime = self.runtime.clone();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&wasm))
-            .await
-            .map_err(|err| Error::Internal(err.to_string()))?;
-        let loaded = match compiled {
-            Ok(compiled) => self.runtime.load(compiled).await,
-            Err(err) => Err(err),
-        };
+        let loaded = self.load_with(move |runtime| runtime.compile(&wasm)).await?;
         loaded.map_err(|err| match err {
             runtime::Error::InvalidModule(reason) => Error::InvalidModule(reason),
             other => Error::InvalidModule(format!("reading the manifest failed: {other}")),
+        })
+    }
+
+    /// Produces a compiled module on the blocking pool (compiling or deserializing is
+    /// CPU-heavy), then reads its manifest. The outer error is a panic in `produce`.
+    async fn load_with(
+        &self,
+        produce: impl FnOnce(&Runtime) -> Result<Compiled, runtime::Error> + Send + 'static,
+    ) -> Result<Result<LoadedModule, runtime::Error>> {
+        let runtime = self.runtime.clone();
+        let compiled = tokio::task::spawn_blocking(move || produce(&runtime))
+            .await
+            .map_err(|err| Error::Internal(err.to_string()))?;
+        Ok(match compiled {
+            Ok(compiled) => self.runtime.load(compiled).await,
+            Err(err) => Err(err),
         })
     }
 

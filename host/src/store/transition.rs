@@ -204,16 +204,8 @@ impl Statement {
 }
 
 fn bind_created<'q>(query: Query<'q>, instance: &'q &Instance) -> Query<'q> {
-    query
-        .bind(instance.id.to_string())
-        .bind(&instance.definition)
-        .bind(i64::from(instance.definition_version))
-        .bind(&instance.state)
-        .bind(instance.status.as_str())
-        .bind(&instance.data)
-        .bind(instance.revision.0)
-        .bind(&instance.message)
-        .bind(&instance.error)
+    let query = query.bind(instance.id.to_string()).bind(&instance.definition);
+    bind_transitioned(query, instance)
         .bind(instance.parent_id.map(|id| id.to_string()))
         .bind(&instance.callback_url)
         .bind(instance.created_at.0)
@@ -222,9 +214,13 @@ fn bind_created<'q>(query: Query<'q>, instance: &'q &Instance) -> Query<'q> {
 
 fn bind_changed<'q>(query: Query<'q>, commit: &'q &Commit) -> Query<'q> {
     let instance = &commit.instance;
+    let query = query.bind(instance.id.to_string()).bind(commit.base_revision.map(|revision| revision.0));
+    bind_transitioned(query, instance).bind(instance.updated_at.0)
+}
+
+/// The columns a transition sets, in the order both instance statements list them.
+fn bind_transitioned<'q>(query: Query<'q>, instance: &'q Instance) -> Query<'q> {
     query
-        .bind(instance.id.to_string())
-        .bind(commit.base_revision.map(|revision| revision.0))
         .bind(i64::from(instance.definition_version))
         .bind(&instance.state)
         .bind(instance.status.as_str())
@@ -232,7 +228,6 @@ fn bind_changed<'q>(query: Query<'q>, commit: &'q &Commit) -> Query<'q> {
         .bind(instance.revision.0)
         .bind(&instance.message)
         .bind(&instance.error)
-        .bind(instance.updated_at.0)
 }
 
 fn bind_history<'q>(query: Query<'q>, entry: &'q &HistoryEntry) -> Query<'q> {
