@@ -102,19 +102,15 @@ impl Service {
     /// The version a new instance of `name` gets, or the one it asked for if that may
     /// take new instances.
     pub(super) async fn version_for_start(&self, name: &str, requested: Option<u32>) -> Result<u32> {
-        let chosen = match requested {
-            Some(version) => self.definition_version(name, version).await?,
-            None => {
-                let summary = self.definition(name).await?;
-                let default =
-                    summary.default_version.ok_or_else(|| Error::DefinitionNotFound(name.into()))?;
-                self.definition_version(name, default).await?
-            }
+        let not_found = || match requested {
+            Some(version) => Error::VersionNotFound { name: name.into(), version },
+            None => Error::DefinitionNotFound(name.into()),
         };
-        if chosen.retired_at.is_some() {
-            return Err(Error::VersionRetired { name: name.into(), version: chosen.version });
+        let (version, retired) = self.store.start_version(name, requested).await?.ok_or_else(not_found)?;
+        if retired {
+            return Err(Error::VersionRetired { name: name.into(), version });
         }
-        Ok(chosen.version)
+        Ok(version)
     }
 
     async fn summarize(&self, name: String, versions: Vec<DefinitionVersion>) -> Result<DefinitionSummary> {

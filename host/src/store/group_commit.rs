@@ -9,7 +9,11 @@
 //! host), the batch is redone with each commit in a savepoint, so the failure undoes
 //! that commit alone. There is no timer: under light load a batch is one commit and
 //! costs what a plain transaction costs; under heavy load batches grow by themselves.
+//!
+//! On PostgreSQL the committer is a task of the runtime writing through sqlx; on
+//! SQLite it is a thread of its own that owns its connection (see [`super::writer`]).
 
+use super::writer::{WriteTx, Writer};
 use super::{Commit, Error, Result, transition};
 use sqlx::AnyPool;
 use std::sync::Arc;
@@ -47,11 +51,29 @@ pub struct Stats {
 }
 
 impl Committer {
-    pub(super) fn start(pool: AnyPool) -> Committer {
+    /// Commits through the pool, from a task of the runtime.
+    pub(super) fn spawn(pool: AnyPool) -> Committer {
+        let (committer, queue) = Committer::new();
+        tokio::spawn(run(pool, queue, committer.stats.clone()));
+        committer
+    }
+
+    /// Commits on `connection`, from a thread of its own: the connection's statements,
+    /// and the fsync of every commit, never run on the runtime's threads.
+    pub(super) fn spawn_thread(connection: rusqlite::Connection) -> Result<Committer> {
+        let (committer, queue) = Committer::new();
+        let stats = committer.stats.clone();
+        // Only to wait for the queue: every other future here is ready when polled.
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        std::thread::Builder::new()
+            .name("sqlite-committer".into())
+            .spawn(move || runtime.block_on(run(connection, queue, stats)))?;
+        Ok(committer)
+    }
+
+    fn new() -> (Committer, mpsc::Receiver<Pending>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let stats = Arc::new(Counters::default());
-        tokio::spawn(run(pool, receiver, stats.clone()));
-        Committer { queue, stats }
+        (Committer { queue, stats: Arc::default() }, receiver)
     }
 
     pub(super) async fn commit(&self, commit: Commit) -> Result<()> {
@@ -70,23 +92,23 @@ impl Committer {
     }
 }
 
-async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Pending>, stats: Arc<Counters>) {
+async fn run(mut writer: impl Writer, mut queue: mpsc::Receiver<Pending>, stats: Arc<Counters>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let size = batch.len() as u64;
         stats.commits.fetch_add(size, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.largest.fetch_max(size, Ordering::Relaxed);
-        commit_batch(&pool, std::mem::take(&mut batch)).await;
+        commit_batch(&mut writer, std::mem::take(&mut batch)).await;
     }
 }
 
-async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
+async fn commit_batch(writer: &mut impl Writer, batch: Vec<Pending>) {
     // Conflicts are rare: first write the whole batch with shared statements; if that
     // fails, throw the transaction away and go again, isolating each commit.
-    let outcomes = match apply_together(pool, &batch).await {
+    let outcomes = match apply_together(writer, &batch).await {
         Ok(Some(outcomes)) => Ok(outcomes),
-        _ => apply_isolated(pool, &batch).await,
+        _ => apply_isolated(writer, &batch).await,
     };
     let outcomes = outcomes.unwrap_or_else(|err| {
         let err = Arc::new(err);
@@ -101,8 +123,8 @@ async fn commit_batch(pool: &AnyPool, batch: Vec<Pending>) {
 /// Writes the batch with a few multi-row statements. Commits whose idempotency key is
 /// taken get [`Error::Duplicate`] and write nothing. `None` when the writing failed
 /// and the failure cannot be pinned on one commit: everything was rolled back.
-async fn apply_together(pool: &AnyPool, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn apply_together(writer: &mut impl Writer, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>> {
+    let mut tx = writer.begin().await?;
     let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();
     // A replayed request gets this far: its key decides, and it applies nothing. A
     // lone commit skips the lookup (a round trip): its write fails on a taken key.
@@ -135,16 +157,16 @@ async fn apply_together(pool: &AnyPool, batch: &[Pending]) -> Result<Option<Vec<
 }
 
 /// Writes each commit in a savepoint, so a failure undoes that commit alone.
-async fn apply_isolated(pool: &AnyPool, batch: &[Pending]) -> Result<Vec<Result<()>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+async fn apply_isolated(writer: &mut impl Writer, batch: &[Pending]) -> Result<Vec<Result<()>>> {
+    let mut tx = writer.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
-        sqlx::query("SAVEPOINT change").execute(&mut *tx).await?;
+        tx.execute("SAVEPOINT change", &[]).await?;
         let outcome = transition::apply(&mut tx, &[&pending.commit]).await;
         if outcome.is_err() {
-            sqlx::query("ROLLBACK TO SAVEPOINT change").execute(&mut *tx).await?;
+            tx.execute("ROLLBACK TO SAVEPOINT change", &[]).await?;
         }
-        sqlx::query("RELEASE SAVEPOINT change").execute(&mut *tx).await?;
+        tx.execute("RELEASE SAVEPOINT change", &[]).await?;
         outcomes.push(outcome);
     }
     tx.commit().await?;

@@ -1,5 +1,6 @@
 //! The version lifecycle: pinning, retiring, deleting, and bulk migrations.
 
+use super::writer::WriteTx;
 use super::{Error, Result, Store, rows};
 use crate::model::{Instance, InstanceId, Migration, MigrationStep, Timestamp};
 
@@ -41,7 +42,7 @@ impl Store {
     /// Deletes a retired version that no running instance uses, in one transaction
     /// so that no instance can start on it meanwhile.
     pub async fn delete_definition_version(&self, name: &str, version: u32) -> Result<Deletion> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let retired: Option<Option<i64>> =
             sqlx::query_scalar("SELECT retired_at FROM definition_versions WHERE name = $1 AND version = $2")
                 .bind(name)
@@ -168,7 +169,7 @@ impl Store {
         instance: InstanceId,
         step: &MigrationStep,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let MigrationStep::Failed(reason) = step {
             sqlx::query(
                 "INSERT INTO migration_failures (migration_id, instance_id, reason) VALUES ($1, $2, $3)
@@ -202,7 +203,7 @@ impl Store {
 /// Counts one step and moves the cursor, only if the cursor is still before
 /// `instance`: a step replayed after a crash is not counted twice.
 pub(super) async fn advance_migration(
-    tx: &mut super::Tx<'_>,
+    tx: &mut impl WriteTx,
     migration: uuid::Uuid,
     instance: InstanceId,
     step: &MigrationStep,
@@ -216,12 +217,8 @@ pub(super) async fn advance_migration(
         "UPDATE migrations SET {counter} = {counter} + 1, cursor = $1, updated_at = $2
          WHERE id = $3 AND (cursor IS NULL OR cursor < $1)"
     );
-    sqlx::query(&sql)
-        .bind(instance.to_string())
-        .bind(Timestamp::now().0)
-        .bind(migration.to_string())
-        .execute(&mut **tx)
-        .await?;
+    let args = [instance.to_string().into(), Timestamp::now().0.into(), migration.to_string().into()];
+    tx.execute(&sql, &args).await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod lifecycle;
 mod readers;
 mod rows;
 mod transition;
+mod writer;
 
 pub use lifecycle::Deletion;
 
@@ -21,7 +22,9 @@ use crate::model::{
 };
 use readers::Readers;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, Executor, Row};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,9 +41,14 @@ pub enum Error {
     Corrupt(String),
     #[error("database error")]
     Db(#[from] sqlx::Error),
+    /// An error of the SQLite committer's own connection.
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
     /// The transaction of a whole commit batch failed.
     #[error("database error")]
-    Batch(#[source] std::sync::Arc<sqlx::Error>),
+    Batch(#[source] std::sync::Arc<Error>),
+    #[error("cannot start the committer")]
+    Committer(#[from] std::io::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -49,10 +57,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// SQLite allows one writer at a time: all writes go through a pool of one
-    /// connection instead of failing with `SQLITE_BUSY`. On PostgreSQL both pools are
-    /// the same.
+    /// Writes other than transitions. On SQLite a pool of one connection, so that
+    /// they queue here rather than on SQLite's lock, which they share with the
+    /// committer's connection; on PostgreSQL the same pool as `read`.
     write: AnyPool,
+    /// How `write` begins a transaction: on SQLite by taking the write lock at once
+    /// (see [`writer`]).
+    begin_write: &'static str,
     read: AnyPool,
     /// The lookups every request makes, on connections of their own.
     hot_reads: Arc<Readers>,
@@ -107,15 +118,17 @@ impl Store {
             let write = options().max_connections(1).connect(&url).await?;
             let read = options().max_connections(8).connect(&url).await?;
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
+            let path = SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
+            let committer = group_commit::Committer::spawn_thread(writer::open_sqlite(&path)?)?;
             let hot_reads = Arc::new(Readers::new(url, HOT_READERS, Some(SQLITE_SETUP)));
-            Store { committer: group_commit::Committer::start(write.clone()), write, read, hot_reads }
+            Store { committer, write, begin_write: "BEGIN IMMEDIATE", read, hot_reads }
         } else {
             let pool = pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            let committer = group_commit::Committer::start(pool.clone());
+            let committer = group_commit::Committer::spawn(pool.clone());
             let hot_reads = Arc::new(Readers::new(url.to_owned(), HOT_READERS, None));
-            Store { committer, write: pool.clone(), read: pool, hot_reads }
+            Store { committer, write: pool.clone(), begin_write: "BEGIN", read: pool, hot_reads }
         };
         Ok(store)
     }
@@ -132,13 +145,17 @@ impl Store {
         self.read.close().await;
     }
 
+    async fn begin_write(&self) -> Result<Tx<'static>> {
+        Ok(self.write.begin_with(self.begin_write).await?)
+    }
+
     // --- definitions -------------------------------------------------------------------
 
     /// Stores a new version; [`Error::Duplicate`] if the name and version exist.
     pub async fn insert_definition_version(&self, version: &DefinitionVersion, module: &[u8]) -> Result<()> {
         let manifest =
             postcard::to_allocvec(&version.manifest).map_err(|err| Error::Corrupt(err.to_string()))?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO definitions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
             .bind(&version.name)
             .execute(&mut *tx)
@@ -200,6 +217,30 @@ impl Store {
                 .fetch_optional(&self.read)
                 .await?;
         Ok(module)
+    }
+
+    /// The version a new instance of `name` starts on, and whether it is retired:
+    /// `requested` if given, else the pinned version, else the highest one not retired.
+    /// One indexed lookup: every start makes it, so its cost must not grow with the
+    /// instances (a definition's summary counts them all).
+    pub async fn start_version(&self, name: &str, requested: Option<u32>) -> Result<Option<(u32, bool)>> {
+        let query = match requested {
+            Some(version) => sqlx::query(
+                "SELECT version, retired_at FROM definition_versions WHERE name = $1 AND version = $2",
+            )
+            .bind(name)
+            .bind(i64::from(version)),
+            None => sqlx::query(
+                "SELECT chosen.version, chosen.retired_at FROM definitions
+                 JOIN definition_versions chosen ON chosen.name = definitions.name
+                 WHERE definitions.name = $1 AND chosen.version = COALESCE(definitions.pinned_version,
+                     (SELECT MAX(version) FROM definition_versions WHERE name = $1 AND retired_at IS NULL))",
+            )
+            .bind(name),
+        };
+        let Some(row) = query.fetch_optional(&self.read).await? else { return Ok(None) };
+        let retired_at: Option<i64> = row.try_get(1)?;
+        Ok(Some((rows::version(row.try_get(0)?)?, retired_at.is_some())))
     }
 
     /// The version an admin pinned for new instances, if any.
@@ -331,7 +372,7 @@ impl Store {
         record: &IdempotencyRecord,
         expired_before: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         transition::insert_idempotency_records(&mut tx, &[record], expired_before).await?;
         tx.commit().await?;
         Ok(())

@@ -2,18 +2,15 @@
 //! idempotency records, for one commit or a whole batch at once.
 //!
 //! A batch is written with a few multi-row statements instead of three statements per
-//! commit: on SQLite every statement is a round trip to sqlx's connection thread, on
-//! PostgreSQL one over the network. Up to [`EXACT_CHUNK`] rows go in one statement of
-//! their own size; more go in chunks of power-of-two sizes, so that a few dozen
-//! statement shapes serve every batch size and stay prepared.
+//! commit: fewer statements to prepare and run, and on PostgreSQL fewer round trips.
+//! Up to [`EXACT_CHUNK`] rows go in one statement of their own size; more go in chunks
+//! of power-of-two sizes, so that a few dozen statement shapes serve every batch size
+//! and stay prepared.
 
-use super::{Commit, Error, Result, Tx, lifecycle};
+use super::writer::{Arg, WriteTx};
+use super::{Commit, Error, Result, lifecycle};
 use crate::model::{HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Timestamp};
-use sqlx::Row;
-use sqlx::any::AnyArguments;
 use std::collections::HashSet;
-
-type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
 
 /// The most rows in one statement (SQLite allows 32,766 parameters).
 const MAX_CHUNK: usize = 64;
@@ -23,7 +20,7 @@ const EXACT_CHUNK: usize = 16;
 /// Writes `commits` in the open transaction. [`Error::RevisionConflict`] if an instance
 /// was not at its base revision, [`Error::Duplicate`] if an idempotency key is taken.
 /// With several commits, the error does not say which one failed.
-pub(super) async fn apply(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<()> {
+pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<()> {
     let created: Vec<&Instance> = commits
         .iter()
         .filter(|commit| commit.base_revision.is_none())
@@ -58,7 +55,7 @@ fn expired_before(commits: &[&Commit]) -> Timestamp {
 /// Stores the records, each in place of an expired one under its key.
 /// [`Error::Duplicate`] if any of the keys is held by a live record.
 pub(super) async fn insert_idempotency_records(
-    tx: &mut Tx<'_>,
+    tx: &mut impl WriteTx,
     records: &[&IdempotencyRecord],
     expired_before: Timestamp,
 ) -> Result<()> {
@@ -78,17 +75,20 @@ pub(super) async fn insert_idempotency_records(
 
 /// Which of the commits' idempotency keys are held by live records. Requests are not
 /// looked up one by one before they run: a batch asks for all its keys at once.
-pub(super) async fn taken_keys(tx: &mut Tx<'_>, commits: &[&Commit]) -> Result<HashSet<IdempotencyKey>> {
+pub(super) async fn taken_keys(
+    tx: &mut impl WriteTx,
+    commits: &[&Commit],
+) -> Result<HashSet<IdempotencyKey>> {
     let keys: Vec<&IdempotencyKey> =
         commits.iter().filter_map(|commit| commit.idempotency.as_ref()).map(|record| &record.key).collect();
     let expired_before = expired_before(commits);
     let mut taken = HashSet::new();
     for chunk in chunks(&keys) {
-        let sql = SELECT_KEYS.sql(chunk.len());
-        let query = chunk.iter().fold(sqlx::query(&sql), |query, key| query.bind(&key.scope).bind(&key.key));
-        let query = query.bind(expired_before.0);
-        for row in query.fetch_all(&mut **tx).await? {
-            taken.insert(IdempotencyKey { scope: row.try_get(0)?, key: row.try_get(1)? });
+        let mut args: Vec<Arg> =
+            chunk.iter().flat_map(|key| [(&key.scope).into(), (&key.key).into()]).collect();
+        args.push(expired_before.0.into());
+        for (scope, key) in tx.fetch_pairs(&SELECT_KEYS.sql(chunk.len()), &args).await? {
+            taken.insert(IdempotencyKey { scope, key });
         }
     }
     Ok(taken)
@@ -147,22 +147,21 @@ const INSERT_IDEMPOTENCY: Statement = Statement {
 
 /// Runs `statement` over all `rows`, chunk by chunk, with `last` for `$LAST`; the
 /// rows affected in all.
-async fn execute_rows<T>(
-    tx: &mut Tx<'_>,
-    rows: &[T],
+async fn execute_rows<'r, T>(
+    tx: &mut impl WriteTx,
+    rows: &'r [T],
     statement: Statement,
-    bind: impl for<'q> Fn(Query<'q>, &'q T) -> Query<'q>,
+    bind: impl Fn(&'r T, &mut Vec<Arg<'r>>),
     last: Option<i64>,
 ) -> Result<u64> {
     let mut affected = 0;
     for chunk in chunks(rows) {
-        let sql = statement.sql(chunk.len());
-        let query = chunk.iter().fold(sqlx::query(&sql), &bind);
-        let query = match last {
-            Some(last) => query.bind(last),
-            None => query,
-        };
-        affected += query.execute(&mut **tx).await?.rows_affected();
+        let mut args = Vec::with_capacity(chunk.len() * statement.columns + 1);
+        for row in chunk {
+            bind(row, &mut args);
+        }
+        args.extend(last.map(Arg::from));
+        affected += tx.execute(&statement.sql(chunk.len()), &args).await?;
     }
     Ok(affected)
 }
@@ -203,60 +202,66 @@ impl Statement {
     }
 }
 
-fn bind_created<'q>(query: Query<'q>, instance: &'q &Instance) -> Query<'q> {
-    let query = query.bind(instance.id.to_string()).bind(&instance.definition);
-    bind_transitioned(query, instance)
-        .bind(instance.parent_id.map(|id| id.to_string()))
-        .bind(&instance.callback_url)
-        .bind(instance.created_at.0)
-        .bind(instance.updated_at.0)
+fn bind_created<'a>(instance: &'a &Instance, args: &mut Vec<Arg<'a>>) {
+    args.extend([instance.id.to_string().into(), (&instance.definition).into()]);
+    bind_transitioned(instance, args);
+    args.extend([
+        instance.parent_id.map(|id| id.to_string()).into(),
+        (&instance.callback_url).into(),
+        instance.created_at.0.into(),
+        instance.updated_at.0.into(),
+    ]);
 }
 
-fn bind_changed<'q>(query: Query<'q>, commit: &'q &Commit) -> Query<'q> {
+fn bind_changed<'a>(commit: &'a &Commit, args: &mut Vec<Arg<'a>>) {
     let instance = &commit.instance;
-    let query = query.bind(instance.id.to_string()).bind(commit.base_revision.map(|revision| revision.0));
-    bind_transitioned(query, instance).bind(instance.updated_at.0)
+    args.extend([instance.id.to_string().into(), commit.base_revision.map(|revision| revision.0).into()]);
+    bind_transitioned(instance, args);
+    args.push(instance.updated_at.0.into());
 }
 
 /// The columns a transition sets, in the order both instance statements list them.
-fn bind_transitioned<'q>(query: Query<'q>, instance: &'q Instance) -> Query<'q> {
-    query
-        .bind(i64::from(instance.definition_version))
-        .bind(&instance.state)
-        .bind(instance.status.as_str())
-        .bind(&instance.data)
-        .bind(instance.revision.0)
-        .bind(&instance.message)
-        .bind(&instance.error)
+fn bind_transitioned<'a>(instance: &'a Instance, args: &mut Vec<Arg<'a>>) {
+    args.extend([
+        i64::from(instance.definition_version).into(),
+        (&instance.state).into(),
+        instance.status.as_str().into(),
+        (&instance.data).into(),
+        instance.revision.0.into(),
+        (&instance.message).into(),
+        (&instance.error).into(),
+    ]);
 }
 
-fn bind_history<'q>(query: Query<'q>, entry: &'q &HistoryEntry) -> Query<'q> {
-    query
-        .bind(entry.instance_id.to_string())
-        .bind(entry.seq)
-        .bind(&entry.from_state)
-        .bind(&entry.to_state)
-        .bind(entry.trigger.kind.as_str())
-        .bind(&entry.trigger.name)
-        .bind(&entry.trigger.id)
-        .bind(&entry.trigger.payload)
-        .bind(&entry.actor)
-        .bind(i64::from(entry.definition_version))
-        .bind(&entry.module_sha256.0)
-        .bind(i64::try_from(entry.fuel_used).unwrap_or(i64::MAX))
-        .bind(entry.at.0)
+fn bind_history<'a>(entry: &'a &HistoryEntry, args: &mut Vec<Arg<'a>>) {
+    args.extend([
+        entry.instance_id.to_string().into(),
+        entry.seq.into(),
+        (&entry.from_state).into(),
+        (&entry.to_state).into(),
+        entry.trigger.kind.as_str().into(),
+        (&entry.trigger.name).into(),
+        (&entry.trigger.id).into(),
+        (&entry.trigger.payload).into(),
+        (&entry.actor).into(),
+        i64::from(entry.definition_version).into(),
+        (&entry.module_sha256.0).into(),
+        i64::try_from(entry.fuel_used).unwrap_or(i64::MAX).into(),
+        entry.at.0.into(),
+    ]);
 }
 
-fn bind_idempotency<'q>(query: Query<'q>, row: &'q (&IdempotencyRecord, &String)) -> Query<'q> {
+fn bind_idempotency<'a>(row: &'a (&IdempotencyRecord, &String), args: &mut Vec<Arg<'a>>) {
     let (record, headers) = *row;
-    query
-        .bind(&record.key.scope)
-        .bind(&record.key.key)
-        .bind(&record.fingerprint)
-        .bind(i64::from(record.response.status))
-        .bind(headers.as_str())
-        .bind(&record.response.body)
-        .bind(record.created_at.0)
+    args.extend([
+        (&record.key.scope).into(),
+        (&record.key.key).into(),
+        (&record.fingerprint).into(),
+        i64::from(record.response.status).into(),
+        headers.as_str().into(),
+        record.response.body.as_slice().into(),
+        record.created_at.0.into(),
+    ]);
 }
 
 #[cfg(test)]
