@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 const ACTIONS: [&str; 3] = ["validate", "format", "publish"];
 /// Mutating requests per instance: the create and one per action.
 const MUTATIONS_PER_INSTANCE: u64 = 1 + ACTIONS.len() as u64;
-/// Every `REPLAY_EVERY`-th mutating request is sent a second time (10 %).
+/// One in `REPLAY_EVERY` mutating requests is sent a second time (10 %).
 const REPLAY_EVERY: u64 = 10;
 /// The revision an instance has after its create and the three actions.
 const FINAL_REVISION: u64 = MUTATIONS_PER_INSTANCE;
@@ -262,7 +262,7 @@ impl Workload {
         }
         stats.transitions += 1;
 
-        if seq % REPLAY_EVERY == REPLAY_EVERY - 1 {
+        if is_replayed(seq) {
             stats.mutating_requests += 1;
             let replay = self.send(Method::POST, path, Some(key), body).await?;
             stats.replay_ms.push(replay.elapsed_ms);
@@ -346,5 +346,28 @@ fn lossy(body: &[u8]) -> String {
     match text.char_indices().nth(300) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.into_owned(),
+    }
+}
+
+/// Whether the `seq`-th mutating request is replayed: one in [`REPLAY_EVERY`], spread
+/// evenly over creates and each action. (`seq % REPLAY_EVERY` would never pick a
+/// create, `seq` being 4 × instance + step.) Fibonacci hashing: the product's high
+/// bits depend on every bit of `seq`.
+fn is_replayed(seq: u64) -> bool {
+    (seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32).is_multiple_of(REPLAY_EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_one_in_ten_of_every_kind_of_request() {
+        let instances = 10_000;
+        for step in 0..MUTATIONS_PER_INSTANCE {
+            let replayed = (0..instances).filter(|n| is_replayed(n * MUTATIONS_PER_INSTANCE + step)).count();
+            let share = replayed as f64 / instances as f64;
+            assert!((0.09..0.11).contains(&share), "step {step}: {share}");
+        }
     }
 }
