@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod connections;
 mod definitions;
 mod hostile_modules;
 mod hosts;

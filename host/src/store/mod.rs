@@ -23,7 +23,7 @@ use crate::model::{
 use readers::Readers;
 use sqlx::any::AnyPoolOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection, Executor, Row};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,11 +396,23 @@ const SQLITE_SETUP: &str =
 /// Connections for the hot reads.
 const HOT_READERS: usize = 8;
 
-/// Pools that do not ping a connection before lending it: on the hot path that ping
-/// would be a third of the round trips. A dead connection still surfaces as an error
-/// of the statement that uses it, and sqlx tests each connection as it comes back.
+/// A connection idle this long is pinged before it is lent. One in steady use is not:
+/// on the hot path a ping per use would be a third of the round trips. One that sat
+/// idle may have died meanwhile (the database restarted, a proxy dropped it), and a
+/// request must not be the one to find out.
+pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+/// Pools that ping a connection before lending it only after [`PING_WHEN_IDLE`]; sqlx
+/// also tests each connection as it comes back.
 fn pool_options() -> AnyPoolOptions {
-    AnyPoolOptions::new().test_before_acquire(false)
+    AnyPoolOptions::new().test_before_acquire(false).before_acquire(|connection, meta| {
+        Box::pin(async move {
+            if meta.idle_for >= PING_WHEN_IDLE {
+                connection.ping().await?;
+            }
+            Ok(true)
+        })
+    })
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;

@@ -5,12 +5,13 @@
 //! cancelled query left it mid-protocol; that ping is a round trip per read (to the
 //! SQLite thread, or to PostgreSQL). These connections are lent without it: one
 //! whose query was cancelled, or failed on the connection itself, is closed instead
-//! of being lent again.
+//! of being lent again, and one that sat idle is pinged first, as the pools do
+//! ([`super::PING_WHEN_IDLE`]).
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{AnyConnection, Connection, Executor};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
@@ -24,7 +25,8 @@ pub(super) struct Readers {
     url: String,
     /// Run on every new connection.
     setup: Option<&'static str>,
-    idle: Mutex<Vec<AnyConnection>>,
+    /// With the time each was put back.
+    idle: Mutex<Vec<(AnyConnection, Instant)>>,
     /// One per connection that may exist.
     permits: Semaphore,
 }
@@ -39,7 +41,10 @@ impl Readers {
             let permit = self.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
             let idle = self.lock().pop();
             let connection = match idle {
-                Some(connection) => connection,
+                Some((mut connection, since)) => {
+                    let alive = since.elapsed() < super::PING_WHEN_IDLE || connection.ping().await.is_ok();
+                    if alive { connection } else { self.connect().await? }
+                }
                 None => self.connect().await?,
             };
             Ok::<_, sqlx::Error>((permit, connection))
@@ -50,7 +55,7 @@ impl Readers {
         // A row, no row, or the database's verdict on the statement: the connection
         // itself is fine.
         if matches!(row, Ok(_) | Err(sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. })) {
-            self.lock().push(connection);
+            self.lock().push((connection, Instant::now()));
         }
         row
     }
@@ -66,12 +71,12 @@ impl Readers {
     pub(super) async fn close(&self) {
         self.permits.close();
         let idle = std::mem::take(&mut *self.lock());
-        for connection in idle {
+        for (connection, _) in idle {
             let _ = connection.close().await;
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AnyConnection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(AnyConnection, Instant)>> {
         // A poisoned lock means a panic elsewhere mid-push; the list itself is intact.
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

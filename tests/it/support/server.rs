@@ -204,6 +204,19 @@ impl TestServer {
             .await
     }
 
+    /// Ends every PostgreSQL session on this server's database, as a restart of
+    /// PostgreSQL or a failover would; how many there were.
+    pub async fn end_database_sessions(&self) -> i64 {
+        let (server, database) =
+            self.postgres.as_ref().expect("a server on a PostgreSQL database of its own");
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.expect("connect");
+        sqlx::query_scalar("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1")
+            .bind(database)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminate the sessions")
+    }
+
     /// Creates an instance of `definition` and returns its body.
     pub async fn create(&self, definition: &str, input: Value) -> Value {
         let key = uuid::Uuid::new_v4().to_string();
