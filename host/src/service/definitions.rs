@@ -116,11 +116,8 @@ impl Service {
     async fn summarize(&self, name: String, versions: Vec<DefinitionVersion>) -> Result<DefinitionSummary> {
         let pinned_version = self.store.pinned_version(&name).await?;
         let counts = self.store.instance_counts(&name).await?;
-        let highest_active = versions
-            .iter()
-            .filter(|version| version.retired_at.is_none())
-            .map(|version| version.version)
-            .max();
+        // The rule for the default version is the store's, which starts use.
+        let default_version = self.store.start_version(&name, None).await?.map(|(version, _)| version);
         let versions = versions
             .into_iter()
             .map(|version| {
@@ -138,11 +135,6 @@ impl Service {
                 VersionSummary { version, instances }
             })
             .collect();
-        Ok(DefinitionSummary {
-            name,
-            default_version: pinned_version.or(highest_active),
-            pinned_version,
-            versions,
-        })
+        Ok(DefinitionSummary { name, default_version, pinned_version, versions })
     }
 }

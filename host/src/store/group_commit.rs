@@ -7,14 +7,17 @@
 //! transaction, then answers each caller: nobody hears "done" before its batch is on
 //! disk. Should a write fail (a revision conflict, a key taken meanwhile by another
 //! host), the batch is redone with each commit in a savepoint, so the failure undoes
-//! that commit alone. There is no timer: under light load a batch is one commit and
+//! that commit alone. Should the COMMIT itself fail, nothing is redone: the batch may
+//! have been committed all the same (a connection lost after the COMMIT was sent), and
+//! its callers hear an error instead. There is no timer: under light load a batch is one commit and
 //! costs what a plain transaction costs; under heavy load batches grow by themselves.
 //!
 //! On PostgreSQL the committer is a task of the runtime writing through sqlx; on
-//! SQLite it is a thread of its own that owns its connection (see [`super::writer`]).
+//! SQLite it is a thread of its own that owns its connection (see [`super::writer`])
+//! and takes the store's write turn for each batch.
 
 use super::writer::{WriteTx, Writer};
-use super::{Commit, Error, Result, transition};
+use super::{Commit, Error, Result, WriteTurn, transition};
 use sqlx::AnyPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +28,19 @@ const MAX_BATCH: usize = 256;
 
 #[derive(Debug, Clone)]
 pub(super) struct Committer {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Message>,
     stats: Arc<Counters>,
+}
+
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a commit; boxing it costs an allocation each"
+)]
+enum Message {
+    Commit(Pending),
+    /// Commit what is queued, refuse the rest, let the writer go, then answer.
+    Close(oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
@@ -54,33 +68,51 @@ impl Committer {
     /// Commits through the pool, from a task of the runtime.
     pub(super) fn spawn(pool: AnyPool) -> Committer {
         let (committer, queue) = Committer::new();
-        tokio::spawn(run(pool, queue, committer.stats.clone()));
+        tokio::spawn(run(pool, queue, committer.stats.clone(), None));
         committer
     }
 
     /// Commits on `connection`, from a thread of its own: the connection's statements,
     /// and the fsync of every commit, never run on the runtime's threads.
-    pub(super) fn spawn_thread(connection: rusqlite::Connection) -> Result<Committer> {
+    pub(super) fn spawn_thread(connection: rusqlite::Connection, turn: WriteTurn) -> Result<Committer> {
         let (committer, queue) = Committer::new();
         let stats = committer.stats.clone();
-        // Only to wait for the queue: every other future here is ready when polled.
-        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        // Only to wait for the queue and the turn: the writer's futures are ready when polled.
+        let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(Error::Committer)?;
         std::thread::Builder::new()
             .name("sqlite-committer".into())
-            .spawn(move || runtime.block_on(run(connection, queue, stats)))?;
+            .spawn(move || runtime.block_on(run(connection, queue, stats, Some(turn))))
+            .map_err(Error::Committer)?;
         Ok(committer)
     }
 
-    fn new() -> (Committer, mpsc::Receiver<Pending>) {
+    fn new() -> (Committer, mpsc::Receiver<Message>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
         (Committer { queue, stats: Arc::default() }, receiver)
     }
 
     pub(super) async fn commit(&self, commit: Commit) -> Result<()> {
         let (done, outcome) = oneshot::channel();
-        let stopped = || Error::Corrupt("the committer has stopped".into());
-        self.queue.send(Pending { commit, done }).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        self.queue
+            .send(Message::Commit(Pending { commit, done }))
+            .await
+            .map_err(|_| Error::CommitterStopped)?;
+        outcome.await.map_err(|_| Error::CommitterStopped)?
+    }
+
+    /// Commits what is queued and stops; later commits get [`Error::CommitterStopped`].
+    /// Returns once the writer is gone (on SQLite, its connection closed).
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Message::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// Whether commits are still taken: false once closed, or should the committer
+    /// have died.
+    pub(super) fn is_running(&self) -> bool {
+        !self.queue.is_closed()
     }
 
     pub(super) fn stats(&self) -> Stats {
@@ -92,14 +124,42 @@ impl Committer {
     }
 }
 
-async fn run(mut writer: impl Writer, mut queue: mpsc::Receiver<Pending>, stats: Arc<Counters>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+async fn run(
+    mut writer: impl Writer,
+    mut queue: mpsc::Receiver<Message>,
+    stats: Arc<Counters>,
+    turn: Option<WriteTurn>,
+) {
+    let mut messages = Vec::with_capacity(MAX_BATCH);
+    let mut closers = Vec::new();
+    while queue.recv_many(&mut messages, MAX_BATCH).await > 0 {
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages.drain(..) {
+            match message {
+                Message::Commit(pending) => batch.push(pending),
+                Message::Close(done) => {
+                    // What is queued already is still received, then `recv_many` ends.
+                    queue.close();
+                    closers.push(done);
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let size = batch.len() as u64;
         stats.commits.fetch_add(size, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.largest.fetch_max(size, Ordering::Relaxed);
-        commit_batch(&mut writer, std::mem::take(&mut batch)).await;
+        let _turn = match &turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
+        commit_batch(&mut writer, batch).await;
+    }
+    drop(writer);
+    for done in closers {
+        let _ = done.send(());
     }
 }
 
@@ -108,7 +168,8 @@ async fn commit_batch(writer: &mut impl Writer, batch: Vec<Pending>) {
     // fails, throw the transaction away and go again, isolating each commit.
     let outcomes = match apply_together(writer, &batch).await {
         Ok(Some(outcomes)) => Ok(outcomes),
-        _ => apply_isolated(writer, &batch).await,
+        Ok(None) => apply_isolated(writer, &batch).await,
+        Err(err) => Err(err),
     };
     let outcomes = outcomes.unwrap_or_else(|err| {
         let err = Arc::new(err);
@@ -122,7 +183,8 @@ async fn commit_batch(writer: &mut impl Writer, batch: Vec<Pending>) {
 
 /// Writes the batch with a few multi-row statements. Commits whose idempotency key is
 /// taken get [`Error::Duplicate`] and write nothing. `None` when the writing failed
-/// and the failure cannot be pinned on one commit: everything was rolled back.
+/// and the failure cannot be pinned on one commit: everything was rolled back. An
+/// error when the transaction could not be opened, rolled back or committed.
 async fn apply_together(writer: &mut impl Writer, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>> {
     let mut tx = writer.begin().await?;
     let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();

@@ -20,7 +20,7 @@ impl Store {
         sqlx::query("UPDATE definitions SET pinned_version = $1 WHERE name = $2")
             .bind(version.map(i64::from))
             .bind(name)
-            .execute(&self.write)
+            .execute(&mut *self.writing().await?)
             .await?;
         Ok(())
     }
@@ -34,7 +34,7 @@ impl Store {
         .bind(at.0)
         .bind(name)
         .bind(i64::from(version))
-        .execute(&self.write)
+        .execute(&mut *self.writing().await?)
         .await?;
         Ok(())
     }
@@ -42,7 +42,8 @@ impl Store {
     /// Deletes a retired version that no running instance uses, in one transaction
     /// so that no instance can start on it meanwhile.
     pub async fn delete_definition_version(&self, name: &str, version: u32) -> Result<Deletion> {
-        let mut tx = self.begin_write().await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
         let retired: Option<Option<i64>> =
             sqlx::query_scalar("SELECT retired_at FROM definition_versions WHERE name = $1 AND version = $2")
                 .bind(name)
@@ -131,7 +132,7 @@ impl Store {
         .bind(migration.status.as_str())
         .bind(migration.total)
         .bind(migration.created_at.0)
-        .execute(&self.write)
+        .execute(&mut *self.writing().await?)
         .await?;
         Ok(())
     }
@@ -169,7 +170,8 @@ impl Store {
         instance: InstanceId,
         step: &MigrationStep,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
         if let MigrationStep::Failed(reason) = step {
             sqlx::query(
                 "INSERT INTO migration_failures (migration_id, instance_id, reason) VALUES ($1, $2, $3)
@@ -194,7 +196,7 @@ impl Store {
         .bind(skipped)
         .bind(at.0)
         .bind(id.to_string())
-        .execute(&self.write)
+        .execute(&mut *self.writing().await?)
         .await?;
         Ok(())
     }

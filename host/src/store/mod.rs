@@ -48,7 +48,10 @@ pub enum Error {
     #[error("database error")]
     Batch(#[source] std::sync::Arc<Error>),
     #[error("cannot start the committer")]
-    Committer(#[from] std::io::Error),
+    Committer(#[source] std::io::Error),
+    /// The store is closing, or its committer died.
+    #[error("the committer has stopped")]
+    CommitterStopped,
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -57,13 +60,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// Writes other than transitions. On SQLite a pool of one connection, so that
-    /// they queue here rather than on SQLite's lock, which they share with the
-    /// committer's connection; on PostgreSQL the same pool as `read`.
+    /// Writes other than transitions, through [`Store::writing`]. On SQLite a pool of
+    /// one connection; on PostgreSQL the same pool as `read`.
     write: AnyPool,
     /// How `write` begins a transaction: on SQLite by taking the write lock at once
     /// (see [`writer`]).
     begin_write: &'static str,
+    /// On SQLite, every write waits its turn here, the committer's batches included:
+    /// SQLite has one write lock, and its own wait for it (`busy_timeout`) is neither
+    /// fair nor unbounded. PostgreSQL locks rows instead.
+    write_turn: Option<WriteTurn>,
     read: AnyPool,
     /// The lookups every request makes, on connections of their own.
     hot_reads: Arc<Readers>,
@@ -119,34 +125,59 @@ impl Store {
             let read = options().max_connections(8).connect(&url).await?;
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
             let path = SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
-            let committer = group_commit::Committer::spawn_thread(writer::open_sqlite(&path)?)?;
+            let turn = WriteTurn::default();
+            let committer = group_commit::Committer::spawn_thread(writer::open_sqlite(&path)?, turn.clone())?;
             let hot_reads = Arc::new(Readers::new(url, HOT_READERS, Some(SQLITE_SETUP)));
-            Store { committer, write, begin_write: "BEGIN IMMEDIATE", read, hot_reads }
+            Store {
+                committer,
+                write,
+                begin_write: "BEGIN IMMEDIATE",
+                write_turn: Some(turn),
+                read,
+                hot_reads,
+            }
         } else {
             let pool = pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let committer = group_commit::Committer::spawn(pool.clone());
             let hot_reads = Arc::new(Readers::new(url.to_owned(), HOT_READERS, None));
-            Store { committer, write: pool.clone(), begin_write: "BEGIN", read: pool, hot_reads }
+            Store {
+                committer,
+                write: pool.clone(),
+                begin_write: "BEGIN",
+                write_turn: None,
+                read: pool,
+                hot_reads,
+            }
         };
         Ok(store)
     }
 
-    /// A cheap round trip, for readiness checks.
+    /// A cheap round trip, for readiness checks; fails too once commits cannot be made.
     pub async fn ping(&self) -> Result<()> {
+        if !self.committer.is_running() {
+            return Err(Error::CommitterStopped);
+        }
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
 
+    /// Commits what is queued, then closes every connection.
     pub async fn close(&self) {
+        self.committer.close().await;
         self.hot_reads.close().await;
         self.write.close().await;
         self.read.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Tx<'static>> {
-        Ok(self.write.begin_with(self.begin_write).await?)
+    /// The connection for a write other than a transition, with the write turn.
+    async fn writing(&self) -> Result<Writing<'_>> {
+        let turn = match &self.write_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
+        Ok(Writing { _turn: turn, connection: self.write.acquire().await?, begin: self.begin_write })
     }
 
     // --- definitions -------------------------------------------------------------------
@@ -155,7 +186,8 @@ impl Store {
     pub async fn insert_definition_version(&self, version: &DefinitionVersion, module: &[u8]) -> Result<()> {
         let manifest =
             postcard::to_allocvec(&version.manifest).map_err(|err| Error::Corrupt(err.to_string()))?;
-        let mut tx = self.begin_write().await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
         sqlx::query("INSERT INTO definitions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
             .bind(&version.name)
             .execute(&mut *tx)
@@ -359,7 +391,7 @@ impl Store {
         .bind(&key.scope)
         .bind(&key.key)
         .bind(not_before.0)
-        .execute(&self.write)
+        .execute(&mut *self.writing().await?)
         .await?;
         Ok(None)
     }
@@ -372,19 +404,33 @@ impl Store {
         record: &IdempotencyRecord,
         expired_before: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.begin_write().await?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
         transition::insert_idempotency_records(&mut tx, &[record], expired_before).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Forgets records created before `before`; returns how many.
+    /// Forgets records created before `before`, [`SWEEP_CHUNK`] at a time so that no
+    /// write waits long behind a large backlog; returns how many.
     pub async fn delete_idempotency_records(&self, before: Timestamp) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN
+                 (SELECT scope, idempotency_key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+            )
             .bind(before.0)
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected())
+            .bind(SWEEP_CHUNK)
+            .execute(&mut *self.writing().await?)
+            .await?
+            .rows_affected();
+            deleted += done;
+            // Records created meanwhile are newer than `before`: the backlog only shrinks.
+            if done < SWEEP_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 }
 
@@ -392,6 +438,9 @@ impl Store {
 /// transition is acknowledged only once it is on disk.
 const SQLITE_SETUP: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
+
+/// Expired idempotency records deleted per transaction.
+const SWEEP_CHUNK: i64 = 1_000;
 
 /// Connections for the hot reads.
 const HOT_READERS: usize = 8;
@@ -402,17 +451,50 @@ const HOT_READERS: usize = 8;
 /// request must not be the one to find out.
 pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 
+/// Whether `connection` answers a ping in time; one whose peer vanished without a word
+/// would otherwise hold its caller until the TCP timeout.
+pub(super) async fn is_alive(connection: &mut sqlx::AnyConnection) -> bool {
+    matches!(tokio::time::timeout(PING_TIMEOUT, connection.ping()).await, Ok(Ok(())))
+}
+
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Pools that ping a connection before lending it only after [`PING_WHEN_IDLE`]; sqlx
 /// also tests each connection as it comes back.
 fn pool_options() -> AnyPoolOptions {
     AnyPoolOptions::new().test_before_acquire(false).before_acquire(|connection, meta| {
-        Box::pin(async move {
-            if meta.idle_for >= PING_WHEN_IDLE {
-                connection.ping().await?;
-            }
-            Ok(true)
-        })
+        Box::pin(async move { Ok(meta.idle_for < PING_WHEN_IDLE || is_alive(connection).await) })
     })
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// See the `write_turn` field of [`Store`].
+type WriteTurn = Arc<tokio::sync::Mutex<()>>;
+
+/// A write connection, held with the write turn; derefs to the connection.
+struct Writing<'a> {
+    _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
+    connection: sqlx::pool::PoolConnection<sqlx::Any>,
+    begin: &'static str,
+}
+
+impl Writing<'_> {
+    async fn begin(&mut self) -> Result<Tx<'_>> {
+        Ok(self.connection.begin_with(self.begin).await?)
+    }
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.connection
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.connection
+    }
+}

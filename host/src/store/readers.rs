@@ -42,7 +42,8 @@ impl Readers {
             let idle = self.lock().pop();
             let connection = match idle {
                 Some((mut connection, since)) => {
-                    let alive = since.elapsed() < super::PING_WHEN_IDLE || connection.ping().await.is_ok();
+                    let alive =
+                        since.elapsed() < super::PING_WHEN_IDLE || super::is_alive(&mut connection).await;
                     if alive { connection } else { self.connect().await? }
                 }
                 None => self.connect().await?,

@@ -27,6 +27,8 @@ pub struct TestServer {
     scratch: PathBuf,
     /// The PostgreSQL database to drop, with the URL of the server it lives on.
     postgres: Option<(String, String)>,
+    /// The extra `serve` flags of the last start, kept by [`TestServer::restart`].
+    flags: Vec<String>,
 }
 
 fn scratch_folder(run_id: &str) -> PathBuf {
@@ -83,6 +85,7 @@ impl TestServer {
             client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client"),
             scratch,
             postgres,
+            flags: Vec::new(),
         };
         server.spawn(&[]).await;
         server
@@ -96,10 +99,12 @@ impl TestServer {
         server
     }
 
-    /// Stops the process (SIGKILL) and starts it again on the same database and port.
+    /// Stops the process (SIGKILL) and starts it again on the same database and port,
+    /// with the same flags.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.spawn(&[]).await;
+        let flags = self.flags.clone();
+        self.spawn(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
     }
 
     pub async fn stop(&mut self) {
@@ -109,6 +114,7 @@ impl TestServer {
     }
 
     async fn spawn(&mut self, flags: &[&str]) {
+        self.flags = flags.iter().map(|flag| flag.to_string()).collect();
         let binary = std::env::var_os("SWITCHYARD_BIN")
             .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
         let log = std::fs::OpenOptions::new()
