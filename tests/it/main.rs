@@ -12,4 +12,5 @@ mod hostile_modules;
 mod hosts;
 mod idempotency;
 mod instances;
+mod shutdown;
 mod versions;

@@ -107,6 +107,18 @@ impl TestServer {
         self.spawn(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
     }
 
+    /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        let pid = child.id().expect("a pid").to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("the server stops within 30 s of SIGTERM")
+            .expect("wait")
+    }
+
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
