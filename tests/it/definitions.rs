@@ -32,7 +32,9 @@ async fn conflicting_bytes_for_a_deployed_version_are_refused(backend: Backend) 
     let mut other = module("document-processing");
     other.extend_from_slice(&[0, 6, 5, b'n', b'o', b't', b'e', b'!']);
     let refused = server.deploy(other).await;
-    let problem = assert_problem(&refused, 409);
+    let problem = assert_problem(&refused, 409, "version-conflict");
+    let deployed = server.get("/v1/definitions/document-processing/versions/1").await.expect(200).json();
+    assert_eq!(problem["deployed_sha256"], deployed["sha256"], "names the bytes deployed: {problem}");
     assert!(problem["detail"].as_str().is_some_and(|detail| detail.contains("version 1")), "{problem}");
 }
 
@@ -55,7 +57,7 @@ async fn invalid_modules_are_refused_with_the_reason(backend: Backend) {
     ];
     for (what, wasm, reason) in cases {
         let response = server.deploy(wasm).await;
-        let problem = assert_problem(&response, 422);
+        let problem = assert_problem(&response, 422, "invalid-module");
         let detail = problem["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(reason), "{what}: {detail}");
     }
@@ -94,12 +96,12 @@ async fn definitions_describe_versions_and_their_graph(backend: Backend) {
 
 async fn unknown_definitions_are_not_found(backend: Backend) {
     let server = TestServer::start(backend).await;
-    assert_problem(&server.get("/v1/definitions/nothing-here").await, 404);
-    assert_problem(&server.get("/v1/definitions/nothing-here/versions/1").await, 404);
+    assert_problem(&server.get("/v1/definitions/nothing-here").await, 404, "not-found");
+    assert_problem(&server.get("/v1/definitions/nothing-here/versions/1").await, 404, "not-found");
     let create =
         server.post("/v1/definitions/nothing-here/instances", "k", &serde_json::json!({ "input": {} })).await;
-    assert_problem(&create, 404);
-    assert_problem(&server.get("/v1/definitions/x/versions/not-a-number").await, 400);
+    assert_problem(&create, 404, "not-found");
+    assert_problem(&server.get("/v1/definitions/x/versions/not-a-number").await, 400, "bad-request");
 }
 
 async fn modules_folder_is_deployed_at_start_up(backend: Backend) {

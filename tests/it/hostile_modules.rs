@@ -23,7 +23,7 @@ async fn misbehaving_guests_fail_one_call_and_nothing_else(backend: Backend) {
         ("stray", "does not allow"),
     ] {
         let failed = server.act(hostile_id, action, Value::Null).await;
-        let problem = assert_problem(&failed, 500);
+        let problem = assert_problem(&failed, 500, "definition-failed");
         let detail = problem["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(reason), "{action}: {detail}");
         assert!(problem["type"].as_str().is_some_and(|kind| kind.ends_with("definition-failed")));

@@ -41,8 +41,9 @@ async fn an_action_computed_from_a_stale_copy_is_not_applied(backend: Backend) {
     b.act(&id, "format", Value::Null).await.expect(200);
     // `a` last saw VALIDATING, where `format` is allowed; the store has moved on.
     let refused = a.act(&id, "format", Value::Null).await;
-    let problem = assert_problem(&refused, 409);
+    let problem = assert_problem(&refused, 409, "action-not-allowed");
     assert_eq!(problem["current_state"], "FORMATTING");
+    assert_eq!(problem["allowed_actions"], json!(["publish", "fail", "cancel"]));
     let history = a.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
     let formats = history["items"]
         .as_array()

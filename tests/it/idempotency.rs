@@ -50,7 +50,7 @@ async fn a_key_reused_with_another_body_is_refused(backend: Backend) {
     let server = document_server(backend).await;
     server.post(CREATE, "create-2", &create_body("s3://a")).await.expect(201);
     let reused = server.post(CREATE, "create-2", &create_body("s3://b")).await;
-    assert_problem(&reused, 422);
+    assert_problem(&reused, 422, "idempotency-key-reused");
     assert_eq!(instance_count(&server).await, 1);
 }
 
@@ -64,7 +64,7 @@ async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
         match response.status.as_u16() {
             201 => created.push(response.json()["id"].clone()),
             409 => {
-                assert_problem(response, 409);
+                assert_problem(response, 409, "idempotency-key-in-use");
             }
             other => panic!("unexpected {other}: {}", String::from_utf8_lossy(&response.body)),
         }
@@ -93,7 +93,9 @@ async fn refusals_are_replayed_as_they_were(backend: Backend) {
     let id = instance["id"].as_str().unwrap_or_default();
     let publish = format!("/v1/instances/{id}/actions/publish");
     let refused = server.post(&publish, "publish-early", &json!({})).await;
-    assert_problem(&refused, 409);
+    let problem = assert_problem(&refused, 409, "action-not-allowed");
+    assert_eq!(problem["current_state"], "UPLOADED");
+    assert_eq!(problem["allowed_actions"], json!(["validate", "cancel"]));
     // Move the instance on; the same key still gets the response it got the first time.
     for action in ["validate", "format"] {
         server.act(id, action, Value::Null).await.expect(200);
@@ -150,7 +152,7 @@ async fn an_expired_key_counts_as_new(backend: Backend) {
     assert_ne!(again.json()["id"], first.json()["id"], "a new instance");
     let refused = server.post(&validate, "validate-briefly", &json!({})).await;
     assert_eq!(refused.header("idempotent-replayed"), None);
-    assert_eq!(assert_problem(&refused, 409)["current_state"], "VALIDATING", "run afresh, not replayed");
+    assert_eq!(assert_problem(&refused, 409, "action-not-allowed")["current_state"], "VALIDATING", "run afresh, not replayed");
     assert_eq!(instance_count(&server).await, 2);
 }
 

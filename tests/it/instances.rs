@@ -116,14 +116,15 @@ async fn failed_stages_are_retried_and_cancel_ends_the_instance(backend: Backend
     assert_eq!(retried["data"]["retries"], 1);
 
     let rejected = server.act(&id, "fail", json!({})).await;
-    let problem = assert_problem(&rejected, 422);
+    let problem = assert_problem(&rejected, 422, "rejected");
     assert!(problem["code"].is_string(), "{problem}");
 
     let cancelled = server.act(&id, "cancel", json!({ "reason": "withdrawn" })).await.expect(200).json();
     assert_eq!(cancelled["state"], "CANCELLED");
     assert_eq!(cancelled["status"], "cancelled");
     let after = server.act(&id, "format", Value::Null).await;
-    let problem = assert_problem(&after, 409);
+    let problem = assert_problem(&after, 409, "action-not-allowed");
+    assert_eq!(problem["current_state"], "CANCELLED");
     assert_eq!(problem["allowed_actions"], json!([]));
 }
 
@@ -131,17 +132,17 @@ async fn illegal_and_unknown_actions_are_refused(backend: Backend) {
     let server = document_server(backend).await;
     let id = id_of(&server.create("document-processing", doc()).await);
     let illegal = server.act(&id, "publish", Value::Null).await;
-    let problem = assert_problem(&illegal, 409);
+    let problem = assert_problem(&illegal, 409, "action-not-allowed");
     assert_eq!(problem["current_state"], "UPLOADED");
     assert_eq!(problem["allowed_actions"], json!(["validate", "cancel"]));
 
-    assert_problem(&server.act(&id, "teleport", Value::Null).await, 404);
+    assert_problem(&server.act(&id, "teleport", Value::Null).await, 404, "unknown-action");
     let missing = uuid::Uuid::new_v4();
-    assert_problem(&server.act(&missing.to_string(), "validate", Value::Null).await, 404);
-    assert_problem(&server.get(&format!("/v1/instances/{missing}")).await, 404);
-    assert_problem(&server.get("/v1/instances/not-a-uuid").await, 404);
-    assert_problem(&server.get(&format!("/v1/instances/{missing}/history")).await, 404);
-    assert_problem(&server.get("/v1/no-such-endpoint").await, 404);
+    assert_problem(&server.act(&missing.to_string(), "validate", Value::Null).await, 404, "not-found");
+    assert_problem(&server.get(&format!("/v1/instances/{missing}")).await, 404, "not-found");
+    assert_problem(&server.get("/v1/instances/not-a-uuid").await, 404, "not-found");
+    assert_problem(&server.get(&format!("/v1/instances/{missing}/history")).await, 404, "not-found");
+    assert_problem(&server.get("/v1/no-such-endpoint").await, 404, "not-found");
 
     let instance = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
     assert_eq!(instance["revision"], 1, "refusals change nothing");
@@ -151,19 +152,19 @@ async fn bad_input_is_refused_and_loses_nothing(backend: Backend) {
     let server = document_server(backend).await;
     let path = "/v1/definitions/document-processing/instances";
     for (key, input) in [("no-url", json!({})), ("empty-url", json!({ "document_url": "  " }))] {
-        let problem = assert_problem(&server.post(path, key, &json!({ "input": input })).await, 422);
+        let problem = assert_problem(&server.post(path, key, &json!({ "input": input })).await, 422, "rejected");
         assert_eq!(problem["code"], "invalid_input", "{problem}");
     }
     let headers = [("idempotency-key", "malformed"), ("content-type", "application/json")];
     let malformed = server.request(Method::POST, path, &headers, Some(b"{\"input\": ".to_vec())).await;
-    assert_problem(&malformed, 400);
+    assert_problem(&malformed, 400, "bad-request");
     let no_key = server.request(Method::POST, path, &[], Some(br#"{"input": {}}"#.to_vec())).await;
-    assert_problem(&no_key, 400);
+    assert_problem(&no_key, 400, "idempotency-key-missing");
     let huge = format!(r#"{{"input": {{"document_url": "{}"}}}}"#, "x".repeat((1 << 20) + 4096));
     let too_large = server.request(Method::POST, path, &headers, Some(huge.into_bytes())).await;
-    assert_problem(&too_large, 413);
+    assert_problem(&too_large, 413, "body-too-large");
     let wrong_method = server.request(Method::DELETE, "/v1/instances", &[], None).await;
-    assert_problem(&wrong_method, 405);
+    assert_problem(&wrong_method, 405, "method-not-allowed");
 
     let listed = server.get("/v1/instances").await.expect(200).json();
     assert_eq!(listed["items"], json!([]), "no instance was created");
@@ -186,7 +187,8 @@ async fn etags_and_if_match_guard_reads_and_writes(backend: Backend) {
         &[("idempotency-key", "a"), ("if-match", "\"7\"")],
         body.clone(),
     );
-    assert_problem(&stale.await, 412);
+    let stale = assert_problem(&stale.await, 412, "precondition-failed");
+    assert_eq!(stale["current_etag"], "\"1\"");
     let fresh =
         server.request(Method::POST, &action, &[("idempotency-key", "b"), ("if-match", "\"1\"")], body);
     assert_eq!(fresh.await.expect(200).json()["revision"], 2);
@@ -237,8 +239,8 @@ async fn instances_are_listed_with_filters_and_pages(backend: Backend) {
     let running = server.get("/v1/instances?definition=document-processing&version=1&status=running").await;
     assert_eq!(running.expect(200).json()["items"].as_array().map(Vec::len), Some(5));
     assert_eq!(server.get("/v1/instances?status=completed").await.expect(200).json()["items"], json!([]));
-    assert_problem(&server.get("/v1/instances?status=sleepy").await, 400);
-    assert_problem(&server.get("/v1/instances?cursor=nonsense").await, 400);
+    assert_problem(&server.get("/v1/instances?status=sleepy").await, 400, "bad-request");
+    assert_problem(&server.get("/v1/instances?cursor=nonsense").await, 400, "bad-request");
 
     let mut seen = Vec::new();
     let mut path = "/v1/instances?limit=2".to_owned();

@@ -69,7 +69,7 @@ async fn old_instances_keep_old_rules_while_new_ones_get_the_new_version(backend
         (published["state"].as_str(), published["definition_version"].as_u64()),
         (Some("PUBLISHED"), Some(1))
     );
-    assert_problem(&server.act(&new, "publish", Value::Null).await, 404);
+    assert_problem(&server.act(&new, "publish", Value::Null).await, 404, "unknown-action");
     assert_eq!(server.act(&new, "submit", Value::Null).await.expect(200).json()["state"], "REVIEWING");
     let approved = server.act(&new, "approve", json!({ "reviewer": "ada" })).await.expect(200).json();
     assert_eq!(
@@ -104,7 +104,7 @@ async fn the_version_for_new_instances_can_be_pinned_or_chosen(backend: Backend)
     assert_eq!((pinned["default_version"].as_u64(), pinned["pinned_version"].as_u64()), (Some(1), Some(1)));
     assert_eq!(create_on(&server, None).await["definition_version"], 1);
     assert_eq!(create_on(&server, Some(2)).await["definition_version"], 2, "a client may ask for a version");
-    assert_problem(&pin(json!(9)).await, 404);
+    assert_problem(&pin(json!(9)).await, 404, "not-found");
 
     let unpinned = pin(Value::Null).await.expect(200).json();
     assert_eq!((unpinned["default_version"].as_u64(), unpinned["pinned_version"].as_u64()), (Some(2), None));
@@ -116,7 +116,7 @@ async fn the_version_for_new_instances_can_be_pinned_or_chosen(backend: Backend)
     let missing = server
         .post(&format!("{DEFINITION}/instances"), "v9", &json!({ "input": doc("x"), "version": 9 }))
         .await;
-    assert_problem(&missing, 404);
+    assert_problem(&missing, 404, "not-found");
 }
 
 async fn a_running_instance_migrates_on_purpose(backend: Backend) {
@@ -124,7 +124,7 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
     server.deploy(module("document-processing")).await.expect(201);
     let id = id_of(&create_on(&server, None).await);
     server.act(&id, "validate", Value::Null).await.expect(200);
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "upgrade" })).await, 404);
+    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "upgrade" })).await, 404, "not-found");
     server.deploy(module("document-processing-v2")).await.expect(201);
 
     let dry = migrate(&server, &id, json!({ "to_version": 2, "reason": "upgrade", "dry_run": true }))
@@ -142,7 +142,7 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
         (Some(1), Some(2))
     );
 
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "  " })).await, 400);
+    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "  " })).await, 400, "bad-request");
     let migrated = migrate(&server, &id, json!({ "to_version": 2, "reason": "move to reviews" }))
         .await
         .expect(200)
@@ -172,12 +172,13 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
     let refused = assert_problem(
         &migrate(&server, &failed, json!({ "to_version": 2, "reason": "upgrade" })).await,
         422,
+        "rejected",
     );
     assert_eq!(refused["code"], "failed_on_v1");
     assert_eq!(instance(&server, &failed).await["definition_version"], 1);
     // v1 declares no migration from v2, and migrating to the current version does nothing.
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 1, "reason": "back" })).await, 409);
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "again" })).await, 409);
+    assert_problem(&migrate(&server, &id, json!({ "to_version": 1, "reason": "back" })).await, 409, "no-migration-path");
+    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "again" })).await, 409, "no-migration-path");
 }
 
 async fn retired_versions_take_no_new_instances_and_delete_only_when_idle(backend: Backend) {
@@ -194,7 +195,7 @@ async fn retired_versions_take_no_new_instances_and_delete_only_when_idle(backen
     let delete = async |version: u32| {
         server.request(Method::DELETE, &format!("{DEFINITION}/versions/{version}"), &[], None).await
     };
-    assert_problem(&delete(1).await, 409);
+    assert_problem(&delete(1).await, 409, "version-not-retired");
     let retired = retire(1).await.expect(200).json();
     assert!(retired["retired_at"].is_string());
     let definition = server.get(DEFINITION).await.expect(200).json();
@@ -203,20 +204,20 @@ async fn retired_versions_take_no_new_instances_and_delete_only_when_idle(backen
     let refused = server
         .post(&format!("{DEFINITION}/instances"), "on-retired", &json!({ "input": doc("x"), "version": 1 }))
         .await;
-    assert_problem(&refused, 422);
+    assert_problem(&refused, 422, "version-retired");
     assert_eq!(create_on(&server, None).await["definition_version"], 2);
     server.act(&running, "validate", Value::Null).await.expect(200);
 
-    let in_use = assert_problem(&delete(1).await, 409);
+    let in_use = assert_problem(&delete(1).await, 409, "version-in-use");
     assert_eq!(in_use["running_instances"], 1);
     server.act(&running, "cancel", Value::Null).await.expect(200);
     delete(1).await.expect(204);
-    assert_problem(&server.get(&format!("{DEFINITION}/versions/1")).await, 404);
+    assert_problem(&server.get(&format!("{DEFINITION}/versions/1")).await, 404, "not-found");
     assert_eq!(instance(&server, &finished).await["status"], "cancelled", "finished instances stay readable");
 
     let pin = json!({ "version": 2 }).to_string().into_bytes();
     server.request(Method::PUT, &format!("{DEFINITION}/default-version"), &[], Some(pin)).await.expect(200);
-    assert_problem(&retire(2).await, 409);
+    assert_problem(&retire(2).await, 409, "version-pinned");
 }
 
 async fn a_bulk_migration_survives_a_restart_and_races_with_clients(backend: Backend) {

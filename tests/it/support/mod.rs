@@ -81,9 +81,10 @@ impl Response {
     }
 }
 
-/// Asserts a problem+json response with `status` whose correlation id matches the header.
+/// Asserts a problem+json response with `status` and problem type `kind` (the part
+/// after `urn:switchyard:problem:`) whose correlation id matches the header.
 #[track_caller]
-pub fn assert_problem(response: &Response, status: u16) -> Value {
+pub fn assert_problem(response: &Response, status: u16, kind: &str) -> Value {
     assert_eq!(
         response.status.as_u16(),
         status,
@@ -93,7 +94,8 @@ pub fn assert_problem(response: &Response, status: u16) -> Value {
     assert_eq!(response.header("content-type"), Some("application/problem+json"));
     let problem = response.json();
     assert_eq!(problem["status"], status);
-    assert!(problem["type"].is_string() && problem["title"].is_string() && problem["detail"].is_string());
+    assert_eq!(problem["type"], format!("urn:switchyard:problem:{kind}"), "{problem}");
+    assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
     let correlation_id = response.header("x-correlation-id").expect("every response has X-Correlation-Id");
     assert_eq!(problem["correlation_id"], correlation_id);
     problem
