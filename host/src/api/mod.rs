@@ -54,6 +54,7 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         .merge(admin::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
@@ -68,7 +69,7 @@ async fn healthz() -> Response {
 
 /// Ready when the database answers.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.service.store().ping().await {
+    match state.service.ready().await {
         Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(err) => {
             let mut problem = Problem::new(
@@ -81,6 +82,42 @@ async fn readyz(State(state): State<AppState>) -> Response {
             problem.into_response()
         }
     }
+}
+
+/// Prometheus' text format (version 0.0.4).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let snapshot = state.service.metrics();
+    let mut text = String::new();
+    for (name, kind, help, value) in [
+        (
+            "switchyard_long_polls_waiting",
+            "gauge",
+            "Long-polls parked until their instance changes.",
+            snapshot.long_polls_waiting,
+        ),
+        (
+            "switchyard_transitions_recomputed_total",
+            "counter",
+            "Transitions computed again because the instance changed meanwhile.",
+            snapshot.transitions_recomputed,
+        ),
+        ("switchyard_commits_total", "counter", "Transitions committed.", snapshot.commits),
+        (
+            "switchyard_commit_batches_total",
+            "counter",
+            "Transactions that committed them (group commit).",
+            snapshot.commit_batches,
+        ),
+        (
+            "switchyard_commit_batch_largest",
+            "gauge",
+            "The most transitions committed in one transaction so far.",
+            snapshot.largest_commit_batch,
+        ),
+    ] {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn not_found() -> Problem {

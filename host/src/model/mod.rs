@@ -185,6 +185,18 @@ pub struct Instance {
     pub updated_at: Timestamp,
 }
 
+/// Which instances to list, newest first.
+#[derive(Debug, Clone)]
+pub struct InstanceFilter {
+    pub definition: Option<String>,
+    pub version: Option<u32>,
+    pub state: Option<String>,
+    pub status: Option<Status>,
+    /// Only instances older than this one (the previous page's last id).
+    pub before: Option<InstanceId>,
+    pub limit: u32,
+}
+
 /// One append-only record of a change, with enough to replay it: the trigger and its
 /// payload, the module that ran (version and hash) and what the call cost.
 #[derive(Debug, Clone)]

@@ -2,11 +2,12 @@
 
 use super::{Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
-    HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, Revision, Status, StoredResponse,
+    HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter, InstanceId, Revision, Status,
+    StoredResponse,
     Timestamp, Trigger, TriggerKind,
 };
 use crate::runtime::{self, Entry};
-use crate::store::{self, Commit, InstanceFilter};
+use crate::store::{self, Commit};
 use sha2::Digest;
 use std::time::Duration;
 use switchyard_guest::abi::{Accepted, ActionRequest, CallKind, Context, InitRequest, Manifest, Outcome};
@@ -124,19 +125,31 @@ impl Service {
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         let _serialised = self.locks.lock(request.id).await;
-        // The copy this process committed last spares a read; should anything computed
-        // from it fail, it may be stale, and the attempt is made again from the store.
-        let mut recent = self.recent.get(request.id);
+        // The copy this process committed last spares a read. Should a verdict computed
+        // from it go against the request, the copy may have been stale: the verdict
+        // stands if the store is still at the copy's revision, and is computed again
+        // from the store otherwise. So a guest runs twice only when its input was stale.
+        let mut copy = self.recent.get(request.id);
+        let mut stored = None;
         for _ in 0..MAX_ATTEMPTS {
-            let from_recent = recent.is_some();
-            let current = match recent.take() {
-                Some(instance) => instance,
-                None => self.stored_instance(request.id).await?,
+            let (current, from_copy) = match (copy.take(), stored.take()) {
+                (Some(instance), _) => (instance, true),
+                (None, Some(instance)) => (instance, false),
+                (None, None) => (self.stored_instance(request.id).await?, false),
             };
+            let revision = current.revision;
             match self.act_on(current, &request, idempotent).await {
                 Ok(Some(view)) => return Ok(view),
-                Ok(None) => {}
-                Err(err) if from_recent && judged_on_state(&err) => self.recent.forget(request.id),
+                Ok(None) => self.metrics.recomputed(),
+                Err(err) if from_copy && judged_on_state(&err) => {
+                    let instance = self.stored_instance(request.id).await?;
+                    if instance.revision == revision {
+                        return Err(err);
+                    }
+                    self.recent.forget(request.id);
+                    self.metrics.recomputed();
+                    stored = Some(instance);
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -283,6 +296,7 @@ impl Service {
             if view.instance.revision != seen || view.instance.status.is_terminal() {
                 return Ok(view);
             }
+            let _waiting = self.metrics.waiting();
             if tokio::time::timeout_at(deadline, subscription.changed()).await.is_err() {
                 return Ok(view);
             }

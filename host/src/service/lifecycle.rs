@@ -95,6 +95,7 @@ impl Service {
             if let Some(view) = self.try_commit(change, base_revision, None, idempotent, None).await? {
                 return Ok(view);
             }
+            self.metrics.recomputed();
         }
         Err(Error::Contention)
     }

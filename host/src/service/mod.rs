@@ -9,12 +9,14 @@ mod definitions;
 mod instances;
 mod lifecycle;
 mod locks;
+mod metrics;
 mod modules;
 mod recent;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance};
+pub use metrics::MetricsSnapshot;
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};
@@ -119,6 +121,7 @@ pub struct Service {
     changes: Changes,
     locks: locks::InstanceLocks,
     recent: RecentInstances,
+    metrics: metrics::Metrics,
     idempotency_retention: Duration,
 }
 
@@ -134,12 +137,29 @@ impl Service {
             changes: Changes::default(),
             locks: Default::default(),
             recent: RecentInstances::new(RECENT_INSTANCES),
+            metrics: metrics::Metrics::default(),
             idempotency_retention: settings.idempotency_retention,
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether this process can serve: see [`Store::ready`].
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.store.ready().await?)
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let commits = self.store.commit_stats();
+        MetricsSnapshot {
+            long_polls_waiting: self.metrics.long_polls_waiting(),
+            transitions_recomputed: self.metrics.transitions_recomputed(),
+            commits: commits.commits,
+            commit_batches: commits.batches,
+            largest_commit_batch: commits.largest_batch,
+        }
     }
 
     /// The response kept under `key`, if it is still within retention.

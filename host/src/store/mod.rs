@@ -17,8 +17,8 @@ mod writer;
 pub use lifecycle::Deletion;
 
 use crate::model::{
-    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceId, ModuleHash,
-    Revision, Status, Timestamp,
+    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter, InstanceId,
+    ModuleHash, Revision, Status, Timestamp,
 };
 use readers::Readers;
 use sqlx::any::AnyPoolOptions;
@@ -52,6 +52,8 @@ pub enum Error {
     /// The store is closing, or its committer died.
     #[error("the committer has stopped")]
     CommitterStopped,
+    #[error("the database did not answer in time")]
+    Unresponsive,
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -88,18 +90,6 @@ pub struct Commit {
     pub expired_before: Timestamp,
     /// The bulk migration this change is a step of, counted in the same transaction.
     pub migration: Option<uuid::Uuid>,
-}
-
-/// Which instances to list, newest first.
-#[derive(Debug, Clone)]
-pub struct InstanceFilter {
-    pub definition: Option<String>,
-    pub version: Option<u32>,
-    pub state: Option<String>,
-    pub status: Option<Status>,
-    /// Only instances older than this one (the previous page's last id).
-    pub before: Option<InstanceId>,
-    pub limit: u32,
 }
 
 /// How many instances of one version are in one status.
@@ -154,13 +144,24 @@ impl Store {
         Ok(store)
     }
 
-    /// A cheap round trip, for readiness checks; fails too once commits cannot be made.
-    pub async fn ping(&self) -> Result<()> {
+    /// Whether reads and commits can be made now, for readiness checks: the committer
+    /// runs, a read answers, and a write transaction can be opened and can write (on
+    /// SQLite the write lock can be taken; on PostgreSQL the database is not read-only),
+    /// all within [`READY_TIMEOUT`].
+    pub async fn ready(&self) -> Result<()> {
         if !self.committer.is_running() {
             return Err(Error::CommitterStopped);
         }
-        sqlx::query("SELECT 1").execute(&self.read).await?;
-        Ok(())
+        let probe = async {
+            sqlx::query("SELECT 1").execute(&self.read).await?;
+            let mut writing = self.writing().await?;
+            let mut tx = writing.begin().await?;
+            // Writes nothing, but is refused where writing is (a read-only transaction).
+            sqlx::query("DELETE FROM idempotency_keys WHERE 1 = 0").execute(&mut *tx).await?;
+            tx.rollback().await?;
+            Ok(())
+        };
+        tokio::time::timeout(READY_TIMEOUT, probe).await.map_err(|_| Error::Unresponsive)?
     }
 
     /// Commits what is queued, then closes every connection.
@@ -438,6 +439,10 @@ impl Store {
 /// transition is acknowledged only once it is on disk.
 const SQLITE_SETUP: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
+
+/// How long a readiness probe may take: long enough for a write turn under load, short
+/// enough for an orchestrator's probe (they time out after 1 to 10 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Expired idempotency records deleted per transaction.
 const SWEEP_CHUNK: i64 = 1_000;

@@ -1,31 +1,78 @@
 use super::*;
 use crate::model::Revision;
 
-fn status_of(err: service::Error) -> (StatusCode, &'static str) {
-    let problem = Problem::from(err);
-    (problem.status, problem.kind)
+/// The status and problem type each variant must map to, with the variant's place in
+/// [`VARIANTS`]. No wildcard: a new variant does not compile until it is listed here.
+fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
+    use service::Error as E;
+    match err {
+        E::InvalidModule(_) => (0, StatusCode::UNPROCESSABLE_ENTITY, "invalid-module"),
+        E::VersionConflict { .. } => (1, StatusCode::CONFLICT, "version-conflict"),
+        E::DefinitionNotFound(_) => (2, StatusCode::NOT_FOUND, "not-found"),
+        E::VersionNotFound { .. } => (3, StatusCode::NOT_FOUND, "not-found"),
+        E::VersionRetired { .. } => (4, StatusCode::UNPROCESSABLE_ENTITY, "version-retired"),
+        E::VersionPinned { .. } => (5, StatusCode::CONFLICT, "version-pinned"),
+        E::VersionNotRetired { .. } => (6, StatusCode::CONFLICT, "version-not-retired"),
+        E::VersionInUse { .. } => (7, StatusCode::CONFLICT, "version-in-use"),
+        E::NoMigrationPath { .. } => (8, StatusCode::CONFLICT, "no-migration-path"),
+        E::InstanceNotFound(_) => (9, StatusCode::NOT_FOUND, "not-found"),
+        E::MigrationNotFound(_) => (10, StatusCode::NOT_FOUND, "not-found"),
+        E::UnknownAction { .. } => (11, StatusCode::NOT_FOUND, "unknown-action"),
+        E::NotAllowed { .. } => (12, StatusCode::CONFLICT, "action-not-allowed"),
+        E::PreconditionFailed { .. } => (13, StatusCode::PRECONDITION_FAILED, "precondition-failed"),
+        E::Rejected { .. } => (14, StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+        E::Guest(_) => (15, StatusCode::INTERNAL_SERVER_ERROR, "definition-failed"),
+        E::BadOutcome(_) => (16, StatusCode::INTERNAL_SERVER_ERROR, "definition-failed"),
+        E::Contention => (17, StatusCode::CONFLICT, "contention"),
+        E::KeyTaken => (18, StatusCode::CONFLICT, "idempotency-key-in-use"),
+        E::Store(_) => (19, StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        E::Internal(_) => (20, StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// How many arms [`expected`] has.
+const VARIANTS: usize = 21;
+
+/// One of each variant.
+fn samples() -> Vec<service::Error> {
+    use service::Error as E;
+    let (name, version) = (String::from("d"), 1);
+    vec![
+        E::InvalidModule("x".into()),
+        E::VersionConflict { name: name.clone(), version, sha256: "ab".into() },
+        E::DefinitionNotFound(name.clone()),
+        E::VersionNotFound { name: name.clone(), version },
+        E::VersionRetired { name: name.clone(), version },
+        E::VersionPinned { name: name.clone(), version },
+        E::VersionNotRetired { name: name.clone(), version },
+        E::VersionInUse { name: name.clone(), version, running: 3 },
+        E::NoMigrationPath { from_version: 1, to_version: 2, reason: "r".into() },
+        E::InstanceNotFound("i".into()),
+        E::MigrationNotFound("m".into()),
+        E::UnknownAction { definition: name, version, action: "a".into() },
+        E::NotAllowed { action: "a".into(), current_state: "S".into(), allowed_actions: vec![] },
+        E::PreconditionFailed { current: Revision(2) },
+        E::Rejected { code: "c".into(), reason: "r".into() },
+        E::Guest(crate::runtime::Error::Trap("unreachable".into())),
+        E::BadOutcome(switchyard_guest::abi::OutcomeError::Undeclared("LIMBO".into())),
+        E::Contention,
+        E::KeyTaken,
+        E::Store(crate::store::Error::Corrupt("row".into())),
+        E::Internal("boom".into()),
+    ]
 }
 
 #[test]
-fn every_service_error_has_one_status() {
-    use service::Error as E;
-    let cases = [
-        (E::InvalidModule("x".into()), StatusCode::UNPROCESSABLE_ENTITY),
-        (E::DefinitionNotFound("x".into()), StatusCode::NOT_FOUND),
-        (E::InstanceNotFound("x".into()), StatusCode::NOT_FOUND),
-        (E::UnknownAction { definition: "d".into(), version: 1, action: "a".into() }, StatusCode::NOT_FOUND),
-        (
-            E::NotAllowed { action: "a".into(), current_state: "S".into(), allowed_actions: vec![] },
-            StatusCode::CONFLICT,
-        ),
-        (E::PreconditionFailed { current: Revision(2) }, StatusCode::PRECONDITION_FAILED),
-        (E::Rejected { code: "c".into(), reason: "r".into() }, StatusCode::UNPROCESSABLE_ENTITY),
-        (E::Contention, StatusCode::CONFLICT),
-        (E::Internal("boom".into()), StatusCode::INTERNAL_SERVER_ERROR),
-    ];
-    for (err, expected) in cases {
-        assert_eq!(status_of(err).0, expected);
+fn every_service_error_has_one_status_and_type() {
+    let mut seen = [false; VARIANTS];
+    for err in samples() {
+        let (index, status, kind) = expected(&err);
+        seen[index] = true;
+        let problem = Problem::from(err);
+        assert_eq!((problem.status, problem.kind), (status, kind), "variant {index}");
     }
+    let missing: Vec<usize> = (0..VARIANTS).filter(|&index| !seen[index]).collect();
+    assert!(missing.is_empty(), "no sample of the variants at {missing:?}");
 }
 
 #[test]
