@@ -92,6 +92,19 @@ pub struct Context {
     pub seed: u64,
 }
 
+/// [`Context::seed`] of the call that produces `revision` of the instance whose UUID has
+/// the 16 bytes `instance_id`: the first 8 bytes, little-endian, of
+/// SHA-256(`instance_id` || `revision` as i64 little-endian). Host and test harness both
+/// use this, so a replayed transition and a native test see the host's seed.
+pub fn seed(instance_id: &[u8; 16], revision: i64) -> u64 {
+    use sha2::Digest;
+    let digest =
+        sha2::Sha256::new().chain_update(instance_id).chain_update(revision.to_le_bytes()).finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitRequest {
     pub context: Context,

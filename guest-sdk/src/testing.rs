@@ -4,29 +4,69 @@
 //! code as in Wasm; the harness then applies the host's checks: the action must be
 //! declared and legal in the current state, the outcome must reach a state the
 //! manifest allows for that call ([`Manifest::check_outcome`]), and a terminal state
-//! accepts nothing more. Not modelled: roles (`admin_only`), and the host's check
-//! that the new data is JSON (the SDK only ever produces JSON).
+//! accepts nothing more. Migrations ([`Machine::migrate`]) get the host's checks too.
+//!
+//! Each call's [`Context`] is the host's: the instance id, the seed the host derives for
+//! the revision the call would produce ([`crate::abi::seed`]), and the machine's clock.
+//! As on the host, a refused call changes nothing, so it does not use up a revision.
+//!
+//! The clock is the test's: [`Machine::start`] starts it at [`DEFAULT_NOW_MS`],
+//! [`Machine::start_with`] wherever the test likes. It moves on by one second after
+//! every applied transition, so consecutive transitions have distinct times, and
+//! [`Machine::set_now_ms`] and [`Machine::advance_ms`] move it as the test needs.
+//!
+//! Not modelled: roles (`admin_only`), and the host's check that new data is JSON
+//! (`dispatch` serializes it with `serde_json`, so it always is).
 
 use crate::abi::{
-    ActionRequest, CallKind, Context, InitRequest, Manifest, ManifestError, Outcome, OutcomeError, Rejection,
-    TerminalStatus,
+    ActionRequest, CallKind, Context, InitRequest, Manifest, ManifestError, MigrateOutcome, MigrateRequest,
+    Outcome, OutcomeError, Rejection, TerminalStatus,
 };
 use crate::definition::Definition;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt::Write;
 use core::marker::PhantomData;
 use serde_json::Value;
+
+/// The instance id of [`Machine::start`]: `00000000-0000-7000-8000-000000000001`.
+pub const DEFAULT_INSTANCE_ID: [u8; 16] = [0, 0, 0, 0, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 1];
+
+/// Where the clock of [`Machine::start`] starts, in ms since the Unix epoch.
+pub const DEFAULT_NOW_MS: i64 = 1_700_000_000_000;
+
+/// How far the clock moves on after an applied transition.
+const TICK_MS: i64 = 1_000;
 
 /// One instance of `D`, driven in-process.
 #[derive(Debug)]
 pub struct Machine<D> {
     manifest: Manifest,
-    instance_id: String,
-    revision: u64,
+    instance_id: [u8; 16],
+    /// `instance_id` as the host renders it: lowercase hyphenated.
+    instance_id_text: String,
+    revision: i64,
+    now_ms: i64,
     state: String,
     data: String,
     message: Option<String>,
     definition: PhantomData<D>,
+}
+
+/// An instance as the host stores it, to [`Machine::migrate`] into another version.
+/// [`Machine::instance`] takes one from a machine of the old version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The UUID's 16 bytes.
+    pub instance_id: [u8; 16],
+    pub definition_version: u32,
+    pub revision: i64,
+    pub state: String,
+    /// Whether `state` is terminal in `definition_version`: the instance's status.
+    pub finished: bool,
+    /// JSON text, passed to `migrate` as it is.
+    pub data: String,
+    pub message: Option<String>,
 }
 
 /// Why the harness (or the host) refused a call.
@@ -44,25 +84,56 @@ pub enum Refusal {
     },
     /// The definition moved to a state its manifest does not allow.
     BadOutcome(OutcomeError),
+    /// The target version does not declare a migration from the instance's version, or
+    /// is the instance's version.
+    NoMigrationPath {
+        from_version: u32,
+        to_version: u32,
+    },
 }
 
 impl<D: Definition> Machine<D> {
-    /// Validates the manifest, then runs `init` with `input`.
+    /// Validates the manifest, then runs `init` with `input`, as instance
+    /// [`DEFAULT_INSTANCE_ID`] at [`DEFAULT_NOW_MS`].
     pub fn start(input: Value) -> Result<Self, Refusal> {
-        let manifest = D::manifest();
-        manifest.validate().map_err(Refusal::InvalidManifest)?;
-        let mut machine = Machine {
-            manifest,
-            instance_id: "00000000-0000-7000-8000-000000000001".into(),
-            revision: 0,
-            state: String::new(),
-            data: String::new(),
-            message: None,
-            definition: PhantomData,
-        };
+        Self::start_with(DEFAULT_INSTANCE_ID, DEFAULT_NOW_MS, input)
+    }
+
+    /// Like [`Machine::start`], as the instance with the UUID bytes `instance_id`
+    /// (e.g. `uuid::Uuid::into_bytes`), with the clock at `now_ms`.
+    pub fn start_with(instance_id: [u8; 16], now_ms: i64, input: Value) -> Result<Self, Refusal> {
+        let mut machine = Self::new(instance_id, 0, now_ms)?;
         let request = InitRequest { context: machine.next_context(), input: input.to_string() };
         let outcome = crate::dispatch::init::<D>(&encode(&request));
         machine.apply(CallKind::Init, &outcome)?;
+        Ok(machine)
+    }
+
+    /// Migrates `from` (an instance of another version) to this definition, as an
+    /// admin's migration on the host does, at `now_ms`: this version must declare
+    /// `migrates_from` the instance's version, `migrate` must not refuse, and a running
+    /// instance must stay running and a finished one finished. The instance keeps its id
+    /// and message, and its revision moves on by one.
+    pub fn migrate(from: &Instance, now_ms: i64) -> Result<Self, Refusal> {
+        let mut machine = Self::new(from.instance_id, from.revision, now_ms)?;
+        let (from_version, to_version) = (from.definition_version, machine.manifest.version);
+        if from_version == to_version || !machine.manifest.migrates_from.contains(&from_version) {
+            return Err(Refusal::NoMigrationPath { from_version, to_version });
+        }
+        let request = MigrateRequest {
+            context: machine.next_context(),
+            from_version,
+            state: from.state.clone(),
+            data: from.data.clone(),
+        };
+        let outcome = crate::dispatch::migrate::<D>(&encode(&request));
+        let (state, data) = match decode(&outcome) {
+            MigrateOutcome::Refused(rejection) => return Err(Refusal::Rejected(rejection)),
+            MigrateOutcome::Migrated { state, data } => (state, data),
+        };
+        let call = CallKind::Migrate { from_terminal: from.finished };
+        machine.manifest.check_outcome(call, &state).map_err(Refusal::BadOutcome)?;
+        machine.advance(state, data, from.message.clone());
         Ok(machine)
     }
 
@@ -97,8 +168,15 @@ impl<D: Definition> Machine<D> {
         self.manifest.state(&self.state).and_then(|state| state.terminal)
     }
 
+    /// # Panics
+    /// If the data the definition returned does not decode as its own `Data`.
     pub fn data(&self) -> D::Data {
         serde_json::from_str(&self.data).expect("the definition's own data decodes")
+    }
+
+    /// The data as the definition returned it, and as the host would store it.
+    pub fn data_json(&self) -> &str {
+        &self.data
     }
 
     pub fn message(&self) -> Option<&str> {
@@ -109,31 +187,110 @@ impl<D: Definition> Machine<D> {
         self.manifest.allowed_actions(&self.state).map(|action| action.name.clone()).collect()
     }
 
-    fn next_context(&mut self) -> Context {
-        self.revision += 1;
-        Context {
-            instance_id: self.instance_id.clone(),
+    /// 1 after `init`, one more for every applied transition.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The instance id as the host renders it and the definition sees it.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id_text
+    }
+
+    /// The time the next call is made at.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    pub fn set_now_ms(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
+    }
+
+    pub fn advance_ms(&mut self, ms: i64) {
+        self.now_ms += ms;
+    }
+
+    /// The instance as the host would store it, e.g. to migrate it to another version.
+    pub fn instance(&self) -> Instance {
+        Instance {
+            instance_id: self.instance_id,
             definition_version: self.manifest.version,
-            now_ms: 1_700_000_000_000 + self.revision as i64 * 1000,
-            seed: self.revision,
+            revision: self.revision,
+            state: self.state.clone(),
+            finished: self.status().is_some(),
+            data: self.data.clone(),
+            message: self.message.clone(),
+        }
+    }
+
+    fn new(instance_id: [u8; 16], revision: i64, now_ms: i64) -> Result<Self, Refusal> {
+        let manifest = D::manifest();
+        manifest.validate().map_err(Refusal::InvalidManifest)?;
+        Ok(Machine {
+            manifest,
+            instance_id,
+            instance_id_text: hyphenated(&instance_id),
+            revision,
+            now_ms,
+            state: String::new(),
+            data: String::new(),
+            message: None,
+            definition: PhantomData,
+        })
+    }
+
+    /// The context of the call that would produce the next revision.
+    fn next_context(&self) -> Context {
+        let revision = self.revision + 1;
+        Context {
+            instance_id: self.instance_id_text.clone(),
+            definition_version: self.manifest.version,
+            now_ms: self.now_ms,
+            seed: crate::abi::seed(&self.instance_id, revision),
         }
     }
 
     fn apply(&mut self, call: CallKind<'_>, outcome: &[u8]) -> Result<(), Refusal> {
-        let outcome: Outcome = postcard::from_bytes(outcome).expect("the dispatcher's outcome decodes");
-        match outcome {
+        match decode(outcome) {
             Outcome::Rejected(rejection) => Err(Refusal::Rejected(rejection)),
             Outcome::Accepted(accepted) => {
                 self.manifest.check_outcome(call, &accepted.state).map_err(Refusal::BadOutcome)?;
-                self.state = accepted.state;
-                self.data = accepted.data;
-                self.message = accepted.message;
+                self.advance(accepted.state, accepted.data, accepted.message);
                 Ok(())
             }
         }
     }
+
+    /// Applies an accepted, checked transition.
+    fn advance(&mut self, state: String, data: String, message: Option<String>) {
+        self.state = state;
+        self.data = data;
+        self.message = message;
+        self.revision += 1;
+        self.now_ms += TICK_MS;
+    }
+}
+
+/// Lowercase hyphenated, as `uuid` displays a UUID.
+fn hyphenated(id: &[u8; 16]) -> String {
+    let mut text = String::with_capacity(36);
+    for (idx, byte) in id.iter().enumerate() {
+        if matches!(idx, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("requests encode")
 }
+
+fn decode<T: serde::de::DeserializeOwned>(outcome: &[u8]) -> T {
+    postcard::from_bytes(outcome).expect("the dispatcher's outcome decodes")
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,7 @@
 //! environment variables and flags (which `main` resolves with clap).
 
 use crate::runtime::Limits;
+use crate::service::MigrationPace;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub struct Config {
     pub max_wait: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    pub migration_pace: MigrationPace,
 }
 
 /// The config file's shape; every field optional.
@@ -41,6 +43,16 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub guest: GuestConfig,
+    #[serde(default)]
+    pub migrations: MigrationsConfig,
+}
+
+/// `[migrations]`: the pace of bulk migrations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsConfig {
+    pub batch_size: Option<u32>,
+    pub pause_between_batches_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +103,14 @@ impl FileConfig {
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
             max_wait: Duration::from_secs(self.max_wait_secs.unwrap_or(60)),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(10)),
+            migration_pace: MigrationPace {
+                // A batch of none would never get anywhere.
+                batch: self.migrations.batch_size.unwrap_or(MigrationPace::DEFAULT.batch).max(1),
+                pause: self
+                    .migrations
+                    .pause_between_batches_ms
+                    .map_or(MigrationPace::DEFAULT.pause, Duration::from_millis),
+            },
         }
     }
 }

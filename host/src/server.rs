@@ -39,6 +39,7 @@ pub async fn serve(
         idempotency_retention: config.idempotency_retention,
         cached_modules: config.cached_modules,
         module_cache: Some(config.module_cache.clone()),
+        migration_pace: config.migration_pace,
     };
     let service = Arc::new(Service::new(store, settings)?);
     if let Some(dir) = &config.modules {

@@ -1,7 +1,6 @@
 use super::*;
 use serde_json::json;
-use switchyard_guest::abi::CallKind;
-use switchyard_guest::testing::{Machine, Refusal};
+use switchyard_guest::testing::{DEFAULT_INSTANCE_ID, Instance, Machine, Refusal};
 
 const URL: &str = "https://example.com/report.pdf";
 
@@ -77,7 +76,7 @@ fn walk(path: &[&str]) -> Machine<DocumentProcessingV2> {
 /// action must leave a message and a log entry; a refused one must change nothing.
 fn check(path: &[&str], action: &str, payload: Value, expect: Expect<'_>) -> Machine<DocumentProcessingV2> {
     let mut machine = walk(path);
-    let (state, data) = (machine.state().to_owned(), machine.data());
+    let (state, data, revision) = (machine.state().to_owned(), machine.data(), machine.revision());
     let result = machine.act(action, payload);
     let what = format!("{path:?} then {action}");
     match expect {
@@ -109,8 +108,8 @@ fn check(path: &[&str], action: &str, payload: Value, expect: Expect<'_>) -> Mac
     }
     if result.is_err() {
         assert_eq!(
-            (machine.state(), machine.data()),
-            (state.as_str(), data),
+            (machine.state(), machine.data(), machine.revision()),
+            (state.as_str(), data, revision),
             "{what}: a refusal changed the instance"
         );
     }
@@ -369,6 +368,11 @@ fn refuses_calls_the_host_never_makes() {
 
 const MIGRATED_AT: i64 = 1_800_000_000_000;
 
+/// The revision of the version 1 instances migrated below.
+const V1_REVISION: i64 = 4;
+
+const V1_MESSAGE: &str = "left by version 1";
+
 fn ctx() -> Context {
     Context {
         instance_id: "00000000-0000-7000-8000-000000000001".into(),
@@ -378,13 +382,46 @@ fn ctx() -> Context {
     }
 }
 
-fn migrate(from_version: u32, state: &str, data: Value) -> Result<(String, Data), Rejection> {
-    DocumentProcessingV2::migrate(&ctx(), from_version, state.into(), data)
+/// A version 1 instance in `state` with `data`, as the host stores it.
+fn v1_instance(state: &str, data: Value) -> Instance {
+    Instance {
+        instance_id: DEFAULT_INSTANCE_ID,
+        definition_version: 1,
+        revision: V1_REVISION,
+        state: state.into(),
+        // Version 1's terminal states.
+        finished: [PUBLISHED, CANCELLED].contains(&state),
+        data: data.to_string(),
+        message: Some(V1_MESSAGE.into()),
+    }
+}
+
+/// Migrates a version 1 instance as an admin does on the host, at `MIGRATED_AT`.
+fn migrate(state: &str, data: Value) -> Result<Machine<DocumentProcessingV2>, Refusal> {
+    Machine::migrate(&v1_instance(state, data), MIGRATED_AT)
+}
+
+/// What `migrate` refused with; any other outcome fails the test.
+fn rejection(state: &str, data: Value) -> Rejection {
+    match migrate(state, data.clone()) {
+        Err(Refusal::Rejected(rejection)) => rejection,
+        other => panic!("{state} with {data}: {other:?}"),
+    }
 }
 
 /// The code `migrate` refuses with, or the state it accepted with.
-fn migrate_code(from_version: u32, state: &str, data: Value) -> Result<String, String> {
-    migrate(from_version, state, data).map(|(state, _)| state).map_err(|rejection| rejection.code)
+fn migrate_code(state: &str, data: Value) -> Result<String, String> {
+    match migrate(state, data.clone()) {
+        Ok(machine) => Ok(machine.state().into()),
+        Err(_) => Err(rejection(state, data).code),
+    }
+}
+
+/// Calls `migrate` without the host's checks, as the host never does.
+fn migrate_unchecked(from_version: u32, state: &str, data: Value) -> Result<String, String> {
+    DocumentProcessingV2::migrate(&ctx(), from_version, state.into(), data)
+        .map(|(state, _)| state)
+        .map_err(|rejection| rejection.code)
 }
 
 /// Version 1 data with no steps and this `failure` (`null` for none).
@@ -409,20 +446,19 @@ fn migrate_step(state: &str) -> Step {
 
 #[test]
 fn migrate_keeps_every_v1_state_but_failed() {
-    let manifest = DocumentProcessingV2::manifest();
     // (version 1 state, terminal in version 1)
     let cases =
         [(UPLOADED, false), (VALIDATING, false), (FORMATTING, false), (PUBLISHED, true), (CANCELLED, true)];
     for (state, from_terminal) in cases {
-        let (to, data) =
-            migrate(1, state, v1_data(Value::Null)).unwrap_or_else(|err| panic!("{state}: {err:?}"));
-        assert_eq!(to, state);
-        let declared = manifest.check_outcome(CallKind::Migrate { from_terminal }, &to);
+        let machine = migrate(state, v1_data(Value::Null)).unwrap_or_else(|err| panic!("{state}: {err:?}"));
+        assert_eq!(machine.state(), state);
+        assert_eq!(machine.status().is_some(), from_terminal, "{state}: finished exactly when it was");
         assert_eq!(
-            declared.map(|decl| decl.terminal.is_some()),
-            Ok(from_terminal),
-            "{state}: the host accepts it"
+            (machine.revision(), machine.message()),
+            (V1_REVISION + 1, Some(V1_MESSAGE)),
+            "{state}: a new revision; the message is kept"
         );
+        let data = machine.data();
         assert_eq!(data.failure, None, "{state}");
         assert_eq!(data.steps, [migrate_step(state)], "{state}");
     }
@@ -447,7 +483,7 @@ fn migrate_refuses_failed_instances() {
         json!(null),
     ];
     for data in cases {
-        let rejection = migrate(1, FAILED, data.clone()).expect_err("a FAILED instance is refused");
+        let rejection = rejection(FAILED, data.clone());
         assert_eq!(rejection.code, "failed_on_v1", "{data}");
         assert!(rejection.reason.contains("version 1"), "{data}: {}", rejection.reason);
     }
@@ -479,8 +515,8 @@ fn migrate_converts_the_data() {
         "steps": v1_steps,
     });
 
-    let (state, data) = migrate(1, FORMATTING, old).expect("migrates");
-    assert_eq!(state, FORMATTING);
+    let machine = migrate(FORMATTING, old).expect("migrates");
+    assert_eq!(machine.state(), FORMATTING);
     let mut steps: Vec<Step> = log
         .iter()
         .enumerate()
@@ -501,9 +537,9 @@ fn migrate_converts_the_data() {
         failure: None,
         steps,
     };
-    assert_eq!(data, expected);
+    assert_eq!(machine.data(), expected);
 
-    let document = serde_json::to_value(&data).expect("data serializes");
+    let document: Value = serde_json::from_str(machine.data_json()).expect("the stored data is JSON");
     assert_eq!(document["document"], json!({"url": URL}));
     assert_eq!(
         (&document["attempts"], &document["rejections"], &document["reviewer"]),
@@ -524,20 +560,15 @@ fn migrated_instances_carry_on_under_v2() {
         (FORMATTING, &["submit", "approve"], PUBLISHED, 1),
         (VALIDATING, &["fail", "retry"], VALIDATING, 2),
     ];
-    let manifest = DocumentProcessingV2::manifest();
     for (from, actions, to, attempts) in cases {
-        let (mut state, mut data) = migrate(1, from, v1_data(Value::Null)).expect("migrates");
+        let mut machine = migrate(from, v1_data(Value::Null)).expect("migrates");
         for &action in actions {
-            assert!(
-                manifest.allowed_actions(&state).any(|legal| legal.name == action),
-                "{action} in {state}"
-            );
-            let call = ActionCall { state, data, action: action.into(), payload: payload_for(action) };
-            let next = DocumentProcessingV2::on_action(&ctx(), call)
-                .unwrap_or_else(|err| panic!("{action}: {err:?}"));
-            (state, data) = (next.state, next.data);
+            if let Err(refusal) = machine.act(action, payload_for(action)) {
+                panic!("{action} after migrating from {from}: {refusal:?}");
+            }
         }
-        assert_eq!(state, to, "{actions:?} from {from}");
+        assert_eq!(machine.state(), to, "{actions:?} from {from}");
+        let data = machine.data();
         assert_eq!(actions_of(&data)[1..], *actions, "{from}");
         assert_eq!((data.attempts, data.failure), (attempts, None), "retries carry on counting");
     }
@@ -547,24 +578,27 @@ fn migrated_instances_carry_on_under_v2() {
 fn migrate_refuses_other_versions() {
     for from_version in [0, 2, 3, 99] {
         for state in [UPLOADED, FAILED] {
-            let code = migrate_code(from_version, state, v1_data(Value::Null));
+            // The host does not even ask: version 2 declares a migration from version 1 only.
+            let mut instance = v1_instance(state, v1_data(Value::Null));
+            instance.definition_version = from_version;
+            let refused = Machine::<DocumentProcessingV2>::migrate(&instance, MIGRATED_AT).map(drop);
+            let no_path = Refusal::NoMigrationPath { from_version, to_version: 2 };
+            assert_eq!(refused, Err(no_path), "{state} from version {from_version}");
+            // Were it asked, the definition would refuse as well.
+            let code = migrate_unchecked(from_version, state, v1_data(Value::Null));
             assert_eq!(code, Err("no_migration".into()), "{state} from version {from_version}");
         }
     }
-    assert_eq!(migrate_code(3, "NOWHERE", json!(null)), Err("no_migration".into()), "checked first");
+    assert_eq!(migrate_unchecked(3, "NOWHERE", json!(null)), Err("no_migration".into()), "checked first");
 }
 
 #[test]
 fn migrate_refuses_unknown_states() {
     for state in [REVIEWING, "ARCHIVED", "uploaded", " UPLOADED", ""] {
-        let code = migrate_code(1, state, v1_data(Value::Null));
+        let code = migrate_code(state, v1_data(Value::Null));
         assert_eq!(code, Err("unknown_state".into()), "{state:?}");
     }
-    assert_eq!(
-        migrate_code(1, "ARCHIVED", json!(null)),
-        Err("unknown_state".into()),
-        "checked before the data"
-    );
+    assert_eq!(migrate_code("ARCHIVED", json!(null)), Err("unknown_state".into()), "checked before the data");
 }
 
 #[test]
@@ -600,7 +634,7 @@ fn migrate_refuses_bad_data() {
         (UPLOADED, with("steps", json!([{"action": "validate"}])), "invalid_data"),
     ];
     for (state, data, code) in cases {
-        let result = migrate_code(1, state, data.clone());
+        let result = migrate_code(state, data.clone());
         assert_eq!(result, Err(code.into()), "{state} with {data}");
     }
 }

@@ -105,3 +105,15 @@ fn outcomes_must_reach_declared_targets() {
         Err(OutcomeError::NotATarget { .. })
     ));
 }
+
+#[test]
+fn the_seed_follows_docs_abi_section_8() {
+    // 00000000-0000-7000-8000-000000000001; the values were computed independently
+    // (Python's hashlib), and revision 1's is the test vector in docs/abi.md.
+    let id = [0, 0, 0, 0, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 1];
+    assert_eq!(seed(&id, 1), 0x75d7_c346_27e4_8587);
+    assert_eq!(seed(&id, 2), 0x0f6f_e86f_9d24_e0ec);
+    let other =
+        [0x01, 0x90, 0xb7, 0xa2, 0x3c, 0x4d, 0x7e, 0x5f, 0x8a, 0x9b, 0x0c, 0x1d, 0x2e, 0x3f, 0x4a, 0x5b];
+    assert_eq!(seed(&other, 7), 0xc089_7e6b_7a05_3d80);
+}

@@ -101,6 +101,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Transitions computed again because the instance changed meanwhile.",
             snapshot.transitions_recomputed,
         ),
+        (
+            "switchyard_guest_calls_total",
+            "counter",
+            "Calls into definition modules, failed ones included.",
+            snapshot.guest_calls,
+        ),
         ("switchyard_commits_total", "counter", "Transitions committed.", snapshot.commits),
         (
             "switchyard_commit_batches_total",

@@ -7,8 +7,9 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 /// Bounds on modules and guest calls.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Fuel per call. A docflow transition uses about 10⁴ units, so the default of
-    /// 5·10⁷ leaves a wide margin while stopping a runaway loop within ~100 ms.
+    /// Fuel per call. A docflow transition uses about 2·10⁴ units, so the default of
+    /// 5·10⁷ leaves a wide margin while stopping a tight runaway loop within a few
+    /// milliseconds (such a loop burns ~10¹⁰ units a second here).
     pub fuel_per_call: u64,
     /// Wall-clock backstop for a call, in case fuel accounting is not enough.
     pub deadline: Duration,
@@ -78,15 +79,24 @@ pub(super) fn store(engine: &Engine, limits: &Limits, yield_every: u64) -> Resul
     Ok(store)
 }
 
+/// A block or response the guest placed or sized wrongly: its fault, unlike every other
+/// failure around a call that is not a trap (such as a pool with no free slot).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Malformed(pub(super) String);
+
 /// Names what went wrong in a failed call.
 pub(super) fn classify(err: wasmtime::Error, store: &Store<CallState>, limits: &Limits) -> Error {
     if store.data().hit_memory_limit {
         return Error::MemoryLimit(limits.memory_bytes);
     }
+    if let Some(Malformed(reason)) = err.downcast_ref::<Malformed>() {
+        return Error::BadResponse(reason.clone());
+    }
     match err.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Error::FuelExhausted(limits.fuel_per_call),
         Some(Trap::Interrupt) => Error::Deadline(limits.deadline),
         Some(trap) => Error::Trap(trap.to_string()),
-        None => Error::BadResponse(err.to_string()),
+        None => Error::Host(err.to_string()),
     }
 }

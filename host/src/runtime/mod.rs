@@ -19,7 +19,7 @@ mod validate;
 
 pub use limits::Limits;
 
-use limits::CallState;
+use limits::{CallState, Malformed};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -35,7 +35,8 @@ use crate::model::ModuleHash;
 /// unmapped, so idle slots hold at most this much each.
 const KEEP_RESIDENT: usize = 4 << 20;
 
-/// Fuel between two yields of a running guest call (~2 ms of guest code). Each
+/// Fuel between two yields of a running guest call (well under a millisecond of a
+/// tight loop, more of ordinary code). Each
 /// yield may wait behind other tasks, and that wait counts against the wall-clock
 /// deadline: few yields keep a heavy but legitimate call clear of it under load.
 const YIELD_EVERY: u64 = 1_000_000;
@@ -274,25 +275,27 @@ impl Runtime {
                     let alloc = instance.get_typed_func::<i32, i32>(&mut store, abi::exports::ALLOC)?;
                     let ptr = alloc.call_async(&mut store, len).await?;
                     if ptr == 0 {
-                        wasmtime::bail!("switchyard_alloc could not allocate {len} bytes");
+                        let reason = format!("switchyard_alloc could not allocate {len} bytes");
+                        return Err(Malformed(reason).into());
                     }
                     memory
                         .write(&mut store, ptr as u32 as usize, request)
-                        .map_err(|_| wasmtime::format_err!("switchyard_alloc returned an unusable block"))?;
+                        .map_err(|_| Malformed("switchyard_alloc returned an unusable block".into()))?;
                     let entry = instance.get_typed_func::<(i32, i32), i64>(&mut store, export)?;
                     entry.call_async(&mut store, (ptr, len)).await?
                 }
             };
             let (ptr, len) = abi::unpack(packed);
             if len as usize > self.limits.response_bytes {
-                wasmtime::bail!("the response is {len} bytes; the limit is {}", self.limits.response_bytes);
+                let limit = self.limits.response_bytes;
+                return Err(Malformed(format!("the response is {len} bytes; the limit is {limit}")).into());
             }
             let start = ptr as usize;
             memory
                 .data(&store)
                 .get(start..start + len as usize)
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| wasmtime::format_err!("the response lies outside guest memory"))
+                .ok_or_else(|| Malformed("the response lies outside guest memory".into()).into())
         }
         .await;
         let fuel_used = self.limits.fuel_per_call - store.get_fuel().unwrap_or(0);

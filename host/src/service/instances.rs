@@ -3,12 +3,10 @@
 use super::{Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
     HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter, InstanceId, Revision, Status,
-    StoredResponse,
-    Timestamp, Trigger, TriggerKind,
+    StoredResponse, Timestamp, Trigger, TriggerKind,
 };
 use crate::runtime::{self, Entry};
 use crate::store::{self, Commit};
-use sha2::Digest;
 use std::time::Duration;
 use switchyard_guest::abi::{Accepted, ActionRequest, CallKind, Context, InitRequest, Manifest, Outcome};
 
@@ -393,11 +391,8 @@ pub(super) fn context(
     revision: Revision,
     now: Timestamp,
 ) -> Context {
-    let digest =
-        sha2::Sha256::new().chain_update(id.0.as_bytes()).chain_update(revision.0.to_le_bytes()).finalize();
-    let mut seed = [0; 8];
-    seed.copy_from_slice(&digest[..8]);
-    Context { instance_id: id.to_string(), definition_version, now_ms: now.0, seed: u64::from_le_bytes(seed) }
+    let seed = switchyard_guest::abi::seed(id.0.as_bytes(), revision.0);
+    Context { instance_id: id.to_string(), definition_version, now_ms: now.0, seed }
 }
 
 fn accepted(outcome: Outcome) -> Result<Accepted> {

@@ -12,8 +12,18 @@ use crate::store::Deletion;
 use std::sync::Arc;
 use switchyard_guest::abi::{CallKind, MigrateOutcome, MigrateRequest};
 
-/// Instances a bulk migration takes per batch; between batches other work runs.
-const MIGRATION_BATCH: u32 = 50;
+/// How fast a bulk migration goes: instances per batch, and the pause after each
+/// batch, so that an operator can keep a large migration from crowding out traffic.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrationPace {
+    pub batch: u32,
+    pub pause: std::time::Duration,
+}
+
+impl MigrationPace {
+    /// Batches of 50 with no pause: between batches other work runs anyway.
+    pub const DEFAULT: MigrationPace = MigrationPace { batch: 50, pause: std::time::Duration::ZERO };
+}
 
 /// Moving one instance to another version.
 #[derive(Debug)]
@@ -252,8 +262,10 @@ impl Service {
     async fn migrate_batches(&self, id: uuid::Uuid) -> Result<()> {
         loop {
             let (migration, _) = self.migration(id).await?;
-            let batch =
-                self.store.migration_candidates(&migration, migration.cursor, MIGRATION_BATCH).await?;
+            let batch = self
+                .store
+                .migration_candidates(&migration, migration.cursor, self.migration_pace.batch)
+                .await?;
             if batch.is_empty() {
                 break;
             }
@@ -265,6 +277,7 @@ impl Service {
                 }
             }
             tokio::task::yield_now().await;
+            tokio::time::sleep(self.migration_pace.pause).await;
         }
         let (migration, _) = self.migration(id).await?;
         // Instances that finished or moved on before their turn were never picked up.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(super) struct Metrics {
     long_polls_waiting: AtomicU64,
     transitions_recomputed: AtomicU64,
+    guest_calls: AtomicU64,
 }
 
 /// The figures at one moment.
@@ -16,6 +17,8 @@ pub struct MetricsSnapshot {
     /// Transitions computed again because another change of the instance committed
     /// first, or because this process's copy of the instance turned out stale.
     pub transitions_recomputed: u64,
+    /// Calls into definition modules (failed ones included), manifests not counted.
+    pub guest_calls: u64,
     /// Transitions committed, and the batches they were committed in.
     pub commits: u64,
     pub commit_batches: u64,
@@ -34,6 +37,14 @@ impl Metrics {
 
     pub(super) fn recomputed(&self) {
         self.transitions_recomputed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn guest_called(&self) {
+        self.guest_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn guest_calls(&self) -> u64 {
+        self.guest_calls.load(Ordering::Relaxed)
     }
 
     pub(super) fn long_polls_waiting(&self) -> u64 {

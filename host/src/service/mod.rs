@@ -15,7 +15,7 @@ mod recent;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
-pub use lifecycle::{BulkMigration, MigrateInstance};
+pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace};
 pub use metrics::MetricsSnapshot;
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
@@ -106,6 +106,7 @@ pub struct Settings {
     pub cached_modules: usize,
     /// Where compiled modules are kept across restarts; `None` keeps them nowhere.
     pub module_cache: Option<std::path::PathBuf>,
+    pub migration_pace: MigrationPace,
 }
 
 #[derive(Debug)]
@@ -123,6 +124,7 @@ pub struct Service {
     recent: RecentInstances,
     metrics: metrics::Metrics,
     idempotency_retention: Duration,
+    migration_pace: MigrationPace,
 }
 
 impl Service {
@@ -139,6 +141,7 @@ impl Service {
             recent: RecentInstances::new(RECENT_INSTANCES),
             metrics: metrics::Metrics::default(),
             idempotency_retention: settings.idempotency_retention,
+            migration_pace: settings.migration_pace,
         })
     }
 
@@ -156,6 +159,7 @@ impl Service {
         MetricsSnapshot {
             long_polls_waiting: self.metrics.long_polls_waiting(),
             transitions_recomputed: self.metrics.transitions_recomputed(),
+            guest_calls: self.metrics.guest_calls(),
             commits: commits.commits,
             commit_batches: commits.batches,
             largest_commit_batch: commits.largest_batch,
@@ -263,6 +267,8 @@ impl Service {
         let loaded = self.load_with(move |runtime| runtime.compile(&wasm)).await?;
         loaded.map_err(|err| match err {
             runtime::Error::InvalidModule(reason) => Error::InvalidModule(reason),
+            // The host's own trouble, not the module's.
+            runtime::Error::Host(reason) => Error::Internal(reason),
             other => Error::InvalidModule(format!("reading the manifest failed: {other}")),
         })
     }
@@ -278,7 +284,12 @@ impl Service {
             .await
             .map_err(|err| Error::Internal(err.to_string()))?;
         Ok(match compiled {
-            Ok(compiled) => self.runtime.load(compiled).await,
+            // Reading the manifest is a guest call: it needs a pool slot like any other.
+            Ok(compiled) => {
+                let _permit =
+                    self.guest_calls.acquire().await.map_err(|err| Error::Internal(err.to_string()))?;
+                self.runtime.load(compiled).await
+            }
             Err(err) => Err(err),
         })
     }
@@ -295,6 +306,7 @@ impl Service {
         Resp: DeserializeOwned,
     {
         let _permit = self.guest_calls.acquire().await.map_err(|err| Error::Internal(err.to_string()))?;
+        self.metrics.guest_called();
         Ok(self.runtime.call(&module, entry, &request).await?)
     }
 

@@ -90,23 +90,23 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Instance>> {
         let (sql, params) = candidates_sql(migration, after, Some(limit), rows::INSTANCE_SELECT);
-        let mut query = sqlx::query(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
-        for param in params {
-            query = query.bind(param);
-        }
-        let rows = query.fetch_all(&self.read).await?;
+        let query = || {
+            let query = sqlx::query(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
+            params.iter().fold(query, |query, param| query.bind(param))
+        };
+        let rows = read!(self, |pool| query().fetch_all(pool).await)?;
         rows.iter().map(rows::instance).collect()
     }
 
     /// How many instances a new migration covers.
     pub async fn count_migration_candidates(&self, migration: &Migration) -> Result<i64> {
         let (sql, params) = candidates_sql(migration, None, None, "SELECT COUNT(*) FROM instances");
-        let mut query =
-            sqlx::query_scalar(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
-        for param in params {
-            query = query.bind(param);
-        }
-        Ok(query.fetch_one(&self.read).await?)
+        let query = || {
+            let query =
+                sqlx::query_scalar(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
+            params.iter().fold(query, |query, param| query.bind(param))
+        };
+        Ok(read!(self, |pool| query().fetch_one(pool).await)?)
     }
 
     pub async fn insert_migration(&self, migration: &Migration) -> Result<()> {
@@ -139,26 +139,27 @@ impl Store {
 
     pub async fn migration(&self, id: uuid::Uuid) -> Result<Option<Migration>> {
         let sql = format!("{} WHERE id = $1", rows::MIGRATION_SELECT);
-        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.read).await?;
+        let row = read!(self, |pool| sqlx::query(&sql).bind(id.to_string()).fetch_optional(pool).await)?;
         row.as_ref().map(rows::migration).transpose()
     }
 
     /// Migrations to resume after a restart.
     pub async fn running_migrations(&self) -> Result<Vec<Migration>> {
         let sql = format!("{} WHERE status = 'running' ORDER BY created_at", rows::MIGRATION_SELECT);
-        let rows = sqlx::query(&sql).fetch_all(&self.read).await?;
+        let rows = read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?;
         rows.iter().map(rows::migration).collect()
     }
 
     /// `(instance id, reason)` of every instance that could not be migrated.
     pub async fn migration_failures(&self, id: uuid::Uuid) -> Result<Vec<(String, String)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT instance_id, reason FROM migration_failures WHERE migration_id = $1 ORDER BY instance_id",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows)
+        Ok(read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT instance_id, reason FROM migration_failures WHERE migration_id = $1 ORDER BY instance_id",
+            )
+            .bind(id.to_string())
+            .fetch_all(pool)
+            .await
+        })?)
     }
 
     /// Records what happened to `instance` and moves the cursor past it, unless an

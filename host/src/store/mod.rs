@@ -7,6 +7,20 @@
 //! Invariant: a transition's instance row, history entry and idempotency record are
 //! written in one transaction ([`Store::commit`]), or not at all.
 
+/// `read!(store, |pool| query.fetch_…(pool).await)`: runs a read on the store's read
+/// pool, and once more should the connection turn out dead (the database restarted
+/// since it was last used): a read can be repeated. A macro, not a function taking a
+/// closure, so the futures stay `Send` without higher-ranked bounds.
+macro_rules! read {
+    ($store:expr, |$pool:ident| $query:expr) => {{
+        let $pool = &$store.read;
+        match $query {
+            Err(err) if $crate::store::lost_connection(&err) => $query,
+            other => other,
+        }
+    }};
+}
+
 mod group_commit;
 mod lifecycle;
 mod readers;
@@ -68,6 +82,11 @@ pub struct Store {
     /// How `write` begins a transaction: on SQLite by taking the write lock at once
     /// (see [`writer`]).
     begin_write: &'static str,
+    /// The database, for connections of their own ([`Store::ready`]).
+    url: String,
+    /// Run on the readiness probe's connection: on SQLite, give up on the write lock
+    /// well within [`READY_TIMEOUT`].
+    probe_setup: Option<&'static str>,
     /// On SQLite, every write waits its turn here, the committer's batches included:
     /// SQLite has one write lock, and its own wait for it (`busy_timeout`) is neither
     /// fair nor unbounded. PostgreSQL locks rows instead.
@@ -117,11 +136,13 @@ impl Store {
             let path = SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
             let turn = WriteTurn::default();
             let committer = group_commit::Committer::spawn_thread(writer::open_sqlite(&path)?, turn.clone())?;
-            let hot_reads = Arc::new(Readers::new(url, HOT_READERS, Some(SQLITE_SETUP)));
+            let hot_reads = Arc::new(Readers::new(url.clone(), HOT_READERS, Some(SQLITE_SETUP)));
             Store {
                 committer,
                 write,
                 begin_write: "BEGIN IMMEDIATE",
+                url,
+                probe_setup: Some("PRAGMA busy_timeout = 1000"),
                 write_turn: Some(turn),
                 read,
                 hot_reads,
@@ -136,6 +157,8 @@ impl Store {
                 committer,
                 write: pool.clone(),
                 begin_write: "BEGIN",
+                url: url.to_owned(),
+                probe_setup: None,
                 write_turn: None,
                 read: pool,
                 hot_reads,
@@ -152,13 +175,20 @@ impl Store {
         if !self.committer.is_running() {
             return Err(Error::CommitterStopped);
         }
+        // A connection of its own: a probe given up on mid-statement must not leave a
+        // pooled connection behind in a transaction, and it shows that new connections
+        // can be made.
         let probe = async {
             sqlx::query("SELECT 1").execute(&self.read).await?;
-            let mut writing = self.writing().await?;
-            let mut tx = writing.begin().await?;
+            let mut connection = sqlx::AnyConnection::connect(&self.url).await?;
+            if let Some(setup) = self.probe_setup {
+                connection.execute(setup).await?;
+            }
+            let mut tx = connection.begin_with(self.begin_write).await?;
             // Writes nothing, but is refused where writing is (a read-only transaction).
             sqlx::query("DELETE FROM idempotency_keys WHERE 1 = 0").execute(&mut *tx).await?;
             tx.rollback().await?;
+            connection.close().await?;
             Ok(())
         };
         tokio::time::timeout(READY_TIMEOUT, probe).await.map_err(|_| Error::Unresponsive)?
@@ -214,7 +244,11 @@ impl Store {
 
     pub async fn definition_version(&self, name: &str, version: u32) -> Result<Option<DefinitionVersion>> {
         let sql = format!("{} WHERE name = $1 AND version = $2", rows::DEFINITION_VERSION_SELECT);
-        let row = sqlx::query(&sql).bind(name).bind(i64::from(version)).fetch_optional(&self.read).await?;
+        let row = read!(self, |pool| sqlx::query(&sql)
+            .bind(name)
+            .bind(i64::from(version))
+            .fetch_optional(pool)
+            .await)?;
         row.as_ref().map(rows::definition_version).transpose()
     }
 
@@ -223,7 +257,7 @@ impl Store {
         sha256: &ModuleHash,
     ) -> Result<Option<DefinitionVersion>> {
         let sql = format!("{} WHERE sha256 = $1", rows::DEFINITION_VERSION_SELECT);
-        let row = sqlx::query(&sql).bind(&sha256.0).fetch_optional(&self.read).await?;
+        let row = read!(self, |pool| sqlx::query(&sql).bind(&sha256.0).fetch_optional(pool).await)?;
         row.as_ref().map(rows::definition_version).transpose()
     }
 
@@ -232,23 +266,24 @@ impl Store {
         let rows = match name {
             Some(name) => {
                 let sql = format!("{} WHERE name = $1 ORDER BY version", rows::DEFINITION_VERSION_SELECT);
-                sqlx::query(&sql).bind(name).fetch_all(&self.read).await?
+                read!(self, |pool| sqlx::query(&sql).bind(name).fetch_all(pool).await)?
             }
             None => {
                 let sql = format!("{} ORDER BY name, version", rows::DEFINITION_VERSION_SELECT);
-                sqlx::query(&sql).fetch_all(&self.read).await?
+                read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?
             }
         };
         rows.iter().map(rows::definition_version).collect()
     }
 
     pub async fn module_bytes(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
-        let module =
+        let module = read!(self, |pool| {
             sqlx::query_scalar("SELECT module FROM definition_versions WHERE name = $1 AND version = $2")
                 .bind(name)
                 .bind(i64::from(version))
-                .fetch_optional(&self.read)
-                .await?;
+                .fetch_optional(pool)
+                .await
+        })?;
         Ok(module)
     }
 
@@ -257,7 +292,7 @@ impl Store {
     /// One indexed lookup: every start makes it, so its cost must not grow with the
     /// instances (a definition's summary counts them all).
     pub async fn start_version(&self, name: &str, requested: Option<u32>) -> Result<Option<(u32, bool)>> {
-        let query = match requested {
+        let query = || match requested {
             Some(version) => sqlx::query(
                 "SELECT version, retired_at FROM definition_versions WHERE name = $1 AND version = $2",
             )
@@ -271,29 +306,32 @@ impl Store {
             )
             .bind(name),
         };
-        let Some(row) = query.fetch_optional(&self.read).await? else { return Ok(None) };
+        let Some(row) = read!(self, |pool| query().fetch_optional(pool).await)? else { return Ok(None) };
         let retired_at: Option<i64> = row.try_get(1)?;
         Ok(Some((rows::version(row.try_get(0)?)?, retired_at.is_some())))
     }
 
     /// The version an admin pinned for new instances, if any.
     pub async fn pinned_version(&self, name: &str) -> Result<Option<u32>> {
-        let pinned: Option<Option<i64>> =
+        let pinned: Option<Option<i64>> = read!(self, |pool| {
             sqlx::query_scalar("SELECT pinned_version FROM definitions WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.read)
-                .await?;
+                .fetch_optional(pool)
+                .await
+        })?;
         pinned.flatten().map(rows::version).transpose()
     }
 
     pub async fn instance_counts(&self, name: &str) -> Result<Vec<InstanceCount>> {
-        let rows = sqlx::query(
-            "SELECT definition_version, status, COUNT(*) AS n FROM instances
-             WHERE definition = $1 GROUP BY definition_version, status",
-        )
-        .bind(name)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = read!(self, |pool| {
+            sqlx::query(
+                "SELECT definition_version, status, COUNT(*) AS n FROM instances
+                     WHERE definition = $1 GROUP BY definition_version, status",
+            )
+            .bind(name)
+            .fetch_all(pool)
+            .await
+        })?;
         rows.iter().map(rows::instance_count).collect()
     }
 
@@ -301,7 +339,7 @@ impl Store {
 
     pub async fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
         let sql = format!("{} WHERE id = $1", rows::INSTANCE_SELECT);
-        let row = self.hot_reads.fetch_optional(sqlx::query(&sql).bind(id.to_string())).await?;
+        let row = self.hot_reads.fetch_optional(|| sqlx::query(&sql).bind(id.to_string())).await?;
         row.as_ref().map(rows::instance).transpose()
     }
 
@@ -337,20 +375,19 @@ impl Store {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-        let mut query = sqlx::query(&sql);
-        for param in params {
-            query = match param {
+        let query = || {
+            params.iter().fold(sqlx::query(&sql), |query, param| match param {
                 Param::Text(text) => query.bind(text),
-                Param::Int(int) => query.bind(int),
-            };
-        }
-        let rows = query.fetch_all(&self.read).await?;
+                Param::Int(int) => query.bind(*int),
+            })
+        };
+        let rows = read!(self, |pool| query().fetch_all(pool).await)?;
         rows.iter().map(rows::instance).collect()
     }
 
     pub async fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
         let sql = format!("{} WHERE instance_id = $1 ORDER BY seq", rows::HISTORY_SELECT);
-        let rows = sqlx::query(&sql).bind(id.to_string()).fetch_all(&self.read).await?;
+        let rows = read!(self, |pool| sqlx::query(&sql).bind(id.to_string()).fetch_all(pool).await)?;
         rows.iter().map(rows::history_entry).collect()
     }
 
@@ -377,11 +414,13 @@ impl Store {
         key: &IdempotencyKey,
         not_before: Timestamp,
     ) -> Result<Option<IdempotencyRecord>> {
-        let query = sqlx::query(
-            "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
-             WHERE scope = $1 AND idempotency_key = $2",
-        );
-        let row = self.hot_reads.fetch_optional(query.bind(&key.scope).bind(&key.key)).await?;
+        let query = || {
+            sqlx::query(
+                "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
+                 WHERE scope = $1 AND idempotency_key = $2",
+            )
+        };
+        let row = self.hot_reads.fetch_optional(|| query().bind(&key.scope).bind(&key.key)).await?;
         let Some(record) = row.as_ref().map(rows::idempotency_record).transpose()? else { return Ok(None) };
         if record.created_at >= not_before {
             return Ok(Some(record));
@@ -456,6 +495,52 @@ const HOT_READERS: usize = 8;
 /// request must not be the one to find out.
 pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 
+/// Whether `err` says the connection is gone (closed, reset, or ended by the server:
+/// SQLSTATE classes 08 and 57P), rather than a verdict on the statement. Noting it
+/// makes every connection that sat idle since be pinged before it is used again.
+pub(super) fn lost_connection(err: &sqlx::Error) -> bool {
+    let lost = match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+        }
+        _ => false,
+    };
+    if lost {
+        connections_lost_at().note();
+    }
+    lost
+}
+
+/// When this process last saw a connection lost. A connection idle since before then
+/// may have died with it, however short its idle time: it is pinged before use. One
+/// instant for the process, not per store: a store that did not see the failure pings
+/// a few connections for nothing, and never misses one.
+fn connections_lost_at() -> &'static LostAt {
+    static LOST_AT: std::sync::OnceLock<LostAt> = std::sync::OnceLock::new();
+    LOST_AT.get_or_init(|| LostAt(std::sync::Mutex::new(None)))
+}
+
+struct LostAt(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl LostAt {
+    fn note(&self) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// Whether a connection idle for `idle_for` was idle already when one was lost.
+    fn predates(&self, idle_for: Duration) -> bool {
+        let lost_at = *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        lost_at.is_some_and(|lost_at| lost_at.elapsed() <= idle_for)
+    }
+}
+
+/// Whether a connection idle for `idle_for` must be pinged before it is lent: after
+/// [`PING_WHEN_IDLE`], or if it was idle when another connection was found dead.
+pub(super) fn needs_ping(idle_for: Duration) -> bool {
+    idle_for >= PING_WHEN_IDLE || connections_lost_at().predates(idle_for)
+}
+
 /// Whether `connection` answers a ping in time; one whose peer vanished without a word
 /// would otherwise hold its caller until the TCP timeout.
 pub(super) async fn is_alive(connection: &mut sqlx::AnyConnection) -> bool {
@@ -468,7 +553,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// also tests each connection as it comes back.
 fn pool_options() -> AnyPoolOptions {
     AnyPoolOptions::new().test_before_acquire(false).before_acquire(|connection, meta| {
-        Box::pin(async move { Ok(meta.idle_for < PING_WHEN_IDLE || is_alive(connection).await) })
+        Box::pin(async move { Ok(!needs_ping(meta.idle_for) || is_alive(connection).await) })
     })
 }
 

@@ -36,14 +36,25 @@ impl Readers {
         Readers { url, setup, idle: Mutex::default(), permits: Semaphore::new(size) }
     }
 
-    pub(super) async fn fetch_optional(&self, query: Query<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
+    /// Runs `query` (built anew for a second try on a fresh connection, should the
+    /// first connection turn out dead).
+    pub(super) async fn fetch_optional<'q>(
+        &self,
+        query: impl Fn() -> Query<'q>,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
+        match self.try_fetch_optional(query()).await {
+            Err(err) if super::lost_connection(&err) => self.try_fetch_optional(query()).await,
+            other => other,
+        }
+    }
+
+    async fn try_fetch_optional(&self, query: Query<'_>) -> Result<Option<AnyRow>, sqlx::Error> {
         let acquired = tokio::time::timeout(ACQUIRE_TIMEOUT, async {
             let permit = self.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
             let idle = self.lock().pop();
             let connection = match idle {
                 Some((mut connection, since)) => {
-                    let alive =
-                        since.elapsed() < super::PING_WHEN_IDLE || super::is_alive(&mut connection).await;
+                    let alive = !super::needs_ping(since.elapsed()) || super::is_alive(&mut connection).await;
                     if alive { connection } else { self.connect().await? }
                 }
                 None => self.connect().await?,

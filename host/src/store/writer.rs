@@ -55,7 +55,12 @@ impl Writer for AnyPool {
     type Tx<'a> = super::Tx<'static>;
 
     async fn begin(&mut self) -> Result<Self::Tx<'_>> {
-        Ok(sqlx::Pool::begin(self).await?)
+        // Nothing is written before BEGIN succeeds: a connection found dead by it is
+        // replaced and BEGIN sent again.
+        match sqlx::Pool::begin(self).await {
+            Err(err) if super::lost_connection(&err) => Ok(sqlx::Pool::begin(self).await?),
+            other => Ok(other?),
+        }
     }
 }
 
@@ -101,6 +106,15 @@ pub(super) fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     connection.execute_batch(super::SQLITE_SETUP)?;
     connection.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+    // Read back, so that the log shows what commits really run under.
+    let journal_mode: String = connection.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    let synchronous = match connection.query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0))? {
+        0 => "off",
+        1 => "normal",
+        2 => "full",
+        _ => "extra",
+    };
+    tracing::info!(path = %path.display(), journal_mode, synchronous, "sqlite store opened");
     Ok(connection)
 }
 
