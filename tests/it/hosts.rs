@@ -7,8 +7,13 @@ use serde_json::{Value, json};
 both_backends!(
     a_host_acts_on_an_instance_another_host_moved_on,
     an_action_computed_from_a_stale_copy_is_not_applied,
+    a_change_that_loses_the_race_is_recomputed_on_the_stored_state,
+    concurrent_actions_on_two_hosts_race_and_all_apply,
+    if_match_losing_the_race_to_another_host_is_refused,
     a_key_used_on_one_host_replays_on_another,
 );
+
+const RECOMPUTED: &str = "switchyard_transitions_recomputed_total";
 
 /// A host with document-processing deployed, and a second host on its database.
 async fn two_hosts(backend: Backend) -> (TestServer, TestServer) {
@@ -54,6 +59,64 @@ async fn an_action_computed_from_a_stale_copy_is_not_applied(backend: Backend) {
     assert_eq!(formats, 1, "format was applied once");
     let current = b.get(&format!("/v1/instances/{id}")).await.expect(200).json();
     assert_eq!(current["revision"], 3);
+}
+
+async fn a_change_that_loses_the_race_is_recomputed_on_the_stored_state(backend: Backend) {
+    let (a, b) = two_hosts(backend).await;
+    let id = created_on(&a).await;
+    b.act(&id, "validate", Value::Null).await.expect(200);
+    // `a` still holds UPLOADED at revision 1, where `cancel` is legal too: its first
+    // attempt is computed on that copy and loses the commit to `b`'s revision 2.
+    let cancelled = a.act(&id, "cancel", Value::Null).await.expect(200).json();
+    assert_eq!((cancelled["state"].as_str(), cancelled["revision"].as_i64()), (Some("CANCELLED"), Some(3)));
+    let steps: Vec<(&str, &str)> = cancelled["data"]["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|step| (step["action"].as_str().unwrap_or_default(), step["from"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(steps, [("validate", "UPLOADED"), ("cancel", "VALIDATING")], "computed again on revision 2");
+    assert_eq!(a.metric(RECOMPUTED).await, 1.0);
+}
+
+async fn concurrent_actions_on_two_hosts_race_and_all_apply(backend: Backend) {
+    let first = TestServer::start(backend).await;
+    first.deploy(module("hostile-guest")).await.expect(201);
+    let second = first.another_host().await;
+    let created = first.create("hostile", json!({})).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    // `echo` stays in IDLE, so every one is legal whichever host commits first.
+    let echoes = (0..24).map(|n| {
+        let host = if n % 2 == 0 { &first } else { &second };
+        host.act(&id, "echo", json!({ "n": n }))
+    });
+    for response in futures::future::join_all(echoes).await {
+        assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    }
+    let history = first.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let items = history["items"].as_array().expect("items");
+    let seqs: Vec<i64> = items.iter().filter_map(|entry| entry["seq"].as_i64()).collect();
+    assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+    let mut echoed: Vec<i64> =
+        items.iter().skip(1).filter_map(|entry| entry["trigger"]["payload"]["n"].as_i64()).collect();
+    echoed.sort_unstable();
+    assert_eq!(echoed, (0..24).collect::<Vec<_>>(), "each action exactly once");
+    let recomputed = first.metric(RECOMPUTED).await + second.metric(RECOMPUTED).await;
+    assert!(recomputed >= 1.0, "the hosts raced: {recomputed} changes were computed again");
+}
+
+async fn if_match_losing_the_race_to_another_host_is_refused(backend: Backend) {
+    let (a, b) = two_hosts(backend).await;
+    // `b` created the instance and holds it at revision 1.
+    let id = created_on(&b).await;
+    a.act(&id, "validate", Value::Null).await.expect(200);
+    let path = format!("/v1/instances/{id}/actions/validate");
+    let headers = [("idempotency-key", "race"), ("if-match", "\"1\"")];
+    let refused = b.request(reqwest::Method::POST, &path, &headers, Some(b"{}".to_vec())).await;
+    let problem = assert_problem(&refused, 412, "precondition-failed");
+    assert_eq!(problem["current_etag"], "\"2\"", "the revision that won");
+    let current = a.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(current["revision"], 2, "the loser wrote nothing");
 }
 
 async fn a_key_used_on_one_host_replays_on_another(backend: Backend) {

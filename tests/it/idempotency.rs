@@ -139,8 +139,7 @@ async fn deploys_accept_a_key(backend: Backend) {
 }
 
 async fn an_expired_key_counts_as_new(backend: Backend) {
-    let (server, config) = short_retention(backend).await;
-    let _ = std::fs::remove_file(&config);
+    let server = short_retention(backend).await;
     let first = server.post(CREATE, "kept-briefly", &create_body("s3://a")).await.expect(201);
     let id = first.json()["id"].as_str().expect("id").to_owned();
     let validate = format!("/v1/instances/{id}/actions/validate");
@@ -152,22 +151,23 @@ async fn an_expired_key_counts_as_new(backend: Backend) {
     assert_ne!(again.json()["id"], first.json()["id"], "a new instance");
     let refused = server.post(&validate, "validate-briefly", &json!({})).await;
     assert_eq!(refused.header("idempotent-replayed"), None);
-    assert_eq!(assert_problem(&refused, 409, "action-not-allowed")["current_state"], "VALIDATING", "run afresh, not replayed");
+    assert_eq!(
+        assert_problem(&refused, 409, "action-not-allowed")["current_state"],
+        "VALIDATING",
+        "run afresh, not replayed"
+    );
     assert_eq!(instance_count(&server).await, 2);
 }
 
 /// A server that keeps idempotency records for one second, with its config file.
-async fn short_retention(backend: Backend) -> (TestServer, std::path::PathBuf) {
-    let config = std::env::temp_dir().join(format!("switchyard-it-{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&config, "idempotency_retention_secs = 1\n").expect("config file");
-    let config_path = config.display().to_string();
-    let server = TestServer::start_with(backend, &["--config", &config_path]).await;
+async fn short_retention(backend: Backend) -> TestServer {
+    let server = TestServer::start_with_config(backend, "idempotency_retention_secs = 1\n").await;
     server.deploy(module("document-processing")).await.expect(201);
-    (server, config)
+    server
 }
 
 async fn expired_records_are_swept(backend: Backend) {
-    let (mut server, config) = short_retention(backend).await;
+    let mut server = short_retention(backend).await;
     let id = server.post(CREATE, "swept", &create_body("s3://a")).await.expect(201).json()["id"]
         .as_str()
         .expect("id")
@@ -179,8 +179,7 @@ async fn expired_records_are_swept(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     // The sweeper runs at start, then every ten minutes.
     server.restart().await;
-    let _ = std::fs::remove_file(&config);
-    let swept = || plain(&server.log()).contains("expired idempotency records deleted deleted=2");
+    let swept = || server.log().contains("expired idempotency records deleted deleted=2");
     for _ in 0..50 {
         if swept() {
             return;
@@ -188,18 +187,4 @@ async fn expired_records_are_swept(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("the create's and the action's records were not swept:\n{}", server.log());
-}
-
-/// `text` without its ANSI colour codes.
-fn plain(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(char) = chars.next() {
-        if char == '\u{1b}' {
-            chars.by_ref().find(|&char| char == 'm');
-        } else {
-            plain.push(char);
-        }
-    }
-    plain
 }

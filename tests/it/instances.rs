@@ -16,7 +16,8 @@ both_backends!(
     a_long_poll_times_out_unchanged,
     instances_are_listed_with_filters_and_pages,
     a_restart_keeps_everything,
-    concurrent_actions_on_one_instance_are_all_applied,
+    concurrent_actions_on_one_host_queue_and_all_apply,
+    a_failing_guest_call_runs_once,
 );
 
 async fn document_server(backend: Backend) -> TestServer {
@@ -152,7 +153,8 @@ async fn bad_input_is_refused_and_loses_nothing(backend: Backend) {
     let server = document_server(backend).await;
     let path = "/v1/definitions/document-processing/instances";
     for (key, input) in [("no-url", json!({})), ("empty-url", json!({ "document_url": "  " }))] {
-        let problem = assert_problem(&server.post(path, key, &json!({ "input": input })).await, 422, "rejected");
+        let problem =
+            assert_problem(&server.post(path, key, &json!({ "input": input })).await, 422, "rejected");
         assert_eq!(problem["code"], "invalid_input", "{problem}");
     }
     let headers = [("idempotency-key", "malformed"), ("content-type", "application/json")];
@@ -197,22 +199,41 @@ async fn etags_and_if_match_guard_reads_and_writes(backend: Backend) {
     assert_eq!(changed.header("etag"), Some("\"2\""));
 }
 
+const WAITING: &str = "switchyard_long_polls_waiting";
+
 async fn a_long_poll_is_woken_by_another_client(backend: Backend) {
     let server = document_server(backend).await;
+    // With the ETag it has, and without: then it waits for a change from the revision
+    // current when it arrived.
+    let with_etag: &[(&str, &str)] = &[("if-none-match", "\"1\""), ("prefer", "wait=20")];
+    for headers in [with_etag, &[("prefer", "wait=20")]] {
+        woken_by_an_action(&server, headers).await;
+    }
+}
+
+async fn woken_by_an_action(server: &TestServer, headers: &[(&str, &str)]) {
     let id = id_of(&server.create("document-processing", doc()).await);
     let path = format!("/v1/instances/{id}");
     let started = Instant::now();
-    let headers = [("if-none-match", "\"1\""), ("prefer", "wait=20")];
-    let poll = server.request(Method::GET, &path, &headers, None);
-    let act = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        server.act(&id, "validate", Value::Null).await.expect(200);
+    let poll = async {
+        let polled = server.request(Method::GET, &path, headers, None).await;
+        (polled, Instant::now())
     };
-    let (polled, ()) = tokio::join!(poll, act);
+    // The action goes out only once the long-poll is parked, so only a wake-up answers it.
+    let act = async {
+        server.wait_for_metric(WAITING, |waiting| waiting == 1.0).await;
+        let sent = Instant::now();
+        server.act(&id, "validate", Value::Null).await.expect(200);
+        sent
+    };
+    let ((polled, answered), sent) = tokio::join!(poll, act);
     let polled = polled.expect(200);
+    assert!(answered > sent, "answered after the action was sent");
     assert_eq!(polled.header("preference-applied"), Some("wait=20"));
+    assert_eq!(polled.header("etag"), Some("\"2\""));
     assert_eq!(polled.json()["state"], "VALIDATING");
     assert!(started.elapsed() < Duration::from_secs(15), "woken by the change, not by the timeout");
+    assert_eq!(server.metric(WAITING).await, 0.0, "no long-poll is left waiting");
 }
 
 async fn a_long_poll_times_out_unchanged(backend: Backend) {
@@ -282,12 +303,25 @@ async fn a_restart_keeps_everything(backend: Backend) {
     server.act(&id, "format", Value::Null).await.expect(200);
 }
 
-async fn concurrent_actions_on_one_instance_are_all_applied(backend: Backend) {
+/// A guest call that fails on this process's own copy of the instance is not run again
+/// on the stored instance: the copy was current, so the verdict stands.
+async fn a_failing_guest_call_runs_once(backend: Backend) {
     let server = TestServer::start(backend).await;
     server.deploy(module("hostile-guest")).await.expect(201);
     let id = id_of(&server.create("hostile", json!({})).await);
-    // `echo` stays in IDLE: every one of them is legal whatever commits first, so
-    // conflicts are recomputed, never lost or applied twice.
+    let calls = server.metric("switchyard_guest_calls_total").await;
+    assert_problem(&server.act(&id, "trap", Value::Null).await, 500, "definition-failed");
+    assert_eq!(server.metric("switchyard_guest_calls_total").await, calls + 1.0, "run once");
+    server.act(&id, "echo", Value::Null).await.expect(200);
+}
+
+/// Within one process, changes to one instance queue for it: none is computed on a
+/// revision another one is about to replace. (Across processes they race: see hosts.rs.)
+async fn concurrent_actions_on_one_host_queue_and_all_apply(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.deploy(module("hostile-guest")).await.expect(201);
+    let id = id_of(&server.create("hostile", json!({})).await);
+    // `echo` stays in IDLE: every one of them is legal whatever commits first.
     let echoes = (0..24).map(|n| server.act(&id, "echo", json!({ "n": n })));
     let responses = futures::future::join_all(echoes).await;
     for response in &responses {
@@ -308,4 +342,5 @@ async fn concurrent_actions_on_one_instance_are_all_applied(backend: Backend) {
         .collect();
     echoed.sort_unstable();
     assert_eq!(echoed, (0..24).collect::<Vec<_>>(), "each action exactly once");
+    assert_eq!(server.metric("switchyard_transitions_recomputed_total").await, 0.0, "they queued");
 }

@@ -7,10 +7,15 @@
 mod support;
 
 mod connections;
+mod crash;
 mod definitions;
+mod guest_limits;
+mod harness_parity;
 mod hostile_modules;
 mod hosts;
+mod http_contract;
 mod idempotency;
 mod instances;
+mod readiness;
 mod shutdown;
 mod versions;

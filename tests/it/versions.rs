@@ -12,6 +12,7 @@ both_backends!(
     a_running_instance_migrates_on_purpose,
     retired_versions_take_no_new_instances_and_delete_only_when_idle,
     a_bulk_migration_survives_a_restart_and_races_with_clients,
+    a_finished_instance_stays_finished_when_migrated,
 );
 
 const DEFINITION: &str = "/v1/definitions/document-processing";
@@ -124,7 +125,11 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
     server.deploy(module("document-processing")).await.expect(201);
     let id = id_of(&create_on(&server, None).await);
     server.act(&id, "validate", Value::Null).await.expect(200);
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "upgrade" })).await, 404, "not-found");
+    assert_problem(
+        &migrate(&server, &id, json!({ "to_version": 2, "reason": "upgrade" })).await,
+        404,
+        "not-found",
+    );
     server.deploy(module("document-processing-v2")).await.expect(201);
 
     let dry = migrate(&server, &id, json!({ "to_version": 2, "reason": "upgrade", "dry_run": true }))
@@ -142,7 +147,11 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
         (Some(1), Some(2))
     );
 
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "  " })).await, 400, "bad-request");
+    assert_problem(
+        &migrate(&server, &id, json!({ "to_version": 2, "reason": "  " })).await,
+        400,
+        "bad-request",
+    );
     let migrated = migrate(&server, &id, json!({ "to_version": 2, "reason": "move to reviews" }))
         .await
         .expect(200)
@@ -177,8 +186,16 @@ async fn a_running_instance_migrates_on_purpose(backend: Backend) {
     assert_eq!(refused["code"], "failed_on_v1");
     assert_eq!(instance(&server, &failed).await["definition_version"], 1);
     // v1 declares no migration from v2, and migrating to the current version does nothing.
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 1, "reason": "back" })).await, 409, "no-migration-path");
-    assert_problem(&migrate(&server, &id, json!({ "to_version": 2, "reason": "again" })).await, 409, "no-migration-path");
+    assert_problem(
+        &migrate(&server, &id, json!({ "to_version": 1, "reason": "back" })).await,
+        409,
+        "no-migration-path",
+    );
+    assert_problem(
+        &migrate(&server, &id, json!({ "to_version": 2, "reason": "again" })).await,
+        409,
+        "no-migration-path",
+    );
 }
 
 async fn retired_versions_take_no_new_instances_and_delete_only_when_idle(backend: Backend) {
@@ -221,7 +238,9 @@ async fn retired_versions_take_no_new_instances_and_delete_only_when_idle(backen
 }
 
 async fn a_bulk_migration_survives_a_restart_and_races_with_clients(backend: Backend) {
-    let mut server = TestServer::start(backend).await;
+    // Slow enough (18 batches, a quarter second apart) to be killed mid-way.
+    let pace = "[migrations]\nbatch_size = 10\npause_between_batches_ms = 250\n";
+    let mut server = TestServer::start_with_config(backend, pace).await;
     server.deploy(module("document-processing")).await.expect(201);
     // 240 v1 instances in mixed states: a quarter each UPLOADED, VALIDATING, FAILED
     // (which v2 refuses to take over) and PUBLISHED (finished: out of scope).
@@ -256,7 +275,11 @@ async fn a_bulk_migration_survives_a_restart_and_races_with_clients(backend: Bac
     for id in ids.iter().step_by(4).take(20) {
         server.act(id, "validate", Value::Null).await.expect(200);
     }
+    let before_kill = wait_for_progress(&server, &location, 20).await;
     server.restart().await;
+    let resumed = server.get(&location).await.expect(200).json();
+    assert!(progress(&resumed) >= progress(&before_kill), "progress is durable: {resumed}");
+    assert!(server.log().contains("resuming migration"), "{}", server.log());
     let done = wait_for_migration(&server, &location).await;
     assert_eq!(done["status"], "completed");
     assert_eq!(done["total"], 180);
@@ -285,6 +308,25 @@ async fn start_bulk(server: &TestServer, body: &Value) -> String {
     started.header("location").expect("Location").to_owned()
 }
 
+/// Instances a migration has dealt with so far.
+fn progress(migration: &Value) -> i64 {
+    ["migrated", "failed", "skipped"].iter().map(|field| migration[field].as_i64().unwrap_or_default()).sum()
+}
+
+/// The migration once it has dealt with at least `at_least` instances, asserting it is
+/// still running then.
+async fn wait_for_progress(server: &TestServer, location: &str, at_least: i64) -> Value {
+    for _ in 0..600 {
+        let migration = server.get(location).await.expect(200).json();
+        assert_eq!(migration["status"], "running", "it finished before it could be interrupted: {migration}");
+        if progress(&migration) >= at_least {
+            return migration;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the migration made no progress within 12 s");
+}
+
 async fn wait_for_migration(server: &TestServer, location: &str) -> Value {
     for _ in 0..600 {
         let migration = server.get(location).await.expect(200).json();
@@ -294,4 +336,57 @@ async fn wait_for_migration(server: &TestServer, location: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the migration did not complete within 60 s");
+}
+
+async fn a_finished_instance_stays_finished_when_migrated(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    server.deploy(module("document-processing")).await.expect(201);
+    let published = id_of(&create_on(&server, None).await);
+    for action in ["validate", "format", "publish"] {
+        server.act(&published, action, Value::Null).await.expect(200);
+    }
+    let cancelled = id_of(&create_on(&server, None).await);
+    server.act(&cancelled, "cancel", json!({ "reason": "duplicate" })).await.expect(200);
+    server.deploy(module("document-processing-v2")).await.expect(201);
+
+    // v2 maps both to the same terminal state; the host allows no other for them.
+    for (id, state, status) in
+        [(&published, "PUBLISHED", "completed"), (&cancelled, "CANCELLED", "cancelled")]
+    {
+        let before = instance(&server, id).await;
+        let body = json!({ "to_version": 2, "reason": "keep the archive on v2" });
+        let migrated = migrate(&server, id, body).await.expect(200).json();
+        assert_eq!(
+            (
+                migrated["definition_version"].as_u64(),
+                migrated["state"].as_str(),
+                migrated["status"].as_str()
+            ),
+            (Some(2), Some(state), Some(status)),
+            "{migrated}"
+        );
+        let revision = before["revision"].as_i64().expect("a revision") + 1;
+        assert_eq!(migrated["revision"], revision);
+        assert_eq!(migrated["allowed_actions"], json!([]));
+        assert_eq!(migrated["message"], before["message"], "the message is kept");
+        assert_eq!(
+            migrated["data"]["steps"].as_array().and_then(|steps| steps.last()).map(|step| &step["action"]),
+            Some(&json!("migrate"))
+        );
+        assert_eq!(instance(&server, id).await, migrated, "as stored");
+
+        let entry = history(&server, id).await.pop().expect("a history entry");
+        assert_eq!(
+            (entry["trigger"]["kind"].as_str(), entry["trigger"]["name"].as_str()),
+            (Some("admin"), Some("migrate"))
+        );
+        assert_eq!(
+            (entry["from_state"].as_str(), entry["to_state"].as_str(), entry["definition_version"].as_u64()),
+            (Some(state), Some(state), Some(2))
+        );
+        assert_eq!(entry["seq"], revision);
+        // Finished under v2 as well: no action applies to it.
+        let refused = assert_problem(&server.act(id, "cancel", Value::Null).await, 409, "action-not-allowed");
+        assert_eq!(refused["allowed_actions"], json!([]));
+    }
 }

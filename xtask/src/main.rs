@@ -13,7 +13,7 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Crates under `definitions/` are the examples the quick start deploys; the test
 /// guests only ever reach the tests.
-const TEST_GUESTS: &[&str] = &["hostile-guest"];
+const TEST_GUESTS: &[&str] = &["hostile-guest", "parity-guest"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

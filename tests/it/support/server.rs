@@ -44,6 +44,26 @@ fn postgres_server() -> String {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, &[]).await
+    }
+
+    /// Starts a server with extra `serve` flags (e.g. `--modules DIR`).
+    pub async fn start_with(backend: Backend, flags: &[&str]) -> TestServer {
+        let mut server = TestServer::prepared(backend).await;
+        server.spawn(flags).await;
+        server
+    }
+
+    /// Starts a server with this TOML config file (kept for its restarts).
+    pub async fn start_with_config(backend: Backend, toml: &str) -> TestServer {
+        let mut server = TestServer::prepared(backend).await;
+        let config = server.config_file(toml);
+        server.spawn(&["--config", &config]).await;
+        server
+    }
+
+    /// A server with a database and scratch folder of its own, not started yet.
+    async fn prepared(backend: Backend) -> TestServer {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = scratch_folder(&run_id);
         let (database_url, postgres) = match backend {
@@ -61,23 +81,21 @@ impl TestServer {
                 (format!("{server}/{database}"), Some((server, database)))
             }
         };
-        TestServer::spawned(database_url, scratch, postgres).await
+        TestServer::new(database_url, scratch, postgres)
     }
 
     /// A second server process on this one's database, as another host would run:
     /// its own port, module cache and memory. Dropping it leaves the database alone.
     pub async fn another_host(&self) -> TestServer {
         let scratch = scratch_folder(&uuid::Uuid::new_v4().simple().to_string());
-        TestServer::spawned(self.database_url.clone(), scratch, None).await
+        let mut host = TestServer::new(self.database_url.clone(), scratch, None);
+        host.spawn(&[]).await;
+        host
     }
 
-    async fn spawned(
-        database_url: String,
-        scratch: PathBuf,
-        postgres: Option<(String, String)>,
-    ) -> TestServer {
+    fn new(database_url: String, scratch: PathBuf, postgres: Option<(String, String)>) -> TestServer {
         let port = free_port();
-        let mut server = TestServer {
+        TestServer {
             base_url: format!("http://127.0.0.1:{port}"),
             database_url,
             child: None,
@@ -86,17 +104,7 @@ impl TestServer {
             scratch,
             postgres,
             flags: Vec::new(),
-        };
-        server.spawn(&[]).await;
-        server
-    }
-
-    /// Starts a server with extra `serve` flags (e.g. `--modules DIR`).
-    pub async fn start_with(backend: Backend, flags: &[&str]) -> TestServer {
-        let mut server = TestServer::start(backend).await;
-        server.stop().await;
-        server.spawn(flags).await;
-        server
+        }
     }
 
     /// Stops the process (SIGKILL) and starts it again on the same database and port,
@@ -174,8 +182,19 @@ impl TestServer {
         self.scratch.join("modules")
     }
 
+    /// What the server logged so far, without ANSI colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default()
+        let text = std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default();
+        let mut plain = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(char) = chars.next() {
+            if char == '\u{1b}' {
+                chars.by_ref().find(|&char| char == 'm');
+            } else {
+                plain.push(char);
+            }
+        }
+        plain
     }
 
     /// Sends a request; `headers` are extra (name, value) pairs.
@@ -220,6 +239,39 @@ impl TestServer {
     pub async fn deploy(&self, wasm: Vec<u8>) -> Response {
         self.request(Method::POST, "/v1/definitions", &[("content-type", "application/wasm")], Some(wasm))
             .await
+    }
+
+    /// The value of `name` in `GET /metrics` (0 if it is not listed).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = String::from_utf8(self.get("/metrics").await.expect(200).body).expect("utf-8");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until metric `name` satisfies `holds`, for at most 30 s; returns its value.
+    pub async fn wait_for_metric(&self, name: &str, holds: impl Fn(f64) -> bool) -> f64 {
+        for _ in 0..3000 {
+            let value = self.metric(name).await;
+            if holds(value) {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{name} never reached the expected value within 30 s; log:\n{}", self.log());
+    }
+
+    /// A config file for this server's next start, kept in its scratch folder.
+    pub fn config_file(&self, toml: &str) -> String {
+        let path = self.scratch.join(format!("config-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, toml).expect("config file");
+        path.display().to_string()
+    }
+
+    /// The PostgreSQL server URL and this server's database on it, if it has one.
+    pub fn postgres_database(&self) -> Option<(&str, &str)> {
+        self.postgres.as_ref().map(|(server, database)| (server.as_str(), database.as_str()))
     }
 
     /// Ends every PostgreSQL session on this server's database, as a restart of

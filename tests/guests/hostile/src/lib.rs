@@ -1,11 +1,19 @@
 //! `hostile`, version 1: a valid definition whose actions misbehave on purpose, so host
 //! tests can check that a guest cannot hang, exhaust or crash the host.
 //!
-//! All actions are legal in IDLE: `spin` never returns, `hog` allocates until memory runs
-//! out, `trap` panics (an abort, so a Wasm trap), `undeclared` moves to a state the
-//! manifest does not declare, `stray` moves to DONE although it declares only IDLE as its
-//! target, `finish` moves to DONE and `echo` stays in IDLE, storing the payload in the
-//! data. `init` accepts any JSON input.
+//! All actions are legal in IDLE. Through the SDK's typed dispatch: `spin` never
+//! returns, `busy` counts down `{"turns": N}` and then stores the payload like `echo`
+//! (a call that takes a known while), `hog` allocates until memory runs out, `recurse`
+//! recurses until the native stack overflows, `trap` panics (an abort, so a Wasm trap),
+//! `refuse` rejects with code `refused_on_purpose`, `undeclared` moves to a state the
+//! manifest does not declare, `stray` moves to DONE although it declares only IDLE as
+//! its target, `finish` moves to DONE and `echo` stays in IDLE, storing the payload in
+//! the data. `init` accepts any JSON input.
+//!
+//! The SDK's `Transition` cannot produce a malformed response, so `switchyard_on_action`
+//! gives these answers itself (see `raw`): `oob` points outside guest memory, `huge` is a
+//! well-formed outcome larger than the host accepts, `garbage` is no `Outcome` at all
+//! and `not-json` is accepted with data that is not JSON.
 
 use core::hint::black_box;
 use serde_json::Value;
@@ -19,7 +27,7 @@ pub struct Hostile;
 pub struct Data {
     /// The input the instance was started with.
     pub input: Value,
-    /// The payload of the last `echo`.
+    /// The payload of the last `echo` or `busy`.
     pub echo: Value,
 }
 
@@ -33,8 +41,11 @@ impl Definition for Hostile {
             .terminal("DONE", TerminalStatus::Completed, "Finished normally.")
             .initial("IDLE")
             .action("spin", &["IDLE"], &["IDLE"], "Loops forever.")
+            .action("busy", &["IDLE"], &["IDLE"], "Counts down {\"turns\": N}, then stores the payload.")
             .action("hog", &["IDLE"], &["IDLE"], "Allocates memory until none is left.")
+            .action("recurse", &["IDLE"], &["IDLE"], "Recurses until the stack overflows.")
             .action("trap", &["IDLE"], &["IDLE"], "Panics, which traps.")
+            .action("refuse", &["IDLE"], &["IDLE"], "Rejects the action.")
             .action(
                 "undeclared",
                 &["IDLE"],
@@ -47,6 +58,10 @@ impl Definition for Hostile {
                 &["IDLE"],
                 "Moves to DONE, a declared state but not one of its targets.",
             )
+            .action("oob", &["IDLE"], &["IDLE"], "Answers with a location outside guest memory.")
+            .action("huge", &["IDLE"], &["IDLE"], "Answers with more bytes than the host accepts.")
+            .action("garbage", &["IDLE"], &["IDLE"], "Answers with bytes that are no outcome.")
+            .action("not-json", &["IDLE"], &["IDLE"], "Accepts with data that is not JSON.")
             .action("finish", &["IDLE"], &["DONE"], "Moves to DONE.")
             .action("echo", &["IDLE"], &["IDLE"], "Stays in IDLE and stores the payload in the data.")
             .build()
@@ -60,8 +75,21 @@ impl Definition for Hostile {
         let mut data = call.data;
         match call.action.as_str() {
             "spin" => spin(&call.payload),
+            "busy" => {
+                let turns = call.payload["turns"]
+                    .as_u64()
+                    .ok_or_else(|| Rejection::new("invalid_payload", "busy takes {\"turns\": N}"))?;
+                busy(turns);
+                data.echo = call.payload;
+                Ok(Transition::to("IDLE", data).with_message("busy"))
+            }
             "hog" => hog(),
+            "recurse" => {
+                data.echo = Value::from(recurse(0));
+                Ok(Transition::to("IDLE", data))
+            }
             "trap" => panic!("hostile guest: trap requested"),
+            "refuse" => Err(Rejection::new("refused_on_purpose", "the hostile guest refuses")),
             "undeclared" => Ok(Transition::to("NOWHERE", data)),
             "stray" => Ok(Transition::to("DONE", data)),
             "finish" => Ok(Transition::to("DONE", data).with_message("finished")),
@@ -83,6 +111,14 @@ fn spin(payload: &Value) -> ! {
     }
 }
 
+/// Counts `turns` down through `black_box`, so the fuel it burns grows with `turns`.
+fn busy(turns: u64) {
+    let mut left = black_box(turns);
+    while left > 0 {
+        left = black_box(left - 1);
+    }
+}
+
 /// Never returns: keeps 1 MiB blocks (written, so the pages are touched) until an
 /// allocation fails, which aborts.
 fn hog() -> ! {
@@ -94,13 +130,112 @@ fn hog() -> ! {
     }
 }
 
-switchyard_guest::export!(Hostile);
+/// Never returns: every frame uses the result of the next, so no call is a tail call,
+/// and the depth passes through `black_box`, so the recursion cannot become a loop.
+#[expect(unconditional_recursion, reason = "overflowing the stack is the point")]
+fn recurse(depth: u64) -> u64 {
+    let deeper = recurse(black_box(depth + 1));
+    black_box(deeper) ^ depth
+}
+
+/// The answers `switchyard_on_action` gives instead of a typed outcome; only the Wasm
+/// exports (and the tests) use them.
+#[cfg(any(target_arch = "wasm32", test))]
+mod raw {
+    use switchyard_guest::abi::{Accepted, ActionRequest, Outcome};
+
+    /// The host's `response_bytes`: `huge` answers a data string this long, plus framing.
+    pub(crate) const RESPONSE_LIMIT: usize = 4 << 20;
+
+    /// A response location that no wasm32 memory contains: it ends past 4 GiB.
+    pub(crate) const OUTSIDE: (u32, u32) = (u32::MAX, 2);
+
+    #[derive(Debug, PartialEq)]
+    pub(crate) enum Raw {
+        /// These bytes, left in guest memory.
+        Bytes(Vec<u8>),
+        /// [`OUTSIDE`].
+        Outside,
+    }
+
+    /// The answer to an action the SDK cannot express, or `None` to go through
+    /// dispatch (which also answers a request that does not decode).
+    pub(crate) fn answer(request: &[u8]) -> Option<Raw> {
+        let request: ActionRequest = postcard::from_bytes(request).ok()?;
+        let accepted = |data: String| {
+            let outcome = Outcome::Accepted(Accepted { state: "IDLE".into(), data, message: None });
+            Raw::Bytes(postcard::to_allocvec(&outcome).expect("an outcome encodes"))
+        };
+        match request.action.as_str() {
+            "oob" => Some(Raw::Outside),
+            "huge" => Some(accepted(["\"", &"a".repeat(RESPONSE_LIMIT), "\""].concat())),
+            // 'g' reads as variant 103, and `Outcome` has two.
+            "garbage" => Some(Raw::Bytes(b"garbage".to_vec())),
+            "not-json" => Some(accepted("not JSON".into())),
+            _ => None,
+        }
+    }
+}
+
+/// The six exports, as `switchyard_guest::export!` writes them except for
+/// `switchyard_on_action`, which gives [`raw`] answers itself.
+#[cfg(target_arch = "wasm32")]
+mod exports {
+    use super::Hostile;
+    use super::raw::{self, OUTSIDE, Raw};
+    use switchyard_guest::{abi, dispatch, guest};
+
+    /// Answers the request the host wrote at `ptr` with `dispatch`'s response. Only
+    /// the exports below call it, with the host's arguments.
+    fn answer(ptr: i32, len: i32, dispatch: fn(&[u8]) -> Vec<u8>) -> i64 {
+        // SAFETY: the host wrote `len` bytes at `ptr`, a block from `switchyard_alloc`.
+        let request = unsafe { guest::request(ptr, len) };
+        guest::respond(dispatch(request))
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_alloc(len: i32) -> i32 {
+        guest::alloc(len)
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_manifest() -> i64 {
+        guest::respond(dispatch::manifest::<Hostile>())
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_init(ptr: i32, len: i32) -> i64 {
+        answer(ptr, len, dispatch::init::<Hostile>)
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_on_action(ptr: i32, len: i32) -> i64 {
+        // SAFETY: as in `answer`.
+        let request = unsafe { guest::request(ptr, len) };
+        match raw::answer(request) {
+            Some(Raw::Outside) => abi::pack(OUTSIDE.0, OUTSIDE.1),
+            Some(Raw::Bytes(bytes)) => guest::respond(bytes),
+            None => guest::respond(dispatch::on_action::<Hostile>(request)),
+        }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_on_event(ptr: i32, len: i32) -> i64 {
+        answer(ptr, len, dispatch::on_event::<Hostile>)
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_migrate(ptr: i32, len: i32) -> i64 {
+        answer(ptr, len, dispatch::migrate::<Hostile>)
+    }
+}
 
 #[cfg(test)]
 mod tests {
+    use super::raw::{self, OUTSIDE, RESPONSE_LIMIT, Raw};
     use super::*;
     use serde_json::json;
-    use switchyard_guest::abi::OutcomeError;
+    use switchyard_guest::abi::{Accepted, ActionRequest, Outcome, OutcomeError};
     use switchyard_guest::testing::{Machine, Refusal};
 
     fn start() -> Machine<Hostile> {
@@ -113,8 +248,21 @@ mod tests {
         assert_eq!(machine.act("echo", json!({"big": "payload"})), Ok(()));
         assert_eq!((machine.state(), machine.data().echo), ("IDLE", json!({"big": "payload"})));
         assert_eq!(machine.data().input, json!({"any": ["input", 1]}));
+        assert_eq!(machine.act("busy", json!({"turns": 1000})), Ok(()));
+        assert_eq!((machine.state(), machine.data().echo), ("IDLE", json!({"turns": 1000})));
         assert_eq!(machine.act("finish", Value::Null), Ok(()));
         assert_eq!(machine.status(), Some(TerminalStatus::Completed));
+    }
+
+    #[test]
+    fn refusals_are_rejections() {
+        let refused = start().act("refuse", Value::Null);
+        assert!(
+            matches!(&refused, Err(Refusal::Rejected(r)) if r.code == "refused_on_purpose"),
+            "{refused:?}"
+        );
+        let idle = start().act("busy", json!({"laps": 3}));
+        assert!(matches!(&idle, Err(Refusal::Rejected(r)) if r.code == "invalid_payload"), "{idle:?}");
     }
 
     #[test]
@@ -129,5 +277,51 @@ mod tests {
     #[should_panic(expected = "trap requested")]
     fn trap_panics() {
         let _ = start().act("trap", Value::Null);
+    }
+
+    fn raw_answer(action: &str) -> Option<Raw> {
+        let request = ActionRequest {
+            context: switchyard_guest::abi::Context {
+                instance_id: "00000000-0000-7000-8000-000000000001".into(),
+                definition_version: 1,
+                now_ms: 1_700_000_000_000,
+                seed: 1,
+            },
+            state: "IDLE".into(),
+            data: json!({"input": null, "echo": null}).to_string(),
+            action: action.into(),
+            payload: "null".into(),
+        };
+        raw::answer(&postcard::to_allocvec(&request).expect("a request encodes"))
+    }
+
+    fn accepted(raw: Option<Raw>) -> (usize, Accepted) {
+        let Some(Raw::Bytes(bytes)) = raw else { panic!("bytes expected, got {raw:?}") };
+        match postcard::from_bytes(&bytes) {
+            Ok(Outcome::Accepted(accepted)) => (bytes.len(), accepted),
+            other => panic!("an accepted outcome expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn raw_answers_break_exactly_one_rule_each() {
+        assert_eq!(raw_answer("oob"), Some(Raw::Outside));
+        assert!(u64::from(OUTSIDE.0) + u64::from(OUTSIDE.1) > 1 << 32);
+
+        let (len, huge) = accepted(raw_answer("huge"));
+        assert!(len > RESPONSE_LIMIT, "{len} bytes");
+        assert!(serde_json::from_str::<Value>(&huge.data).is_ok(), "only the size is wrong");
+
+        let Some(Raw::Bytes(garbage)) = raw_answer("garbage") else { panic!("garbage is bytes") };
+        assert!(postcard::from_bytes::<Outcome>(&garbage).is_err());
+
+        let (_, not_json) = accepted(raw_answer("not-json"));
+        assert!(serde_json::from_str::<Value>(&not_json.data).is_err(), "{not_json:?}");
+    }
+
+    #[test]
+    fn other_actions_and_undecodable_requests_go_through_dispatch() {
+        assert_eq!(raw_answer("echo"), None);
+        assert_eq!(raw::answer(b"\xff"), None);
     }
 }
