@@ -44,10 +44,16 @@
 //! # Output
 //!
 //! Exactly one JSON line on stdout (progress goes to stderr): throughput, latency
-//! percentiles per request kind, error counts and, with `--spawn`, the server's CPU
-//! time during the measured phase, its peak RSS and how it batched commits (the
-//! server is stopped with SIGTERM and logs those figures on its way out). The exit status is 1 if there
-//! were errors or replay mismatches, and the line is printed anyway.
+//! percentiles per request kind, error counts of the measured phase and of the
+//! warm-up, and how the server batched the measured phase's commits (`group_commit`,
+//! the difference of its `GET /metrics` counters read just before and just after; the
+//! largest batch is a gauge, so only `largest_batch_since_start` is known). With
+//! `--spawn`, also the server's CPU time during the measured phase and its peak RSS
+//! (read before the server is stopped with SIGTERM); with `--spawn postgres`, the CPU
+//! time of every local process named `postgres` during the measured phase
+//! (`database_cpu_seconds`, which assumes nothing else uses that PostgreSQL meanwhile).
+//! The exit status is 1 if there were errors or replay mismatches, in the warm-up or
+//! the measured phase, and the line is printed anyway.
 
 mod workload;
 
@@ -61,7 +67,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-use workload::{Percentiles, Workload, round3};
+use workload::{CommitCounters, Percentiles, Workload, round3};
 
 /// Every request (connect, send, read the whole answer) must finish within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -124,11 +130,21 @@ struct Report {
     latency_ms: Latency,
     errors: u64,
     replay_mismatches: u64,
+    /// Errors and replay mismatches of the warm-up: they fail the run too.
+    warmup_errors: u64,
     server_cpu_seconds: Option<f64>,
+    /// PostgreSQL's own processes, whose work the server's CPU time leaves out.
+    database_cpu_seconds: Option<f64>,
     server_peak_rss_mib: Option<f64>,
-    /// How the spawned server batched its commits over the whole run, warm-up included
-    /// (from the line it logs as it shuts down).
+    /// How the server batched the measured phase's commits; `None` if it has no
+    /// `GET /metrics` (an older build).
     group_commit: Option<GroupCommit>,
+}
+
+impl Report {
+    fn failed(&self) -> bool {
+        self.errors + self.replay_mismatches + self.warmup_errors > 0
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -136,7 +152,22 @@ struct GroupCommit {
     commits: u64,
     batches: u64,
     mean_batch: f64,
-    largest_batch: u64,
+    /// `/metrics` keeps no largest batch per phase: this one may be of the warm-up, or
+    /// of earlier load on a server given by `--url`.
+    largest_batch_since_start: u64,
+}
+
+impl GroupCommit {
+    fn between(before: CommitCounters, after: CommitCounters) -> GroupCommit {
+        let commits = after.commits.saturating_sub(before.commits);
+        let batches = after.batches.saturating_sub(before.batches);
+        GroupCommit {
+            commits,
+            batches,
+            mean_batch: round3(commits as f64 / batches.max(1) as f64),
+            largest_batch_since_start: after.largest_batch,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -170,17 +201,13 @@ async fn main() -> std::process::ExitCode {
             let result = match server.start(&args, backend).await {
                 Ok(()) => {
                     let url = server.base_url.clone();
-                    let mut result = bench(&args, &run_id, &url, Some(&server), &stop).await;
-                    let group_commit = server.shut_down().await;
-                    if let Ok(report) = &mut result {
-                        report.group_commit = group_commit;
-                    }
+                    let result = bench(&args, &run_id, &url, Some(&server), &stop).await;
+                    server.shut_down().await;
                     result
                 }
                 Err(err) => Err(err),
             };
-            let failed =
-                !matches!(&result, Ok(report) if report.errors == 0 && report.replay_mismatches == 0);
+            let failed = result.as_ref().map_or(true, Report::failed);
             server.cleanup(args.keep || failed).await;
             result
         }
@@ -191,11 +218,7 @@ async fn main() -> std::process::ExitCode {
                 Ok(line) => println!("{line}"),
                 Err(err) => eprintln!("cannot write the report: {err}"),
             }
-            if report.errors == 0 && report.replay_mismatches == 0 {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            }
+            if report.failed() { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
         }
         Err(err) => {
             eprintln!("switchyard-bench: {err:#}");
@@ -223,19 +246,35 @@ async fn bench(
     workload.preflight().await?;
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
 
-    if args.warmup > 0 {
+    let warmup_errors = if args.warmup > 0 {
         eprintln!("warmup: {} instances at concurrency {} against {url}", args.warmup, args.concurrency);
         let warmup = workload.run(0, args.warmup, args.concurrency, deadline, stop).await;
         let failures = warmup.stats.errors + warmup.stats.replay_mismatches;
         if failures > 0 {
-            eprintln!("warmup: {failures} errors (not counted)");
+            eprintln!("warmup: {failures} errors");
         }
-    }
+        failures
+    } else {
+        0
+    };
 
     eprintln!("measuring: {} instances at concurrency {}", args.instances, args.concurrency);
-    let cpu_before = server.and_then(Spawned::cpu_seconds);
+    let postgres = args.spawn == Some(Backend::Postgres);
+    let cpu = || (server.and_then(Spawned::cpu_seconds), postgres.then(postgres_cpu_seconds).flatten());
+    // The counters are read outside the CPU window: their requests are not the workload's.
+    let counters_before = workload.commit_counters().await;
+    let (server_before, database_before) = cpu();
     let phase = workload.run(args.warmup, args.instances, args.concurrency, deadline, stop).await;
-    let cpu_after = server.and_then(Spawned::cpu_seconds);
+    let (server_after, database_after) = cpu();
+    let counters_after = workload.commit_counters().await;
+    let spent = |before: Option<f64>, after: Option<f64>| before.zip(after).map(|(b, a)| round3(a - b));
+    let group_commit = match (counters_before, counters_after) {
+        (Ok(before), Ok(after)) => Some(GroupCommit::between(before, after)),
+        (Err(err), _) | (_, Err(err)) => {
+            eprintln!("no group-commit figures: {err}");
+            None
+        }
+    };
     let mut stats = phase.stats;
     let seconds = phase.elapsed.as_secs_f64();
     let per_second = |count: u64| if seconds > 0.0 { round3(count as f64 / seconds) } else { 0.0 };
@@ -265,9 +304,11 @@ async fn bench(
         },
         errors: stats.errors,
         replay_mismatches: stats.replay_mismatches,
-        server_cpu_seconds: cpu_before.zip(cpu_after).map(|(before, after)| round3(after - before)),
+        warmup_errors,
+        server_cpu_seconds: spent(server_before, server_after),
+        database_cpu_seconds: spent(database_before, database_after),
         server_peak_rss_mib: server.and_then(Spawned::peak_rss_mib).map(round3),
-        group_commit: None,
+        group_commit,
     })
 }
 
@@ -379,26 +420,16 @@ impl Spawned {
         bail!("the server did not answer /healthz within 60 s; log:\n{}", self.log_tail())
     }
 
-    /// Stops the server with SIGTERM, as an operator would, and reads the group-commit
-    /// figures it logs on the way out; `None` if it does not stop within 10 s.
-    async fn shut_down(&mut self) -> Option<GroupCommit> {
-        let pid = self.pid?.to_string();
-        let signalled = Command::new("kill").args(["-TERM", &pid]).status().await.ok()?;
-        let child = self.child.as_mut()?;
-        if !signalled.success() || tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err()
-        {
-            return None;
+    /// Stops the server with SIGTERM, as an operator would, so that it closes its
+    /// database cleanly; [`Spawned::cleanup`] kills it if it is not gone within 10 s.
+    async fn shut_down(&mut self) {
+        let (Some(pid), Some(child)) = (self.pid, self.child.as_mut()) else { return };
+        let signalled = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        if !signalled.is_ok_and(|status| status.success()) {
+            eprintln!("could not send SIGTERM to the server ({pid})");
+        } else if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            eprintln!("the server ({pid}) did not stop within 10 s of SIGTERM");
         }
-        let log = std::fs::read_to_string(self.log_path()).ok()?;
-        let line = log.lines().rev().find(|line| line.contains("group commit"))?;
-        let field = |name: &str| -> Option<u64> {
-            let value =
-                line.split_whitespace().find_map(|word| word.strip_prefix(name)?.strip_prefix('='))?;
-            value.parse().ok()
-        };
-        let (commits, batches) = (field("commits")?, field("batches")?);
-        let mean_batch = round3(commits as f64 / batches.max(1) as f64);
-        Some(GroupCommit { commits, batches, mean_batch, largest_batch: field("largest_batch")? })
     }
 
     /// Kills the server, drops the PostgreSQL database and deletes the temp dir; `keep`
@@ -441,15 +472,10 @@ impl Spawned {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// User plus system CPU time of the server so far, from `/proc/<pid>/stat`.
+    /// User plus system CPU time of the server so far.
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        // The command name may hold spaces and parentheses: count fields after the last ')'.
-        // There, field 3 (state) is index 0, so utime (14) and stime (15) are 11 and 12.
-        let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
-        let utime: u64 = fields.next()?.parse().ok()?;
-        let stime: u64 = fields.next()?.parse().ok()?;
-        Some((utime + stime) as f64 / clock_ticks_per_second())
+        let stat = ProcStat::read(Path::new(&format!("/proc/{}", self.pid?)))?;
+        Some(stat.ticks as f64 / clock_ticks_per_second())
     }
 
     /// The server's peak resident set (`VmHWM` in `/proc/<pid>/status`) in MiB.
@@ -458,6 +484,45 @@ impl Spawned {
         let line = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;
         let kib: f64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
         Some(kib / 1024.0)
+    }
+}
+
+/// User plus system CPU time of every local process named `postgres` so far, and of
+/// the children they have reaped, so that a backend exiting mid-phase still counts;
+/// `None` if there is no such process (a PostgreSQL on another machine).
+fn postgres_cpu_seconds() -> Option<f64> {
+    let ticks = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| ProcStat::read(&entry.ok()?.path()))
+        .filter(|stat| stat.comm == "postgres")
+        .map(|stat| stat.ticks + stat.reaped_ticks)
+        .reduce(|sum, ticks| sum + ticks)?;
+    Some(ticks as f64 / clock_ticks_per_second())
+}
+
+/// What `/proc/<pid>/stat` says of a process: its name and CPU time in clock ticks.
+struct ProcStat {
+    comm: String,
+    /// utime + stime.
+    ticks: u64,
+    /// cutime + cstime: children that have exited and been waited for.
+    reaped_ticks: u64,
+}
+
+impl ProcStat {
+    /// `None` for anything but a process's folder, or a process gone meanwhile.
+    fn read(process: &Path) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(process.join("stat")).ok()?;
+        // The name may hold spaces and parentheses: count fields after the last ')'.
+        // There, field 3 (state) is index 0, so utime, stime, cutime, cstime (14–17)
+        // are 11–14.
+        let (head, tail) = stat.rsplit_once(')')?;
+        let comm = head.split_once('(')?.1.to_owned();
+        let mut fields = tail.split_whitespace().skip(11).map(|field| field.parse::<u64>().ok());
+        let mut next = || fields.next().flatten();
+        let ticks = next()? + next()?;
+        let reaped_ticks = next()? + next()?;
+        Some(ProcStat { comm, ticks, reaped_ticks })
     }
 }
 

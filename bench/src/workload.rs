@@ -59,6 +59,15 @@ pub struct Phase {
     pub stopped_early: bool,
 }
 
+/// The server's group-commit figures at one moment, from `GET /metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitCounters {
+    pub commits: u64,
+    pub batches: u64,
+    /// A gauge, not a counter: the largest batch since the server started.
+    pub largest_batch: u64,
+}
+
 /// p50, p90 and p99 of a latency sample in milliseconds; `null` with no sample.
 #[derive(Debug, Serialize)]
 pub struct Percentiles {
@@ -141,6 +150,31 @@ impl Workload {
             version.status
         );
         Ok(())
+    }
+
+    /// Reads the commit counters from `GET /metrics` (Prometheus' text format).
+    pub async fn commit_counters(&self) -> Result<CommitCounters, String> {
+        let answer = self.send(Method::GET, "/metrics", None, None).await?;
+        if answer.status != StatusCode::OK {
+            return Err(format!("GET /metrics: {} (want 200)", answer.status));
+        }
+        let text = String::from_utf8_lossy(&answer.body);
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| {
+                    let mut words = line.split_whitespace();
+                    if words.next() != Some(name) {
+                        return None;
+                    }
+                    words.next()?.parse().ok()
+                })
+                .ok_or_else(|| format!("GET /metrics: no value for {name}"))
+        };
+        Ok(CommitCounters {
+            commits: value("switchyard_commits_total")?,
+            batches: value("switchyard_commit_batches_total")?,
+            largest_batch: value("switchyard_commit_batch_largest")?,
+        })
     }
 
     /// Runs instances `first..first + count` with `concurrency` of them in flight, each
