@@ -11,7 +11,14 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any change to the exports or to the encoding of these types.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 2 added effects to accepted outcomes and the `switchyard_on_override`
+/// export; [`v1`] keeps the version-1 layout of what changed.
+pub const ABI_VERSION: u32 = 2;
+
+/// The versions a host built with this crate runs: modules of every earlier version
+/// keep running, so instances started under them finish under their own rules.
+pub const SUPPORTED_ABI_VERSIONS: [u32; 2] = [1, 2];
 
 /// Names of the module's exports.
 pub mod exports {
@@ -29,6 +36,25 @@ pub mod exports {
     /// `(ptr: i32, len: i32) -> i64`: [`super::MigrateRequest`] in,
     /// [`super::MigrateOutcome`] out.
     pub const MIGRATE: &str = "switchyard_migrate";
+    /// `(ptr: i32, len: i32) -> i64`: [`super::OverrideRequest`] in, [`super::Outcome`]
+    /// out. From ABI version 2.
+    pub const ON_OVERRIDE: &str = "switchyard_on_override";
+}
+
+/// The names of the events the host itself reports to `on_event`; their payloads are
+/// JSON objects (see `docs/abi.md`). Any other name is an external event.
+pub mod events {
+    /// `{"key", "output"}`: a task's participant answered with success.
+    pub const TASK_SUCCEEDED: &str = "task.succeeded";
+    /// `{"key", "error": {"kind", "status"?, "body"?, "attempts"}}`.
+    pub const TASK_FAILED: &str = "task.failed";
+    /// `{"key"}`.
+    pub const TIMER_FIRED: &str = "timer.fired";
+    /// `{"key", "child_id", "state", "data"}`: a child reached a terminal state of
+    /// this status.
+    pub const CHILD_COMPLETED: &str = "child.completed";
+    pub const CHILD_FAILED: &str = "child.failed";
+    pub const CHILD_CANCELLED: &str = "child.cancelled";
 }
 
 /// Packs a response location as every entry point returns it: `ptr << 32 | len`.
@@ -138,6 +164,23 @@ pub struct Event {
     pub payload: String,
 }
 
+/// An admin's override of where an instance stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideRequest {
+    pub context: Context,
+    pub state: String,
+    pub data: String,
+    pub kind: OverrideKind,
+    /// The admin's reason, as recorded in history.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverrideKind {
+    Cancel,
+    ForceComplete,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrateRequest {
     pub context: Context,
@@ -146,18 +189,174 @@ pub struct MigrateRequest {
     pub data: String,
 }
 
-/// The result of `init`, `on_action` and `on_event`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The result of `init`, `on_action`, `on_event` and `on_override`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Outcome {
     Accepted(Accepted),
     Rejected(Rejection),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
     pub state: String,
     pub data: String,
     pub message: Option<String>,
+    /// What the host is to do once the transition is committed.
+    pub effects: Vec<Effect>,
+}
+
+/// Work a transition asks the host to do after its commit. Each has a `key`, unique
+/// among the instance's open effects, that its result names when it comes back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// An HTTP request to the participant bound to `name`.
+    Task(Task),
+    /// `timer.fired` once, at or after `after_ms` from the transition.
+    Timer { key: String, after_ms: u64 },
+    /// Cancels the open timer `key`, if it has not fired.
+    CancelTimer { key: String },
+    /// Starts one child instance of `definition`.
+    Child { key: String, definition: String, version: Option<u32>, input: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub key: String,
+    /// The task name a deployment binds to a participant's URL.
+    pub name: String,
+    /// JSON text.
+    pub input: String,
+    pub retry: Option<RetryPolicy>,
+    /// How long one attempt may take.
+    pub attempt_timeout_ms: Option<u64>,
+    /// After a `202 Accepted`, how long the participant has to report.
+    pub report_timeout_ms: Option<u64>,
+}
+
+/// How a task is retried; each field left out takes the host's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max_attempts: Option<u32>,
+    pub initial_interval_ms: Option<u64>,
+    pub backoff_coefficient: Option<f64>,
+    pub max_interval_ms: Option<u64>,
+}
+
+impl Effect {
+    /// The key the effect's result will name.
+    pub fn key(&self) -> &str {
+        match self {
+            Effect::Task(task) => &task.key,
+            Effect::Timer { key, .. } | Effect::CancelTimer { key } | Effect::Child { key, .. } => key,
+        }
+    }
+}
+
+/// Checks the effects of one outcome: keys are symbols, none repeats and none is still
+/// open (`is_open`) unless it is a timer being cancelled, task and child names are
+/// well-formed, and inputs are JSON. The host refuses an outcome that fails this.
+pub fn check_effects(effects: &[Effect], is_open: impl Fn(&str) -> bool) -> Result<(), EffectError> {
+    for (idx, effect) in effects.iter().enumerate() {
+        let key = effect.key();
+        if !is_symbol(key) {
+            return Err(EffectError::BadKey(key.into()));
+        }
+        let opens = !matches!(effect, Effect::CancelTimer { .. });
+        if opens && (is_open(key) || effects[..idx].iter().any(|earlier| earlier.key() == key)) {
+            return Err(EffectError::KeyInUse(key.into()));
+        }
+        let (name, input) = match effect {
+            Effect::Task(task) => (Some(task.name.as_str()), Some(task.input.as_str())),
+            Effect::Child { definition, input, .. } => {
+                if !is_definition_name(definition) {
+                    return Err(EffectError::BadName(definition.clone()));
+                }
+                (None, Some(input.as_str()))
+            }
+            Effect::Timer { .. } | Effect::CancelTimer { .. } => (None, None),
+        };
+        if let Some(name) = name
+            && !is_task_name(name)
+        {
+            return Err(EffectError::BadName(name.into()));
+        }
+        if let Some(input) = input
+            && serde_json::from_str::<serde::de::IgnoredAny>(input).is_err()
+        {
+            return Err(EffectError::InputNotJson(key.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Letters, digits and `.`, `_`, `-`: task names such as `flights.reserve`.
+pub fn is_task_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Effects an outcome may not ask for: a definition bug, reported, never applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EffectError {
+    BadKey(String),
+    KeyInUse(String),
+    BadName(String),
+    InputNotJson(String),
+}
+
+impl fmt::Display for EffectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EffectError::BadKey(key) => write!(
+                f,
+                "effect key {key:?} is not valid (letters, digits, '_' and '-', at most {MAX_NAME_LEN} bytes)"
+            ),
+            EffectError::KeyInUse(key) => write!(f, "effect key {key:?} is used by another open effect"),
+            EffectError::BadName(name) => write!(f, "{name:?} is not a valid task or definition name"),
+            EffectError::InputNotJson(key) => write!(f, "the input of effect {key:?} is not JSON"),
+        }
+    }
+}
+
+impl core::error::Error for EffectError {}
+
+/// The version-1 layout of the types version 2 changed: the host decodes an ABI-1
+/// module's answers with these.
+pub mod v1 {
+    use super::Rejection;
+    use alloc::string::String;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum Outcome {
+        Accepted(Accepted),
+        Rejected(Rejection),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Accepted {
+        pub state: String,
+        pub data: String,
+        pub message: Option<String>,
+    }
+
+    /// An ABI-1 module asks for no effects.
+    impl From<Outcome> for super::Outcome {
+        fn from(outcome: Outcome) -> Self {
+            match outcome {
+                Outcome::Accepted(Accepted { state, data, message }) => {
+                    super::Outcome::Accepted(super::Accepted {
+                        state,
+                        data,
+                        message,
+                        effects: Default::default(),
+                    })
+                }
+                Outcome::Rejected(rejection) => super::Outcome::Rejected(rejection),
+            }
+        }
+    }
 }
 
 /// A refusal: a machine-readable `code` and a reason for people.
@@ -219,7 +418,7 @@ impl Manifest {
             CallKind::Action(action) => {
                 self.action(action).is_some_and(|action| action.to.iter().any(|target| target == to))
             }
-            CallKind::Event => true,
+            CallKind::Event | CallKind::Override => true,
             CallKind::Migrate { from_terminal } => from_terminal == state.terminal.is_some(),
         };
         if legal {
@@ -233,7 +432,7 @@ impl Manifest {
     /// a declared non-terminal initial state, and actions legal only in declared,
     /// non-terminal states.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.abi != ABI_VERSION {
+        if !SUPPORTED_ABI_VERSIONS.contains(&self.abi) {
             return Err(ManifestError::UnsupportedAbi(self.abi));
         }
         if !is_definition_name(&self.name) {
@@ -318,7 +517,9 @@ pub fn is_symbol(name: &str) -> bool {
 pub enum CallKind<'a> {
     Init,
     Action(&'a str),
+    /// `on_event` and `on_override` may lead to any declared state.
     Event,
+    Override,
     /// `migrate`, from a terminal state or not: a running instance stays running and a
     /// finished one stays finished.
     Migrate {
@@ -332,6 +533,7 @@ impl CallKind<'_> {
             CallKind::Init => "init".into(),
             CallKind::Action(action) => alloc::format!("action {action:?}"),
             CallKind::Event => "an event".into(),
+            CallKind::Override => "an admin override".into(),
             CallKind::Migrate { from_terminal: false } => "a migration of a running instance".into(),
             CallKind::Migrate { from_terminal: true } => "a migration of a finished instance".into(),
         }
@@ -386,7 +588,10 @@ impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ManifestError::UnsupportedAbi(abi) => {
-                write!(f, "manifest: ABI version {abi} is not supported (this host speaks {ABI_VERSION})")
+                write!(
+                    f,
+                    "manifest: ABI version {abi} is not supported (versions {SUPPORTED_ABI_VERSIONS:?} are)"
+                )
             }
             ManifestError::BadName(name) => write!(
                 f,

@@ -4,9 +4,10 @@
 //! Wasm exports run.
 
 use crate::abi::{
-    Accepted, ActionRequest, EventRequest, InitRequest, MigrateOutcome, MigrateRequest, Outcome, Rejection,
+    Accepted, ActionRequest, EventRequest, InitRequest, MigrateOutcome, MigrateRequest, Outcome,
+    OverrideRequest, Rejection,
 };
-use crate::definition::{ActionCall, Definition, EventCall, Transition};
+use crate::definition::{ActionCall, Definition, EventCall, OverrideCall, Received, Transition};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -43,9 +44,22 @@ pub fn on_event<D: Definition>(request: &[u8]) -> Vec<u8> {
         let call = EventCall {
             data: parse_json("invalid_data", &request.data)?,
             state: request.state,
-            event: request.event,
+            event: Received::parse(request.event)?,
         };
         D::on_event(&request.context, call)
+    });
+    encode(&into_outcome(outcome))
+}
+
+pub fn on_override<D: Definition>(request: &[u8]) -> Vec<u8> {
+    let outcome = decode::<OverrideRequest>(request).and_then(|request| {
+        let call = OverrideCall {
+            data: parse_json("invalid_data", &request.data)?,
+            state: request.state,
+            kind: request.kind,
+            reason: request.reason,
+        };
+        D::on_override(&request.context, call)
     });
     encode(&into_outcome(outcome))
 }
@@ -65,6 +79,7 @@ fn into_outcome<T: Serialize>(result: Result<Transition<T>, Rejection>) -> Outco
             data: to_json(&transition.data)?,
             state: transition.state,
             message: transition.message,
+            effects: transition.effects,
         })
     });
     match accepted {

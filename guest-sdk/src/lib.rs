@@ -61,12 +61,18 @@ pub mod guest;
 pub mod testing;
 
 pub use abi::{Manifest, Rejection, TerminalStatus};
-pub use definition::{ActionCall, Context, Definition, Transition};
+pub use definition::{
+    ActionCall, Context, Definition, EventCall, FailureKind, OverrideCall, Received, TaskError, TaskOptions,
+    Transition,
+};
 
 /// Everything a definition file usually needs.
 pub mod prelude {
-    pub use crate::abi::{Manifest, Rejection, TerminalStatus};
-    pub use crate::definition::{ActionCall, Context, Definition, Transition};
+    pub use crate::abi::{Manifest, OverrideKind, Rejection, RetryPolicy, TerminalStatus};
+    pub use crate::definition::{
+        ActionCall, Context, Definition, EventCall, FailureKind, OverrideCall, Received, TaskError,
+        TaskOptions, Transition,
+    };
     pub use crate::testing;
     pub use alloc::{string::String, vec::Vec};
     pub use serde::{Deserialize, Serialize};
@@ -75,7 +81,8 @@ pub mod prelude {
 /// Exports a [`Definition`] as the module's ABI entry points.
 ///
 /// On `wasm32` this defines `switchyard_alloc`, `switchyard_manifest`, `switchyard_init`,
-/// `switchyard_on_action`, `switchyard_on_event` and `switchyard_migrate`; on other targets
+/// `switchyard_on_action`, `switchyard_on_event`, `switchyard_on_override` and
+/// `switchyard_migrate`; on other targets
 /// it expands to nothing, so the same file also builds for native tests.
 #[macro_export]
 macro_rules! export {
@@ -107,6 +114,12 @@ macro_rules! export {
                 // SAFETY: as in `switchyard_init`.
                 let request = unsafe { $crate::guest::request(ptr, len) };
                 $crate::guest::respond($crate::dispatch::on_event::<$definition>(request))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn switchyard_on_override(ptr: i32, len: i32) -> i64 {
+                // SAFETY: as in `switchyard_init`.
+                let request = unsafe { $crate::guest::request(ptr, len) };
+                $crate::guest::respond($crate::dispatch::on_override::<$definition>(request))
             }
             #[unsafe(no_mangle)]
             extern "C" fn switchyard_migrate(ptr: i32, len: i32) -> i64 {

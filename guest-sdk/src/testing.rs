@@ -19,10 +19,11 @@
 //! (`dispatch` serializes it with `serde_json`, so it always is).
 
 use crate::abi::{
-    ActionRequest, CallKind, Context, InitRequest, Manifest, ManifestError, MigrateOutcome, MigrateRequest,
-    Outcome, OutcomeError, Rejection, TerminalStatus,
+    self, ActionRequest, CallKind, Context, Effect, EffectError, EventRequest, InitRequest, Manifest,
+    ManifestError, MigrateOutcome, MigrateRequest, Outcome, OutcomeError, OverrideKind, OverrideRequest,
+    Rejection, TerminalStatus,
 };
-use crate::definition::Definition;
+use crate::definition::{Definition, FailureKind, Received, TaskError};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -50,6 +51,10 @@ pub struct Machine<D> {
     state: String,
     data: String,
     message: Option<String>,
+    /// Effects asked for and not closed yet, oldest first.
+    open: Vec<Effect>,
+    /// The effects the last applied transition asked for.
+    asked: Vec<Effect>,
     definition: PhantomData<D>,
 }
 
@@ -90,6 +95,12 @@ pub enum Refusal {
         from_version: u32,
         to_version: u32,
     },
+    /// The outcome asked for effects the host would refuse.
+    BadEffects(EffectError),
+    /// No open effect of that kind has this key: the host would have nothing to report.
+    NoOpenEffect(String),
+    /// The instance is finished and takes no more events.
+    Finished,
 }
 
 impl<D: Definition> Machine<D> {
@@ -105,7 +116,7 @@ impl<D: Definition> Machine<D> {
         let mut machine = Self::new(instance_id, 0, now_ms)?;
         let request = InitRequest { context: machine.next_context(), input: input.to_string() };
         let outcome = crate::dispatch::init::<D>(&encode(&request));
-        machine.apply(CallKind::Init, &outcome)?;
+        machine.apply(CallKind::Init, &outcome, None)?;
         Ok(machine)
     }
 
@@ -156,7 +167,83 @@ impl<D: Definition> Machine<D> {
             payload: payload.to_string(),
         };
         let outcome = crate::dispatch::on_action::<D>(&encode(&request));
-        self.apply(CallKind::Action(action), &outcome)
+        self.apply(CallKind::Action(action), &outcome, None)
+    }
+
+    /// Reports `received` to the instance as the host would: an effect's result only
+    /// for an effect of that kind and key that is open, which closes with it (also when
+    /// the definition refuses it).
+    pub fn deliver(&mut self, received: Received) -> Result<(), Refusal> {
+        if self.status().is_some() {
+            return Err(Refusal::Finished);
+        }
+        let settles = match &received {
+            Received::TaskSucceeded { key, .. } | Received::TaskFailed { key, .. } => Some((key, "task")),
+            Received::TimerFired { key } => Some((key, "timer")),
+            Received::ChildEnded { key, .. } => Some((key, "child")),
+            Received::External { .. } => None,
+        };
+        let settles = match settles {
+            Some((key, kind))
+                if !self.open.iter().any(|effect| effect.key() == key && kind_of(effect) == kind) =>
+            {
+                return Err(Refusal::NoOpenEffect(key.clone()));
+            }
+            Some((key, _)) => Some(key.clone()),
+            None => None,
+        };
+        let id = alloc::format!("{}-{}", self.revision, settles.as_deref().unwrap_or("event"));
+        let request = EventRequest {
+            context: self.next_context(),
+            state: self.state.clone(),
+            data: self.data.clone(),
+            event: received.into_event(id),
+        };
+        let outcome = crate::dispatch::on_event::<D>(&encode(&request));
+        self.apply(CallKind::Event, &outcome, settles.as_deref())
+    }
+
+    /// `task.succeeded` for the open task `key`.
+    pub fn task_succeeded(&mut self, key: &str, output: Value) -> Result<(), Refusal> {
+        self.deliver(Received::TaskSucceeded { key: key.into(), output })
+    }
+
+    /// `task.failed` for the open task `key`, after one attempt (`kind` `http`: 409).
+    pub fn task_failed(&mut self, key: &str, kind: FailureKind) -> Result<(), Refusal> {
+        let status = (kind == FailureKind::Http).then_some(409);
+        let error = TaskError { kind, status, body: None, attempts: 1 };
+        self.deliver(Received::TaskFailed { key: key.into(), error })
+    }
+
+    /// `timer.fired` for the open timer `key`.
+    pub fn timer_fired(&mut self, key: &str) -> Result<(), Refusal> {
+        self.deliver(Received::TimerFired { key: key.into() })
+    }
+
+    /// An admin's cancel or force-complete.
+    pub fn admin_override(&mut self, kind: OverrideKind, reason: &str) -> Result<(), Refusal> {
+        if self.status().is_some() {
+            return Err(Refusal::Finished);
+        }
+        let request = OverrideRequest {
+            context: self.next_context(),
+            state: self.state.clone(),
+            data: self.data.clone(),
+            kind,
+            reason: reason.into(),
+        };
+        let outcome = crate::dispatch::on_override::<D>(&encode(&request));
+        self.apply(CallKind::Override, &outcome, None)
+    }
+
+    /// The effects the last applied transition asked for.
+    pub fn effects(&self) -> &[Effect] {
+        &self.asked
+    }
+
+    /// The effects asked for and not closed yet, oldest first.
+    pub fn open_effects(&self) -> &[Effect] {
+        &self.open
     }
 
     pub fn state(&self) -> &str {
@@ -235,6 +322,8 @@ impl<D: Definition> Machine<D> {
             state: String::new(),
             data: String::new(),
             message: None,
+            open: Vec::new(),
+            asked: Vec::new(),
             definition: PhantomData,
         })
     }
@@ -250,14 +339,52 @@ impl<D: Definition> Machine<D> {
         }
     }
 
-    fn apply(&mut self, call: CallKind<'_>, outcome: &[u8]) -> Result<(), Refusal> {
+    /// Applies an outcome as the host does; `settles` is the key of the effect whose
+    /// result the call reported.
+    fn apply(&mut self, call: CallKind<'_>, outcome: &[u8], settles: Option<&str>) -> Result<(), Refusal> {
         match decode(outcome) {
-            Outcome::Rejected(rejection) => Err(Refusal::Rejected(rejection)),
+            Outcome::Rejected(rejection) => {
+                // The host closes an effect whose result the definition refused.
+                self.close(settles);
+                Err(Refusal::Rejected(rejection))
+            }
             Outcome::Accepted(accepted) => {
                 self.manifest.check_outcome(call, &accepted.state).map_err(Refusal::BadOutcome)?;
+                let cancelled: Vec<&str> = accepted
+                    .effects
+                    .iter()
+                    .filter_map(|effect| match effect {
+                        Effect::CancelTimer { key } => Some(key.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                let still_open = |key: &str| {
+                    Some(key) != settles
+                        && !cancelled.contains(&key)
+                        && self.open.iter().any(|effect| effect.key() == key)
+                };
+                abi::check_effects(&accepted.effects, still_open).map_err(Refusal::BadEffects)?;
+                self.close(settles);
+                self.open.retain(|effect| {
+                    !(matches!(effect, Effect::Timer { .. }) && cancelled.contains(&effect.key()))
+                });
+                self.open.extend(
+                    accepted
+                        .effects
+                        .iter()
+                        .filter(|effect| !matches!(effect, Effect::CancelTimer { .. }))
+                        .cloned(),
+                );
+                self.asked = accepted.effects;
                 self.advance(accepted.state, accepted.data, accepted.message);
                 Ok(())
             }
+        }
+    }
+
+    fn close(&mut self, key: Option<&str>) {
+        if let Some(key) = key {
+            self.open.retain(|effect| effect.key() != key);
         }
     }
 
@@ -268,6 +395,14 @@ impl<D: Definition> Machine<D> {
         self.message = message;
         self.revision += 1;
         self.now_ms += TICK_MS;
+    }
+}
+
+fn kind_of(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::Task(_) => "task",
+        Effect::Timer { .. } | Effect::CancelTimer { .. } => "timer",
+        Effect::Child { .. } => "child",
     }
 }
 

@@ -1,6 +1,7 @@
 //! Server configuration: defaults, overridden by a TOML file, overridden by
 //! environment variables and flags (which `main` resolves with clap).
 
+use crate::effects::{self, Binding, Participants, RetryOverride, RetryPolicy};
 use crate::runtime::Limits;
 use crate::service::MigrationPace;
 use serde::Deserialize;
@@ -27,6 +28,7 @@ pub struct Config {
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     pub migration_pace: MigrationPace,
+    pub effects: effects::Settings,
 }
 
 /// The config file's shape; every field optional.
@@ -45,6 +47,27 @@ pub struct FileConfig {
     pub guest: GuestConfig,
     #[serde(default)]
     pub migrations: MigrationsConfig,
+    /// This host's name in effect leases [default: hostname:port].
+    pub host_id: Option<String>,
+    /// The URL clients and participants reach this server at [default: http://LISTEN].
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub effects: EffectsConfig,
+    /// Task name → the participant bound to it.
+    #[serde(default)]
+    pub tasks: std::collections::HashMap<String, Binding>,
+}
+
+/// `[effects]`: how the executor works, and the task defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectsConfig {
+    pub lease_ms: Option<u64>,
+    pub poll_interval_ms: Option<u64>,
+    pub attempt_timeout_ms: Option<u64>,
+    pub report_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retry: RetryOverride,
 }
 
 /// `[migrations]`: the pace of bulk migrations.
@@ -85,8 +108,23 @@ impl FileConfig {
     pub fn into_config(self) -> Config {
         let defaults = Limits::DEFAULT;
         let guest = self.guest;
+        let listen = self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let effects = self.effects;
+        let millis = |ms: Option<u64>, default: u64| Duration::from_millis(ms.unwrap_or(default));
+        let effects = effects::Settings {
+            host_id: self.host_id.unwrap_or_else(|| format!("{}:{}", hostname(), listen.port())),
+            lease: millis(effects.lease_ms, 5 * 60 * 1000),
+            poll_every: millis(effects.poll_interval_ms, 1000),
+            participants: Participants {
+                bindings: self.tasks,
+                public_url: self.public_url.unwrap_or_else(|| format!("http://{listen}")),
+                attempt_timeout: millis(effects.attempt_timeout_ms, 30_000),
+                report_timeout: millis(effects.report_timeout_ms, 60 * 60 * 1000),
+                retry: RetryPolicy::DEFAULT.overridden(&effects.retry),
+            },
+        };
         Config {
-            listen: self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen,
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
             module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
@@ -111,6 +149,17 @@ impl FileConfig {
                     .pause_between_batches_ms
                     .map_or(MigrationPace::DEFAULT.pause, Duration::from_millis),
             },
+            effects,
         }
     }
+}
+
+/// This machine's name, for the default host id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -1,5 +1,6 @@
 //! Checks that dependencies between the layers point one way (see ARCHITECTURE.md):
-//! `api → service → {runtime, store} → model`, and nothing imports `api`.
+//! `api → service → {runtime, store} → model`, `effects → {service, store}`, and
+//! nothing imports `api` or `effects`.
 //!
 //! Test files (`tests.rs`) are exempt: a test may build the inner types an error wraps.
 
@@ -8,11 +9,12 @@ use std::path::Path;
 
 /// `(folder under src/, modules of this crate it must not use, other crates it must not use)`.
 const RULES: &[(&str, &[&str], &[&str])] = &[
-    ("model", &["api", "service", "runtime", "store"], &["sqlx", "axum", "wasmtime", "tokio"]),
-    ("runtime", &["api", "service", "store"], &["sqlx", "axum", "tokio"]),
-    ("store", &["api", "service", "runtime"], &["axum", "wasmtime"]),
-    ("service", &["api"], &["axum", "sqlx", "wasmtime"]),
-    ("api", &["store", "runtime"], &["sqlx", "wasmtime"]),
+    ("model", &["api", "service", "runtime", "store", "effects"], &["sqlx", "axum", "wasmtime", "tokio"]),
+    ("runtime", &["api", "service", "store", "effects"], &["sqlx", "axum", "tokio"]),
+    ("store", &["api", "service", "runtime", "effects"], &["axum", "wasmtime"]),
+    ("service", &["api", "effects"], &["axum", "sqlx", "wasmtime"]),
+    ("api", &["store", "runtime", "effects"], &["sqlx", "wasmtime"]),
+    ("effects", &["api", "runtime"], &["axum", "sqlx", "wasmtime"]),
 ];
 
 #[test]

@@ -5,6 +5,8 @@
 //! - [`api`]: the HTTP API (axum): routes, extractors, problem+json, idempotency keys.
 //! - [`service`]: the use cases (deploy, start, act, read); the only layer that runs a
 //!   guest and commits its result.
+//! - [`effects`]: the executor of what transitions ask for (tasks, timers), beside
+//!   `api` above `service`.
 //! - [`runtime`]: wasmtime: validating, compiling and calling definition modules.
 //! - [`store`]: SQLite and PostgreSQL persistence.
 //! - [`model`]: plain data shared by all of them.
@@ -13,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod effects;
 pub mod model;
 pub mod runtime;
 pub mod service;

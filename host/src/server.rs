@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::service::{self, Service, Settings};
-use crate::{api, store};
+use crate::{api, effects, store};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub async fn serve(
     }
     service.resume_migrations().await?;
     let sweeper = tokio::spawn(sweep_idempotency_records(service.clone()));
+    let (stop_effects, effects_stopped) = tokio::sync::watch::channel(false);
+    let executor = tokio::spawn(effects::run(service.clone(), config.effects.clone(), effects_stopped));
     let api_settings = api::Settings {
         max_body_bytes: config.max_body_bytes,
         max_module_bytes: config.limits.module_bytes,
@@ -70,6 +72,9 @@ pub async fn serve(
         }
     }
     sweeper.abort();
+    // Effects in flight stay leased to this host, which takes them back when it starts.
+    let _ = stop_effects.send(true);
+    executor.abort();
     let stats = service.store().commit_stats();
     tracing::info!(
         commits = stats.commits,

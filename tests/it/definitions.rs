@@ -10,6 +10,7 @@ both_backends!(
     unknown_definitions_are_not_found,
     modules_folder_is_deployed_at_start_up,
     compiled_modules_are_kept_across_restarts,
+    a_module_of_abi_1_still_runs,
 );
 
 async fn deploy_is_idempotent_by_bytes(backend: Backend) {
@@ -151,4 +152,28 @@ async fn compiled_modules_are_kept_across_restarts(backend: Backend) {
 
 fn wat(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("test WAT parses")
+}
+
+/// `document-processing` v1 as the ABI-1 SDK built it (tests/fixtures): a host that
+/// speaks ABI 2 still deploys it and runs its instances to the end.
+async fn a_module_of_abi_1_still_runs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/document-processing-abi1.wasm");
+    let deployed =
+        server.deploy(std::fs::read(&fixture).expect("the ABI-1 fixture")).await.expect(201).json();
+    assert_eq!((deployed["abi"].as_u64(), deployed["version"].as_u64()), (Some(1), Some(1)));
+    let created =
+        server.create("document-processing", serde_json::json!({ "document_url": "s3://old" })).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    for action in ["validate", "format", "publish"] {
+        server.act(&id, action, serde_json::Value::Null).await.expect(200);
+    }
+    let published = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(
+        (published["state"].as_str(), published["status"].as_str()),
+        (Some("PUBLISHED"), Some("completed"))
+    );
+    let refused = server.act(&id, "validate", serde_json::Value::Null).await;
+    assert_problem(&refused, 409, "action-not-allowed");
 }

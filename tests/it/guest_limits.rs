@@ -93,17 +93,23 @@ async fn a_call_past_its_deadline_fails_as_such(backend: Backend) {
 /// Where the WAT modules below keep their manifest.
 const MANIFEST_AT: u32 = 16;
 
-/// A module with the six exports, whose `switchyard_manifest` answers `manifest`
-/// encoded, and whose entry points trap.
-fn module_declaring(manifest: &Manifest) -> Vec<u8> {
+/// The entry points of ABI 2 (ABI 1 has all but `switchyard_on_override`).
+const ENTRIES: [&str; 5] = [
+    abi::exports::INIT,
+    abi::exports::ON_ACTION,
+    abi::exports::ON_EVENT,
+    abi::exports::ON_OVERRIDE,
+    abi::exports::MIGRATE,
+];
+
+/// A module with the memory, the allocator, `switchyard_manifest` answering
+/// `manifest` encoded, and `entries`, which trap.
+fn module_declaring(manifest: &Manifest, entries: &[&str]) -> Vec<u8> {
     let bytes = postcard::to_allocvec(manifest).expect("a manifest encodes");
     let escaped: String = bytes.iter().map(|byte| format!("\\{byte:02x}")).collect();
     let packed = abi::pack(MANIFEST_AT, u32::try_from(bytes.len()).expect("a small manifest"));
     let entry = |name: &str| format!(r#"(func (export "{name}") (param i32 i32) (result i64) unreachable)"#);
-    let entries: String =
-        [abi::exports::INIT, abi::exports::ON_ACTION, abi::exports::ON_EVENT, abi::exports::MIGRATE]
-            .map(entry)
-            .concat();
+    let entries: String = entries.iter().copied().map(entry).collect();
     wat::parse_str(format!(
         r#"(module
             (memory (export "{memory}") 1)
@@ -130,7 +136,17 @@ fn well_formed(name: &str) -> Manifest {
 async fn bad_manifests_are_refused_at_deploy(backend: Backend) {
     let server = TestServer::start(backend).await;
     // The control: the same module with a good manifest deploys.
-    server.deploy(module_declaring(&well_formed("well-formed"))).await.expect(201);
+    server.deploy(module_declaring(&well_formed("well-formed"), &ENTRIES)).await.expect(201);
+    // An ABI-1 module has no `switchyard_on_override`; one of ABI 2 must.
+    let abi1 = Manifest { abi: 1, ..well_formed("abi-one") };
+    let without_override = [ENTRIES[0], ENTRIES[1], ENTRIES[2], ENTRIES[4]];
+    server.deploy(module_declaring(&abi1, &without_override)).await.expect(201);
+    let refused = server.deploy(module_declaring(&well_formed("no-override"), &without_override)).await;
+    let problem = assert_problem(&refused, 422, "invalid-module");
+    assert!(
+        problem["detail"].as_str().is_some_and(|detail| detail.contains(abi::exports::ON_OVERRIDE)),
+        "{problem}"
+    );
 
     let undeclared_initial =
         Manifest { initial_state: "NOWHERE".into(), ..well_formed("undeclared-initial") };
@@ -141,7 +157,7 @@ async fn bad_manifests_are_refused_at_deploy(backend: Backend) {
         (version_zero, "version must be a positive integer"),
         (other_abi, "ABI version 99"),
     ] {
-        let refused = server.deploy(module_declaring(&manifest)).await;
+        let refused = server.deploy(module_declaring(&manifest, &ENTRIES)).await;
         let problem = assert_problem(&refused, 422, "invalid-module");
         let detail = problem["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(reason), "{}: {detail}", manifest.name);

@@ -9,6 +9,7 @@ mod support;
 mod connections;
 mod crash;
 mod definitions;
+mod effects;
 mod guest_limits;
 mod harness_parity;
 mod hostile_modules;

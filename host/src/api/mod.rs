@@ -11,6 +11,7 @@ mod extract;
 mod idempotency;
 mod instances;
 mod problem;
+mod tasks;
 
 pub use problem::Problem;
 
@@ -52,6 +53,7 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         .merge(definitions::router(settings.max_module_bytes))
         .merge(instances::router())
         .merge(admin::router())
+        .merge(tasks::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

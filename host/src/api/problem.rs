@@ -104,7 +104,11 @@ impl From<service::Error> for Problem {
             E::DefinitionNotFound(_)
             | E::VersionNotFound { .. }
             | E::InstanceNotFound(_)
-            | E::MigrationNotFound(_) => Problem::not_found(detail),
+            | E::MigrationNotFound(_)
+            | E::TaskNotFound(_) => Problem::not_found(detail),
+            E::ReportConflict(_) => {
+                Problem::new(StatusCode::CONFLICT, "report-conflict", "Another result was reported", detail)
+            }
             E::VersionPinned { .. } => Problem::new(
                 StatusCode::CONFLICT,
                 "version-pinned",
@@ -149,8 +153,12 @@ impl From<service::Error> for Problem {
                 detail,
             )
             .with("code", json!(code)),
+            E::Finished(_) => {
+                Problem::new(StatusCode::CONFLICT, "instance-finished", "Instance finished", detail)
+            }
+            E::EffectClosed => Problem::new(StatusCode::CONFLICT, "effect-closed", "Effect closed", detail),
             // The definition's own fault, not the host's: the detail names it.
-            E::Guest(_) | E::BadOutcome(_) => Problem::new(
+            E::Guest(_) | E::BadOutcome(_) | E::BadEffects(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "definition-failed",
                 "The definition failed; the instance is unchanged",

@@ -150,6 +150,109 @@ impl FromStr for TriggerKind {
     }
 }
 
+/// What an effect asks the host to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectKind {
+    Task,
+    Timer,
+    Child,
+}
+
+impl EffectKind {
+    const ALL: [EffectKind; 3] = [EffectKind::Task, EffectKind::Timer, EffectKind::Child];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EffectKind::Task => "task",
+            EffectKind::Timer => "timer",
+            EffectKind::Child => "child",
+        }
+    }
+}
+
+impl FromStr for EffectKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EffectKind::ALL.into_iter().find(|kind| kind.as_str() == s).ok_or_else(|| UnknownName(s.into()))
+    }
+}
+
+/// Where an effect stands. `Pending`, `Waiting` and `Ready` are open: the effect's key
+/// is taken, and the executor has work to do once it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectStatus {
+    /// To be run: a task's next attempt, a timer to fire, a child to start.
+    Pending,
+    /// Running elsewhere: a task's participant answered 202 and is to report by the
+    /// effect's due time.
+    Waiting,
+    /// Its result is known and kept, to be delivered to the instance.
+    Ready,
+    /// Its result was delivered (or refused by the definition).
+    Done,
+    Cancelled,
+}
+
+impl EffectStatus {
+    const ALL: [EffectStatus; 5] = [
+        EffectStatus::Pending,
+        EffectStatus::Waiting,
+        EffectStatus::Ready,
+        EffectStatus::Done,
+        EffectStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EffectStatus::Pending => "pending",
+            EffectStatus::Waiting => "waiting",
+            EffectStatus::Ready => "ready",
+            EffectStatus::Done => "done",
+            EffectStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for EffectStatus {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EffectStatus::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| UnknownName(s.into()))
+    }
+}
+
+/// One effect as the outbox keeps it.
+#[derive(Debug, Clone)]
+pub struct Effect {
+    /// Derived from (instance, transition, key): a task's `task_id`, the same on every
+    /// attempt.
+    pub id: String,
+    pub instance_id: InstanceId,
+    /// The history entry (revision) of the transition that asked for it.
+    pub seq: i64,
+    pub key: String,
+    pub kind: EffectKind,
+    /// The task name, or the child's definition.
+    pub name: Option<String>,
+    /// JSON text.
+    pub input: Option<String>,
+    /// The effect's settings as the definition gave them (JSON: retry, timeouts, child
+    /// version).
+    pub options: String,
+    /// The instance's definition and version when the effect was asked for.
+    pub definition: String,
+    pub definition_version: u32,
+    pub status: EffectStatus,
+    pub attempts: u32,
+    /// When the executor next has work on it: the next attempt, the timer, the report
+    /// deadline.
+    pub due_at: Timestamp,
+    pub last_error: Option<String>,
+    /// The event it comes back as, once known (JSON: `{"name", "payload"}`).
+    pub result: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// A stored name that no enum variant spells.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown name {0:?}")]

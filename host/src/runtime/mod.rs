@@ -93,6 +93,8 @@ pub enum Entry {
     Init,
     OnAction,
     OnEvent,
+    /// From ABI version 2.
+    OnOverride,
     Migrate,
 }
 
@@ -102,6 +104,7 @@ impl Entry {
             Entry::Init => abi::exports::INIT,
             Entry::OnAction => abi::exports::ON_ACTION,
             Entry::OnEvent => abi::exports::ON_EVENT,
+            Entry::OnOverride => abi::exports::ON_OVERRIDE,
             Entry::Migrate => abi::exports::MIGRATE,
         }
     }
@@ -224,15 +227,19 @@ impl Runtime {
         // another ABI is named as such instead of failing to decode.
         let (abi, _) = postcard::take_from_bytes::<u32>(&manifest_bytes.response)
             .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
-        if abi != abi::ABI_VERSION {
+        if !abi::SUPPORTED_ABI_VERSIONS.contains(&abi) {
             return Err(Error::InvalidModule(format!(
-                "the module speaks ABI version {abi}; this host speaks {}",
-                abi::ABI_VERSION
+                "the module speaks ABI version {abi}; this host speaks versions {:?}",
+                abi::SUPPORTED_ABI_VERSIONS
             )));
         }
+        // Every version so far encodes the manifest alike.
         let manifest: Manifest = postcard::from_bytes(&manifest_bytes.response)
             .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
         manifest.validate().map_err(|err| Error::InvalidModule(err.to_string()))?;
+        if abi >= 2 {
+            validate::entry_point(instance_pre.module(), abi::exports::ON_OVERRIDE)?;
+        }
         Ok(LoadedModule { sha256, manifest, instance_pre })
     }
 

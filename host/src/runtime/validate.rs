@@ -30,24 +30,10 @@ pub(super) fn module_shape(module: &Module, limits: &Limits) -> Result<(), Error
         ));
     }
     use ValType::{I32, I64};
-    let request = [I32, I32];
-    for (name, params, result) in [
-        (exports::ALLOC, &[I32][..], I32),
-        (exports::MANIFEST, &[][..], I64),
-        (exports::INIT, &request[..], I64),
-        (exports::ON_ACTION, &request[..], I64),
-        (exports::ON_EVENT, &request[..], I64),
-        (exports::MIGRATE, &request[..], I64),
-    ] {
-        let Some(ExternType::Func(func)) = module.get_export(name) else {
-            return invalid(format!("the module does not export the function {name}"));
-        };
-        let params_match = func.params().len() == params.len()
-            && func.params().zip(params).all(|(param, expected)| ValType::eq(&param, expected));
-        let results: Vec<ValType> = func.results().collect();
-        if !params_match || results.len() != 1 || !ValType::eq(&results[0], &result) {
-            return invalid(format!("{name} has the signature {func}; expected {params:?} -> {result}"));
-        }
+    function(module, exports::ALLOC, &[I32], I32)?;
+    function(module, exports::MANIFEST, &[], I64)?;
+    for name in [exports::INIT, exports::ON_ACTION, exports::ON_EVENT, exports::MIGRATE] {
+        entry_point(module, name)?;
     }
     // Counts every table and memory, exported or not.
     let required = module.resources_required();
@@ -59,6 +45,26 @@ pub(super) fn module_shape(module: &Module, limits: &Limits) -> Result<(), Error
     }
     if required.max_initial_table_size.is_some_and(|size| size > MAX_TABLE_ELEMENTS as u64) {
         return invalid(format!("the module's table starts with more than {MAX_TABLE_ELEMENTS} elements"));
+    }
+    Ok(())
+}
+
+/// Checks that `module` exports `name` as an entry point: `(ptr, len) -> packed`.
+pub(super) fn entry_point(module: &Module, name: &str) -> Result<(), Error> {
+    function(module, name, &[ValType::I32, ValType::I32], ValType::I64)
+}
+
+fn function(module: &Module, name: &str, params: &[ValType], result: ValType) -> Result<(), Error> {
+    let Some(ExternType::Func(func)) = module.get_export(name) else {
+        return Err(Error::InvalidModule(format!("the module does not export the function {name}")));
+    };
+    let params_match = func.params().len() == params.len()
+        && func.params().zip(params).all(|(param, expected)| ValType::eq(&param, expected));
+    let results: Vec<ValType> = func.results().collect();
+    if !params_match || results.len() != 1 || !ValType::eq(&results[0], &result) {
+        return Err(Error::InvalidModule(format!(
+            "{name} has the signature {func}; expected {params:?} -> {result}"
+        )));
     }
     Ok(())
 }

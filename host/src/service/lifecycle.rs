@@ -1,11 +1,12 @@
 //! The version lifecycle: pinning the version new instances get, retiring and deleting
 //! versions, and migrating running instances between versions, one or in bulk.
 
-use super::instances::{Change, Idempotent, InstanceView, context, view};
+use super::engine::{self, Asked, Change, Trigger};
+use super::instances::{Idempotent, InstanceView};
 use super::{DefinitionSummary, Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
     DefinitionVersion, HistoryEntry, Instance, Migration, MigrationStatus, MigrationStep, Status, Timestamp,
-    Trigger, TriggerKind,
+    Trigger as Cause, TriggerKind,
 };
 use crate::runtime::{self, Entry};
 use crate::store::Deletion;
@@ -96,35 +97,34 @@ impl Service {
         request: &MigrateInstance,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
-        let _serialised = self.locks.lock(request.id).await;
-        for _ in 0..MAX_ATTEMPTS {
-            let current = self.current_instance(request.id, None).await?;
-            let base_revision = current.revision;
-            let change =
-                self.migration_change(current, request, idempotent.map(|i| i.key.key.clone())).await?;
-            if let Some(view) = self.try_commit(change, base_revision, None, idempotent, None).await? {
-                return Ok(view);
-            }
-            self.metrics.recomputed();
-        }
-        Err(Error::Contention)
+        let trigger = Trigger::Migrate {
+            to_version: request.to_version,
+            reason: request.reason.clone(),
+            migration: None,
+        };
+        self.transition(request.id, &trigger, Asked { actor: &request.actor, if_match: None, idempotent })
+            .await
     }
 
     /// What migrating would produce, written nowhere.
     pub async fn migrate_instance_dry_run(&self, request: &MigrateInstance) -> Result<InstanceView> {
-        let current = self.current_instance(request.id, None).await?;
-        Ok(self.migration_change(current, request, None).await?.view)
+        let current = self.stored_instance(request.id).await?;
+        let change =
+            self.migration_change(current, request.to_version, &request.reason, &request.actor, None).await?;
+        Ok(change.view)
     }
 
     /// Checks the migration path, runs the target module's `migrate` and checks its
     /// result against the target manifest.
-    async fn migration_change(
+    pub(super) async fn migration_change(
         &self,
         current: Instance,
-        request: &MigrateInstance,
+        to_version: u32,
+        reason: &str,
+        actor: &str,
         trigger_id: Option<String>,
     ) -> Result<Change> {
-        let (from_version, to_version) = (current.definition_version, request.to_version);
+        let from_version = current.definition_version;
         if from_version == to_version {
             return Err(Error::NoMigrationPath {
                 from_version,
@@ -144,7 +144,7 @@ impl Service {
         let now = Timestamp::now();
         let revision = current.revision.next();
         let call = MigrateRequest {
-            context: context(current.id, to_version, revision, now),
+            context: engine::context(current.id, to_version, revision, now),
             from_version,
             state: current.state.clone(),
             data: current.data.clone(),
@@ -164,20 +164,20 @@ impl Service {
         let payload = serde_json::json!({
             "from_version": from_version,
             "to_version": to_version,
-            "reason": request.reason,
+            "reason": reason,
         });
         let history = HistoryEntry {
             instance_id: current.id,
             seq: revision.0,
             from_state: Some(current.state.clone()),
             to_state: state.clone(),
-            trigger: Trigger {
+            trigger: Cause {
                 kind: TriggerKind::Admin,
                 name: "migrate".into(),
                 id: trigger_id,
                 payload: payload.to_string(),
             },
-            actor: request.actor.clone(),
+            actor: actor.into(),
             definition_version: to_version,
             module_sha256: module.sha256.clone(),
             fuel_used: called.fuel_used,
@@ -192,7 +192,12 @@ impl Service {
             updated_at: now,
             ..current
         };
-        Ok(Change { view: view(manifest, next), history })
+        Ok(Change {
+            view: engine::view(manifest, next),
+            history,
+            effects: Vec::new(),
+            cancel_timers: Vec::new(),
+        })
     }
 
     // --- bulk migrations ---------------------------------------------------------------
@@ -295,13 +300,14 @@ impl Service {
     /// Migrates one instance (or, in a dry run, only computes it). A real migration
     /// records its step in the instance's own commit.
     async fn migrate_one(&self, migration: &Migration, instance: Instance) -> Result<MigrationStep> {
-        let request = MigrateInstance {
-            id: instance.id,
+        let id = instance.id;
+        let trigger = Trigger::Migrate {
             to_version: migration.to_version,
             reason: migration.reason.clone(),
-            actor: migration.actor.clone(),
+            migration: Some(migration.id),
         };
-        let _serialised = self.locks.lock(request.id).await;
+        let asked = Asked { actor: &migration.actor, if_match: None, idempotent: None };
+        let _serialised = self.locks.lock(id).await;
         let mut current = instance;
         for _ in 0..MAX_ATTEMPTS {
             let in_scope = current.definition_version == migration.from_version
@@ -311,8 +317,7 @@ impl Service {
                 return Ok(MigrationStep::Skipped);
             }
             let base_revision = current.revision;
-            let change = match self.migration_change(current, &request, Some(migration.id.to_string())).await
-            {
+            let change = match self.compute(current, &trigger, asked.actor, None).await {
                 Ok(change) => change,
                 Err(err @ (Error::Store(_) | Error::Internal(_))) => return Err(err),
                 Err(refused) => return Ok(MigrationStep::Failed(refused.to_string())),
@@ -320,10 +325,10 @@ impl Service {
             if migration.dry_run {
                 return Ok(MigrationStep::Migrated);
             }
-            if self.try_commit(change, base_revision, None, None, Some(migration.id)).await?.is_some() {
+            if self.try_commit(change, base_revision, &trigger, asked).await?.is_some() {
                 return Ok(MigrationStep::Migrated);
             }
-            current = self.current_instance(request.id, None).await?;
+            current = self.stored_instance(id).await?;
         }
         Ok(MigrationStep::Failed("the instance kept changing; not migrated".into()))
     }

@@ -6,17 +6,20 @@
 
 mod changes;
 mod definitions;
+mod engine;
 mod instances;
 mod lifecycle;
 mod locks;
 mod metrics;
 mod modules;
 mod recent;
+mod results;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace};
 pub use metrics::MetricsSnapshot;
+pub use results::{Delivered, HOST_ACTOR, Reported, TaskReport, kept_event};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};
@@ -70,6 +73,16 @@ pub enum Error {
     Guest(#[from] runtime::Error),
     #[error("the definition failed: {0}")]
     BadOutcome(#[from] OutcomeError),
+    #[error("the definition asked for effects it may not: {0}")]
+    BadEffects(switchyard_guest::abi::EffectError),
+    #[error("instance {0} is finished: it takes no more events")]
+    Finished(String),
+    #[error("the effect was closed already: its result was delivered, or it was cancelled")]
+    EffectClosed,
+    #[error("no task {0}")]
+    TaskNotFound(String),
+    #[error("task {0} was reported with another result already")]
+    ReportConflict(String),
     #[error("the instance is changing too fast; retry")]
     Contention,
     #[error("this idempotency key was used by a concurrent request that finished first")]
@@ -120,6 +133,8 @@ pub struct Service {
     versions: RwLock<HashMap<(String, u32), Arc<CachedVersion>>>,
     modules: ModuleCache,
     changes: Changes,
+    /// Woken after a commit that wrote effects, so that the executor runs them now.
+    outbox: tokio::sync::Notify,
     locks: locks::InstanceLocks,
     recent: RecentInstances,
     metrics: metrics::Metrics,
@@ -137,6 +152,7 @@ impl Service {
             versions: RwLock::default(),
             modules: ModuleCache::new(settings.cached_modules, settings.module_cache),
             changes: Changes::default(),
+            outbox: tokio::sync::Notify::new(),
             locks: Default::default(),
             recent: RecentInstances::new(RECENT_INSTANCES),
             metrics: metrics::Metrics::default(),
@@ -147,6 +163,11 @@ impl Service {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Resolves once a commit wrote effects since the last call (or now, if one did).
+    pub async fn outbox_written(&self) {
+        self.outbox.notified().await;
     }
 
     /// Whether this process can serve: see [`Store::ready`].

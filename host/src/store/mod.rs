@@ -21,6 +21,7 @@ macro_rules! read {
     }};
 }
 
+mod effects;
 mod group_commit;
 mod lifecycle;
 mod readers;
@@ -28,11 +29,12 @@ mod rows;
 mod transition;
 mod writer;
 
+pub use effects::Progress;
 pub use lifecycle::Deletion;
 
 use crate::model::{
-    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter, InstanceId,
-    ModuleHash, Revision, Status, Timestamp,
+    DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter,
+    InstanceId, ModuleHash, Revision, Status, Timestamp,
 };
 use readers::Readers;
 use sqlx::any::AnyPoolOptions;
@@ -68,6 +70,13 @@ pub enum Error {
     CommitterStopped,
     #[error("the database did not answer in time")]
     Unresponsive,
+    /// An effect's key names another open effect of the instance.
+    #[error("an effect key is used by another open effect of the instance")]
+    EffectKeyInUse,
+    /// The effect a transition consumed was closed meanwhile (its result delivered
+    /// already, or cancelled).
+    #[error("the effect is closed already")]
+    EffectClosed,
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -109,6 +118,21 @@ pub struct Commit {
     pub expired_before: Timestamp,
     /// The bulk migration this change is a step of, counted in the same transaction.
     pub migration: Option<uuid::Uuid>,
+    /// The effects the transition asks for (the outbox), written with it.
+    pub effects: Vec<Effect>,
+    /// Keys of open timers the transition cancels.
+    pub cancel_timers: Vec<String>,
+    /// The effect whose result this transition consumed: it must still be open, and
+    /// is closed in the same transaction, so a result is delivered once.
+    pub settles: Option<Settle>,
+}
+
+/// An effect's result, recorded as the effect closes.
+#[derive(Debug, Clone)]
+pub struct Settle {
+    pub effect_id: String,
+    /// The event it came back as (JSON).
+    pub result: String,
 }
 
 /// How many instances of one version are in one status.

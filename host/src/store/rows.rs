@@ -2,8 +2,8 @@
 
 use super::{Error, InstanceCount, Result};
 use crate::model::{
-    DefinitionVersion, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, Migration, ModuleHash,
-    Revision, StoredResponse, Timestamp, Trigger,
+    DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, Migration,
+    ModuleHash, Revision, StoredResponse, Timestamp, Trigger,
 };
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -17,6 +17,31 @@ pub(super) const INSTANCE_SELECT: &str = "SELECT id, definition, definition_vers
 
 pub(super) const HISTORY_SELECT: &str = "SELECT instance_id, seq, from_state, to_state, trigger_kind, trigger_name, \
      trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at FROM history";
+
+pub(super) const EFFECT_SELECT: &str = "SELECT id, instance_id, seq, effect_key, kind, name, input, options, \
+     definition, definition_version, status, attempts, due_at, last_error, result, created_at, updated_at FROM effects";
+
+pub(super) fn effect(row: &AnyRow) -> Result<Effect> {
+    Ok(Effect {
+        id: row.try_get("id")?,
+        instance_id: parse(row.try_get("instance_id")?)?,
+        seq: row.try_get("seq")?,
+        key: row.try_get("effect_key")?,
+        kind: parse(row.try_get("kind")?)?,
+        name: row.try_get("name")?,
+        input: row.try_get("input")?,
+        options: row.try_get("options")?,
+        definition: row.try_get("definition")?,
+        definition_version: version(row.try_get("definition_version")?)?,
+        status: parse(row.try_get("status")?)?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        due_at: Timestamp(row.try_get("due_at")?),
+        last_error: row.try_get("last_error")?,
+        result: row.try_get("result")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+    })
+}
 
 pub(super) const MIGRATION_SELECT: &str = "SELECT id, definition, from_version, to_version, states, dry_run, \
      reason, actor, status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at FROM migrations";

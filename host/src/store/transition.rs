@@ -9,7 +9,9 @@
 
 use super::writer::{Arg, WriteTx};
 use super::{Commit, Error, Result, lifecycle};
-use crate::model::{HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Timestamp};
+use crate::model::{
+    Effect, EffectStatus, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Timestamp,
+};
 use std::collections::HashSet;
 
 /// The most rows in one statement (SQLite allows 32,766 parameters).
@@ -35,6 +37,26 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
     }
     let history: Vec<&HistoryEntry> = commits.iter().map(|commit| &commit.history).collect();
     execute_rows(tx, &history, INSERT_HISTORY, bind_history, None).await?;
+    // Close what the transitions consumed or cancelled before opening what they ask
+    // for: a timer that fired, or was cancelled, may be set again under its key.
+    for commit in commits {
+        if let Some(settle) = &commit.settles {
+            let args =
+                [(&settle.result).into(), commit.instance.updated_at.0.into(), (&settle.effect_id).into()];
+            if tx.execute(SETTLE_EFFECT, &args).await? != 1 {
+                return Err(Error::EffectClosed);
+            }
+        }
+        for key in &commit.cancel_timers {
+            let args =
+                [commit.instance.updated_at.0.into(), commit.instance.id.to_string().into(), key.into()];
+            tx.execute(CANCEL_TIMER, &args).await?;
+        }
+    }
+    let effects: Vec<&Effect> = commits.iter().flat_map(|commit| &commit.effects).collect();
+    execute_rows(tx, &effects, INSERT_EFFECTS, bind_effect, None)
+        .await
+        .map_err(|err| if super::writer::unique_violation(&err) { Error::EffectKeyInUse } else { err })?;
     let records: Vec<&IdempotencyRecord> =
         commits.iter().filter_map(|commit| commit.idempotency.as_ref()).collect();
     insert_idempotency_records(tx, &records, expired_before(commits)).await?;
@@ -118,6 +140,21 @@ const UPDATE_INSTANCES: Statement = Statement {
              message = changed.message, error = changed.error, updated_at = changed.updated_at
          FROM changed WHERE instances.id = changed.id AND instances.revision = changed.base_revision",
     columns: 10,
+};
+
+/// Closes an open effect with its result; one row, or the effect was closed already.
+const SETTLE_EFFECT: &str =
+    "UPDATE effects SET status = 'done', result = $1, updated_at = $2, lease_owner = NULL
+     WHERE id = $3 AND status IN ('pending', 'waiting', 'ready')";
+
+const CANCEL_TIMER: &str = "UPDATE effects SET status = 'cancelled', updated_at = $1, lease_owner = NULL
+     WHERE instance_id = $2 AND effect_key = $3 AND kind = 'timer' AND status = 'pending'";
+
+const INSERT_EFFECTS: Statement = Statement {
+    before: "INSERT INTO effects (id, instance_id, seq, effect_key, kind, name, input, options, definition,
+             definition_version, status, attempts, due_at, created_at, updated_at) VALUES ",
+    after: "",
+    columns: 15,
 };
 
 const INSERT_HISTORY: Statement = Statement {
@@ -230,6 +267,26 @@ fn bind_transitioned<'a>(instance: &'a Instance, args: &mut Vec<Arg<'a>>) {
         instance.revision.0.into(),
         (&instance.message).into(),
         (&instance.error).into(),
+    ]);
+}
+
+fn bind_effect<'a>(effect: &'a &Effect, args: &mut Vec<Arg<'a>>) {
+    args.extend([
+        (&effect.id).into(),
+        effect.instance_id.to_string().into(),
+        effect.seq.into(),
+        (&effect.key).into(),
+        effect.kind.as_str().into(),
+        (&effect.name).into(),
+        (&effect.input).into(),
+        (&effect.options).into(),
+        (&effect.definition).into(),
+        i64::from(effect.definition_version).into(),
+        EffectStatus::Pending.as_str().into(),
+        i64::from(effect.attempts).into(),
+        effect.due_at.0.into(),
+        effect.created_at.0.into(),
+        effect.updated_at.0.into(),
     ]);
 }
 

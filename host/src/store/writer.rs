@@ -185,6 +185,17 @@ impl ToSql for Arg<'_> {
     }
 }
 
+/// Whether `err` is a unique-constraint violation, on either backend.
+pub(super) fn unique_violation(err: &Error) -> bool {
+    match err {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+            failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        }
+        Error::Db(sqlx::Error::Database(db)) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
 // --- conversions for the binders -------------------------------------------------------
 
 impl From<i64> for Arg<'_> {

@@ -27,11 +27,16 @@ fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
         E::KeyTaken => (18, StatusCode::CONFLICT, "idempotency-key-in-use"),
         E::Store(_) => (19, StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         E::Internal(_) => (20, StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        E::BadEffects(_) => (21, StatusCode::INTERNAL_SERVER_ERROR, "definition-failed"),
+        E::Finished(_) => (22, StatusCode::CONFLICT, "instance-finished"),
+        E::EffectClosed => (23, StatusCode::CONFLICT, "effect-closed"),
+        E::TaskNotFound(_) => (24, StatusCode::NOT_FOUND, "not-found"),
+        E::ReportConflict(_) => (25, StatusCode::CONFLICT, "report-conflict"),
     }
 }
 
 /// How many arms [`expected`] has.
-const VARIANTS: usize = 21;
+const VARIANTS: usize = 26;
 
 /// One of each variant.
 fn samples() -> Vec<service::Error> {
@@ -59,6 +64,11 @@ fn samples() -> Vec<service::Error> {
         E::KeyTaken,
         E::Store(crate::store::Error::Corrupt("row".into())),
         E::Internal("boom".into()),
+        E::BadEffects(switchyard_guest::abi::EffectError::BadKey(String::new())),
+        E::Finished("i".into()),
+        E::EffectClosed,
+        E::TaskNotFound("t".into()),
+        E::ReportConflict("t".into()),
     ]
 }
 

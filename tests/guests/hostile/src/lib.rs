@@ -163,7 +163,12 @@ mod raw {
     pub(crate) fn answer(request: &[u8]) -> Option<Raw> {
         let request: ActionRequest = postcard::from_bytes(request).ok()?;
         let accepted = |data: String| {
-            let outcome = Outcome::Accepted(Accepted { state: "IDLE".into(), data, message: None });
+            let outcome = Outcome::Accepted(Accepted {
+                state: "IDLE".into(),
+                data,
+                message: None,
+                effects: Vec::new(),
+            });
             Raw::Bytes(postcard::to_allocvec(&outcome).expect("an outcome encodes"))
         };
         match request.action.as_str() {
@@ -222,6 +227,11 @@ mod exports {
     #[unsafe(no_mangle)]
     extern "C" fn switchyard_on_event(ptr: i32, len: i32) -> i64 {
         answer(ptr, len, dispatch::on_event::<Hostile>)
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn switchyard_on_override(ptr: i32, len: i32) -> i64 {
+        answer(ptr, len, dispatch::on_override::<Hostile>)
     }
 
     #[unsafe(no_mangle)]

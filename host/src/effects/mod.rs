@@ -1,0 +1,137 @@
+//! The effect executor: runs what committed transitions asked for (the outbox), after
+//! their commit, and turns what comes back into events through the engine.
+//!
+//! One loop per process leases due effects (a lease names this host and an expiry, so
+//! a host that dies leaves its effects to the others once the leases run out, and one
+//! that restarts takes its own back at once), runs each on a task of its own, and
+//! sleeps until the next effect falls due, a commit writes new effects, or the poll
+//! interval passes. An effect is closed only in the commit that delivers its result,
+//! so a crash at any point leaves it open and it runs again, under the same id: a
+//! task's participant sees one `task_id` however often it is attempted.
+//!
+//! Invariant: depends on `service` and `store`, never on `api`; results reach an
+//! instance only through `Service::deliver_result`.
+
+mod task;
+
+pub use task::{Binding, Participants, RetryOverride, RetryPolicy};
+
+use crate::model::{Effect, EffectKind, EffectStatus, Timestamp};
+use crate::service::{Delivered, Service, kept_event};
+use crate::store::Progress;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_guest::{FailureKind, Received, TaskError};
+
+/// Effects leased at once.
+const BATCH: u32 = 64;
+
+/// How the executor works.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This host's name in leases: stable across its restarts, unique among live hosts.
+    pub host_id: String,
+    /// How long a lease lasts; longer than any attempt may take.
+    pub lease: Duration,
+    /// The longest sleep between two looks for due effects (the backstop to wake-ups).
+    pub poll_every: Duration,
+    pub participants: Participants,
+}
+
+/// Runs effects until `stop` turns true.
+pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let settings = Arc::new(settings);
+    match service.store().release_effect_leases(&settings.host_id).await {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "took back this host's effects"),
+        Err(err) => tracing::warn!(%err, "cannot take back this host's effects; they wait for their leases"),
+    }
+    let client = task::client();
+    loop {
+        let now = Timestamp::now();
+        let until = Timestamp(now.0.saturating_add(millis(settings.lease)));
+        let leased = match service.store().lease_due_effects(&settings.host_id, now, until, BATCH).await {
+            Ok(leased) => leased,
+            Err(err) => {
+                tracing::warn!(%err, "cannot lease effects");
+                Vec::new()
+            }
+        };
+        let full = leased.len() == BATCH as usize;
+        for effect in leased {
+            let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
+            tokio::spawn(async move { work(&service, &settings, &client, effect).await });
+        }
+        if full {
+            continue;
+        }
+        let next_due = service.store().next_effect_due().await.ok().flatten();
+        let sleep = next_due
+            .map(|due| Duration::from_millis(u64::try_from(due.0 - Timestamp::now().0).unwrap_or(0)))
+            .map_or(settings.poll_every, |until_due| until_due.min(settings.poll_every));
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = service.outbox_written() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Does what is due on one leased effect.
+#[tracing::instrument(skip_all, fields(effect = %effect.id, kind = effect.kind.as_str(), key = %effect.key))]
+async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, effect: Effect) {
+    let kept = effect.result.as_deref().and_then(kept_event);
+    let outcome = match (effect.status, effect.kind, kept) {
+        (EffectStatus::Ready, _, Some(event)) => match Received::parse(event) {
+            Ok(received) => Some(received),
+            Err(rejection) => {
+                tracing::error!(reason = %rejection.reason, "a kept result does not parse");
+                None
+            }
+        },
+        (_, EffectKind::Timer, _) => Some(Received::TimerFired { key: effect.key.clone() }),
+        // A participant that answered 202 did not report in time.
+        (EffectStatus::Waiting, EffectKind::Task, _) => Some(Received::TaskFailed {
+            key: effect.key.clone(),
+            error: TaskError {
+                kind: FailureKind::Timeout,
+                status: None,
+                body: None,
+                attempts: effect.attempts,
+            },
+        }),
+        (_, EffectKind::Task, _) => task::attempt(service, settings, client, &effect).await,
+        (_, EffectKind::Child, _) => {
+            let progress = Progress {
+                status: EffectStatus::Pending,
+                attempts: effect.attempts,
+                due_at: Timestamp(Timestamp::now().0 + millis(settings.poll_every) * 60),
+                last_error: Some("this host does not start child instances yet".into()),
+                result: None,
+            };
+            record(service, &effect, &progress).await;
+            None
+        }
+    };
+    if let Some(received) = outcome {
+        match service.deliver_result(&effect, received).await {
+            Ok(Delivered::Applied | Delivered::Closed) => {}
+            Ok(Delivered::Refused(reason)) => {
+                tracing::info!(%reason, "the definition did not take the result")
+            }
+            Ok(Delivered::Kept(reason)) => tracing::warn!(%reason, "result kept, to be delivered again"),
+            Err(err) => tracing::warn!(%err, "cannot deliver the result; it runs again after its lease"),
+        }
+    }
+}
+
+/// Records what an attempt left to do; a failure costs a repeat after the lease.
+async fn record(service: &Service, effect: &Effect, progress: &Progress) {
+    if let Err(err) = service.store().record_effect_progress(&effect.id, progress, Timestamp::now()).await {
+        tracing::warn!(%err, "cannot record the effect's progress; it runs again after its lease");
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,501 @@
+//! The transition engine. Every change to an existing instance (an action, an event
+//! (an effect's result or one a client posted), a migration) goes through
+//! [`Service::transition`]: take the instance (this process's copy, or the store's),
+//! check the trigger against it, run the guest, check its outcome, and commit the new
+//! state with its history entry, its effects and its idempotency record in one
+//! transaction; when another change committed first, go again on the new state.
+//! `start` shares the checks and the commit, without the loop: a new instance has no
+//! earlier state to lose to.
+
+use super::instances::{Idempotent, InstanceView};
+use super::{Error, MAX_ATTEMPTS, Result, Service};
+use crate::model::{
+    Effect, EffectKind, EffectStatus, HistoryEntry, IdempotencyRecord, Instance, InstanceId, Revision,
+    Status, Timestamp, Trigger as Cause, TriggerKind,
+};
+use crate::runtime::{self, Called, Entry, LoadedModule};
+use crate::store::{self, Commit, Settle};
+use serde::Serialize;
+use sha2::Digest;
+use std::sync::Arc;
+use switchyard_guest::abi::{
+    self, Accepted, ActionRequest, CallKind, Context, EventRequest, Manifest, Outcome,
+};
+
+/// What sets a transition off.
+#[derive(Debug)]
+pub(super) enum Trigger {
+    /// A client's action, with its JSON payload.
+    Action { action: String, payload: String },
+    /// An event for `on_event`: an effect's result (`settles` names the effect, closed
+    /// in the same commit) or an external event.
+    Event { event: abi::Event, settles: Option<String> },
+    /// An admin's migration to another version, or a step of bulk `migration`.
+    Migrate { to_version: u32, reason: String, migration: Option<uuid::Uuid> },
+}
+
+impl Trigger {
+    /// What its commit closes besides the instance's revision: the bulk migration it is
+    /// a step of, the effect whose result it delivers.
+    fn closes(&self) -> (Option<uuid::Uuid>, Option<Settle>) {
+        match self {
+            Trigger::Migrate { migration, .. } => (*migration, None),
+            Trigger::Event { event, settles: Some(effect_id) } => {
+                (None, Some(Settle { effect_id: effect_id.clone(), result: event_json(event) }))
+            }
+            Trigger::Event { settles: None, .. } | Trigger::Action { .. } => (None, None),
+        }
+    }
+}
+
+/// Who asked, and under which conditions.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Asked<'a> {
+    pub actor: &'a str,
+    /// Refuse unless the instance is still at this revision.
+    pub if_match: Option<Revision>,
+    pub idempotent: Option<&'a Idempotent<'a>>,
+}
+
+/// A computed change: the instance as it would be, the history entry saying why, and
+/// what the transition asks of the outbox.
+#[derive(Debug)]
+pub(super) struct Change {
+    pub view: InstanceView,
+    pub history: HistoryEntry,
+    pub effects: Vec<Effect>,
+    pub cancel_timers: Vec<String>,
+}
+
+impl Service {
+    /// Runs `trigger` on instance `id` until it commits, is refused, or keeps losing to
+    /// other changes ([`Error::Contention`]).
+    pub(super) async fn transition(
+        &self,
+        id: InstanceId,
+        trigger: &Trigger,
+        asked: Asked<'_>,
+    ) -> Result<InstanceView> {
+        let _serialised = self.locks.lock(id).await;
+        // The copy this process committed last spares a read. Should a verdict computed
+        // from it go against the request, the copy may have been stale: the verdict
+        // stands if the store is still at the copy's revision, and is computed again
+        // from the store otherwise. So a guest runs twice only when its input was stale.
+        let mut copy = self.recent.get(id);
+        let mut stored = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let (current, from_copy) = match (copy.take(), stored.take()) {
+                (Some(instance), _) => (instance, true),
+                (None, Some(instance)) => (instance, false),
+                (None, None) => (self.stored_instance(id).await?, false),
+            };
+            let revision = current.revision;
+            match self.attempt(current, trigger, asked).await {
+                Ok(Some(view)) => return Ok(view),
+                Ok(None) => self.metrics.recomputed(),
+                Err(err) if from_copy && judged_on_state(&err) => {
+                    let instance = self.stored_instance(id).await?;
+                    if instance.revision == revision {
+                        return Err(err);
+                    }
+                    self.recent.forget(id);
+                    self.metrics.recomputed();
+                    stored = Some(instance);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::Contention)
+    }
+
+    /// One try of [`Service::transition`]; `None` if another change committed first.
+    async fn attempt(
+        &self,
+        current: Instance,
+        trigger: &Trigger,
+        asked: Asked<'_>,
+    ) -> Result<Option<InstanceView>> {
+        let current = check_revision(current, asked.if_match)?;
+        let base_revision = current.revision;
+        let key = asked.idempotent.map(|idempotent| idempotent.key.key.clone());
+        let change = self.compute(current, trigger, asked.actor, key).await?;
+        self.try_commit(change, base_revision, trigger, asked).await
+    }
+
+    /// What `trigger` does to `current`, computed by the guest and checked. `key` is
+    /// the request's idempotency key, recorded as the trigger's id where it has none.
+    pub(super) async fn compute(
+        &self,
+        current: Instance,
+        trigger: &Trigger,
+        actor: &str,
+        key: Option<String>,
+    ) -> Result<Change> {
+        match trigger {
+            Trigger::Action { action, payload } => {
+                self.action_change(current, action, payload, actor, key).await
+            }
+            Trigger::Event { event, .. } => self.event_change(current, event, actor).await,
+            Trigger::Migrate { to_version, reason, migration } => {
+                let trigger_id = migration.map(|migration| migration.to_string()).or(key);
+                self.migration_change(current, *to_version, reason, actor, trigger_id).await
+            }
+        }
+    }
+
+    async fn action_change(
+        &self,
+        current: Instance,
+        action: &str,
+        payload: &str,
+        actor: &str,
+        key: Option<String>,
+    ) -> Result<Change> {
+        let module = self.module(&current.definition, current.definition_version).await?;
+        let manifest = &module.manifest;
+        if manifest.action(action).is_none() {
+            return Err(Error::UnknownAction {
+                definition: current.definition,
+                version: current.definition_version,
+                action: action.into(),
+            });
+        }
+        let allowed_actions = allowed_actions(manifest, &current);
+        if !allowed_actions.iter().any(|allowed| allowed == action) {
+            return Err(Error::NotAllowed {
+                action: action.into(),
+                current_state: current.state,
+                allowed_actions,
+            });
+        }
+        let (now, revision) = (Timestamp::now(), current.revision.next());
+        let request = ActionRequest {
+            context: context(current.id, current.definition_version, revision, now),
+            state: current.state.clone(),
+            data: current.data.clone(),
+            action: action.into(),
+            payload: payload.into(),
+        };
+        let called = self.call_outcome(module.clone(), Entry::OnAction, request).await?;
+        let cause =
+            Cause { kind: TriggerKind::Action, name: action.into(), id: key, payload: payload.into() };
+        outcome_change(current, &module, CallKind::Action(action), called, cause, actor, now)
+    }
+
+    async fn event_change(&self, current: Instance, event: &abi::Event, actor: &str) -> Result<Change> {
+        if current.status.is_terminal() {
+            return Err(Error::Finished(current.id.to_string()));
+        }
+        let module = self.module(&current.definition, current.definition_version).await?;
+        let (now, revision) = (Timestamp::now(), current.revision.next());
+        let request = EventRequest {
+            context: context(current.id, current.definition_version, revision, now),
+            state: current.state.clone(),
+            data: current.data.clone(),
+            event: event.clone(),
+        };
+        let called = self.call_outcome(module.clone(), Entry::OnEvent, request).await?;
+        let kind = if is_effect_result(&event.name) { TriggerKind::Effect } else { TriggerKind::Event };
+        let cause = Cause {
+            kind,
+            name: event.name.clone(),
+            id: Some(event.id.clone()),
+            payload: event.payload.clone(),
+        };
+        outcome_change(current, &module, CallKind::Event, called, cause, actor, now)
+    }
+
+    /// Runs a call answering an [`Outcome`], decoded as the module's ABI encodes it.
+    pub(super) async fn call_outcome<Req: Serialize>(
+        &self,
+        module: Arc<LoadedModule>,
+        entry: Entry,
+        request: Req,
+    ) -> Result<Called<Outcome>> {
+        if module.manifest.abi == 1 {
+            let called: Called<abi::v1::Outcome> = self.call_guest(module, entry, request).await?;
+            return Ok(Called { response: called.response.into(), fuel_used: called.fuel_used });
+        }
+        self.call_guest(module, entry, request).await
+    }
+
+    /// Commits a change computed from `base_revision`. `None` when another change
+    /// committed first and the caller should compute again from the new state; under
+    /// `If-Match` that is a refusal instead.
+    pub(super) async fn try_commit(
+        &self,
+        change: Change,
+        base_revision: Revision,
+        trigger: &Trigger,
+        asked: Asked<'_>,
+    ) -> Result<Option<InstanceView>> {
+        let id = change.view.instance.id;
+        match self.commit(change, Some(base_revision), trigger.closes(), asked.idempotent).await {
+            Ok(view) => Ok(Some(view)),
+            Err(store::Error::RevisionConflict) if asked.if_match.is_some() => {
+                let current = self.stored_instance(id).await?;
+                Err(Error::PreconditionFailed { current: current.revision })
+            }
+            Err(store::Error::RevisionConflict) => Ok(None),
+            Err(err) => Err(commit_error(err)),
+        }
+    }
+
+    /// Commits `change`: created if there is no `base_revision`, else updated from it.
+    pub(super) async fn commit(
+        &self,
+        change: Change,
+        base_revision: Option<Revision>,
+        (migration, settles): (Option<uuid::Uuid>, Option<Settle>),
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> store::Result<InstanceView> {
+        let Change { view, history, effects, cancel_timers } = change;
+        let instance = &view.instance;
+        let idempotency = idempotent.map(|idempotent| IdempotencyRecord {
+            key: idempotent.key.clone(),
+            fingerprint: idempotent.fingerprint.clone(),
+            response: (idempotent.render)(&view),
+            created_at: instance.updated_at,
+        });
+        let has_effects = !effects.is_empty();
+        let commit = Commit {
+            instance: instance.clone(),
+            base_revision,
+            history,
+            idempotency,
+            expired_before: self.idempotency_cutoff(),
+            migration,
+            effects,
+            cancel_timers,
+            settles,
+        };
+        if let Err(err) = self.store.commit(commit).await {
+            // A taken key wrote nothing; after any other failure the copy may be stale.
+            if !matches!(err, store::Error::Duplicate) {
+                self.recent.forget(instance.id);
+            }
+            return Err(err);
+        }
+        self.recent.committed(instance);
+        self.changes.publish(instance.id, instance.revision);
+        if has_effects {
+            self.outbox.notify_one();
+        }
+        Ok(view)
+    }
+}
+
+/// The change an outcome of `module` makes to `current`, checked against its manifest.
+pub(super) fn outcome_change(
+    current: Instance,
+    module: &LoadedModule,
+    call: CallKind<'_>,
+    called: Called<Outcome>,
+    cause: Cause,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Change> {
+    let manifest = &module.manifest;
+    let revision = current.revision.next();
+    let accepted = accepted(called.response)?;
+    let status = status_after(manifest, call, &accepted)?;
+    let history = HistoryEntry {
+        instance_id: current.id,
+        seq: revision.0,
+        from_state: (call != CallKind::Init).then(|| current.state.clone()),
+        to_state: accepted.state.clone(),
+        trigger: cause,
+        actor: actor.into(),
+        definition_version: current.definition_version,
+        module_sha256: module.sha256.clone(),
+        fuel_used: called.fuel_used,
+        at: now,
+    };
+    let (effects, cancel_timers) = outbox_rows(&current, revision, now, accepted.effects);
+    let next = Instance {
+        state: accepted.state,
+        status,
+        data: accepted.data,
+        revision,
+        error: error_of(status, &accepted.message),
+        message: accepted.message,
+        updated_at: now,
+        ..current
+    };
+    Ok(Change { view: view(manifest, next), history, effects, cancel_timers })
+}
+
+/// The outbox rows of an outcome's effects, and the timers it cancels.
+fn outbox_rows(
+    instance: &Instance,
+    revision: Revision,
+    now: Timestamp,
+    effects: Vec<abi::Effect>,
+) -> (Vec<Effect>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut cancel_timers = Vec::new();
+    for effect in effects {
+        let (key, kind, name, input, options, due_at) = match effect {
+            abi::Effect::Task(task) => {
+                let options = serde_json::json!({
+                    "retry": task.retry.map(|retry| serde_json::json!({
+                        "max_attempts": retry.max_attempts,
+                        "initial_interval_ms": retry.initial_interval_ms,
+                        "backoff_coefficient": retry.backoff_coefficient,
+                        "max_interval_ms": retry.max_interval_ms,
+                    })),
+                    "attempt_timeout_ms": task.attempt_timeout_ms,
+                    "report_timeout_ms": task.report_timeout_ms,
+                });
+                (task.key, EffectKind::Task, Some(task.name), Some(task.input), options, now)
+            }
+            abi::Effect::Timer { key, after_ms } => {
+                let due = Timestamp(now.0.saturating_add(i64::try_from(after_ms).unwrap_or(i64::MAX)));
+                (key, EffectKind::Timer, None, None, serde_json::json!({ "after_ms": after_ms }), due)
+            }
+            abi::Effect::Child { key, definition, version, input } => {
+                let options = serde_json::json!({ "version": version });
+                (key, EffectKind::Child, Some(definition), Some(input), options, now)
+            }
+            abi::Effect::CancelTimer { key } => {
+                cancel_timers.push(key);
+                continue;
+            }
+        };
+        rows.push(Effect {
+            id: effect_id(instance.id, revision, &key),
+            instance_id: instance.id,
+            seq: revision.0,
+            key,
+            kind,
+            name,
+            input,
+            options: options.to_string(),
+            definition: instance.definition.clone(),
+            definition_version: instance.definition_version,
+            status: EffectStatus::Pending,
+            attempts: 0,
+            due_at,
+            last_error: None,
+            result: None,
+            created_at: now,
+            updated_at: now,
+        });
+    }
+    (rows, cancel_timers)
+}
+
+/// The id of the effect `key` of the transition that produced `revision`: the same
+/// on every attempt and every host, a UUID so that participants can store it as one.
+pub(super) fn effect_id(instance: InstanceId, revision: Revision, key: &str) -> String {
+    let digest = sha2::Sha256::new()
+        .chain_update(instance.0.as_bytes())
+        .chain_update(revision.0.to_le_bytes())
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
+/// How an event is kept with the effect it closes.
+pub(super) fn event_json(event: &abi::Event) -> String {
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({ "name": event.name, "id": event.id, "payload": payload }).to_string()
+}
+
+/// Whether an event of this name is the host's own report of an effect's result.
+fn is_effect_result(name: &str) -> bool {
+    use abi::events::*;
+    [TASK_SUCCEEDED, TASK_FAILED, TIMER_FIRED, CHILD_COMPLETED, CHILD_FAILED, CHILD_CANCELLED].contains(&name)
+}
+
+/// A commit's failure as the service reports it.
+pub(super) fn commit_error(err: store::Error) -> Error {
+    match err {
+        store::Error::Duplicate => Error::KeyTaken,
+        store::Error::EffectKeyInUse => {
+            Error::BadEffects(abi::EffectError::KeyInUse("one of its keys".into()))
+        }
+        store::Error::EffectClosed => Error::EffectClosed,
+        other => other.into(),
+    }
+}
+
+/// Whether `err` is a verdict on the instance's state, which a stale copy could have
+/// got wrong. A failed commit is not: its effect may be durable, so it is never redone.
+fn judged_on_state(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::UnknownAction { .. }
+            | Error::NotAllowed { .. }
+            | Error::PreconditionFailed { .. }
+            | Error::Rejected { .. }
+            | Error::Guest(_)
+            | Error::BadOutcome(_)
+            | Error::BadEffects(_)
+            | Error::Finished(_)
+            | Error::VersionNotFound { .. }
+    )
+}
+
+/// `instance`, if it is still at `if_match` (when given).
+pub(super) fn check_revision(instance: Instance, if_match: Option<Revision>) -> Result<Instance> {
+    match if_match {
+        Some(expected) if expected != instance.revision => {
+            Err(Error::PreconditionFailed { current: instance.revision })
+        }
+        _ => Ok(instance),
+    }
+}
+
+/// What the guest is told about the call. The seed is derived from the instance and
+/// revision, so replaying a history entry reproduces it.
+pub(super) fn context(
+    id: InstanceId,
+    definition_version: u32,
+    revision: Revision,
+    now: Timestamp,
+) -> Context {
+    let seed = abi::seed(id.0.as_bytes(), revision.0);
+    Context { instance_id: id.to_string(), definition_version, now_ms: now.0, seed }
+}
+
+/// An accepted outcome whose data is JSON and whose effects are well-formed.
+fn accepted(outcome: Outcome) -> Result<Accepted> {
+    match outcome {
+        Outcome::Rejected(rejection) => {
+            Err(Error::Rejected { code: rejection.code, reason: rejection.reason })
+        }
+        Outcome::Accepted(accepted) => {
+            if serde_json::from_str::<serde::de::IgnoredAny>(&accepted.data).is_err() {
+                return Err(runtime::Error::BadResponse("the new data is not JSON".into()).into());
+            }
+            // Keys still open from earlier transitions are the store's to refuse.
+            abi::check_effects(&accepted.effects, |_| false).map_err(Error::BadEffects)?;
+            Ok(accepted)
+        }
+    }
+}
+
+/// Checks the outcome against the manifest; the status the instance then has.
+fn status_after(manifest: &Manifest, call: CallKind<'_>, accepted: &Accepted) -> Result<Status> {
+    let state = manifest.check_outcome(call, &accepted.state)?;
+    Ok(Status::of(state.terminal))
+}
+
+/// A failed instance's message is its error.
+pub(super) fn error_of(status: Status, message: &Option<String>) -> Option<String> {
+    if status == Status::Failed { message.clone() } else { None }
+}
+
+fn allowed_actions(manifest: &Manifest, instance: &Instance) -> Vec<String> {
+    if instance.status.is_terminal() {
+        return Vec::new();
+    }
+    manifest.allowed_actions(&instance.state).map(|action| action.name.clone()).collect()
+}
+
+pub(super) fn view(manifest: &Manifest, instance: Instance) -> InstanceView {
+    InstanceView { allowed_actions: allowed_actions(manifest, &instance), instance }
+}

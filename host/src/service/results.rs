@@ -1,0 +1,132 @@
+//! Effects' results on their way back: delivered to the instance through the engine,
+//! or kept with the effect until they can be.
+
+use super::{Error, Result, Service};
+use crate::model::{Effect, EffectKind, EffectStatus, Timestamp};
+use crate::store::Progress;
+use std::time::Duration;
+use switchyard_guest::abi;
+use switchyard_guest::{FailureKind, Received, TaskError};
+
+/// Who delivers effects' results, in history.
+pub const HOST_ACTOR: &str = "switchyard";
+
+/// How long a result that could not be delivered (the guest failed on it, the store
+/// was away) waits before the next try.
+const REDELIVER_AFTER: Duration = Duration::from_secs(5);
+
+/// What became of a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The instance took it: its transition committed, the effect closed with it.
+    Applied,
+    /// The definition refused it, or the instance had finished: the effect closed with
+    /// the result and the reason, the instance unchanged.
+    Refused(String),
+    /// The effect was closed already (by another delivery, or cancelled).
+    Closed,
+    /// Kept with the effect, to be delivered again later; why it could not be now.
+    Kept(String),
+}
+
+/// A participant's late report of a task it answered with 202.
+#[derive(Debug, Clone)]
+pub enum TaskReport {
+    Succeeded(serde_json::Value),
+    Failed(serde_json::Value),
+}
+
+/// What a report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// This report is the task's result.
+    Taken(Delivered),
+    /// The same result was reported before.
+    Duplicate,
+}
+
+impl Service {
+    /// Delivers `received`, the result of `effect`, to its instance; keeps it with the
+    /// effect if that cannot be done now.
+    pub async fn deliver_result(&self, effect: &Effect, received: Received) -> Result<Delivered> {
+        let event = received.into_event(effect.id.clone());
+        let result = super::engine::event_json(&event);
+        let delivered = self.deliver(effect.instance_id, event, Some(effect.id.clone()), HOST_ACTOR).await;
+        let now = Timestamp::now();
+        let (status, due_at, note, outcome) = match delivered {
+            Ok(_) => return Ok(Delivered::Applied),
+            Err(Error::EffectClosed) => return Ok(Delivered::Closed),
+            Err(refused @ (Error::Rejected { .. } | Error::Finished(_))) => {
+                let reason = refused.to_string();
+                (EffectStatus::Done, now, reason.clone(), Delivered::Refused(reason))
+            }
+            Err(err) => {
+                let reason = err.to_string();
+                let due = Timestamp(now.0 + REDELIVER_AFTER.as_millis() as i64);
+                (EffectStatus::Ready, due, reason.clone(), Delivered::Kept(reason))
+            }
+        };
+        let progress = Progress {
+            status,
+            attempts: effect.attempts,
+            due_at,
+            last_error: Some(note),
+            result: Some(result),
+        };
+        if !self.store.record_effect_progress(&effect.id, &progress, now).await? {
+            return Ok(Delivered::Closed);
+        }
+        Ok(outcome)
+    }
+
+    /// Takes a participant's report on task `task_id`: the first report is its
+    /// result; the same one again is a duplicate, another one a conflict.
+    pub async fn report_task(&self, task_id: &str, report: TaskReport) -> Result<Reported> {
+        let not_found = || Error::TaskNotFound(task_id.into());
+        let effect = self.store.effect(task_id).await?.ok_or_else(not_found)?;
+        if effect.kind != EffectKind::Task {
+            return Err(not_found());
+        }
+        let received = match report {
+            TaskReport::Succeeded(output) => Received::TaskSucceeded { key: effect.key.clone(), output },
+            TaskReport::Failed(error) => Received::TaskFailed {
+                key: effect.key.clone(),
+                error: TaskError {
+                    kind: FailureKind::Http,
+                    status: None,
+                    body: Some(error.to_string()),
+                    attempts: effect.attempts.max(1),
+                },
+            },
+        };
+        let reported = super::engine::event_json(&received.clone().into_event(effect.id.clone()));
+        let closed = matches!(effect.status, EffectStatus::Done | EffectStatus::Cancelled);
+        if !closed {
+            match self.deliver_result(&effect, received).await? {
+                Delivered::Closed => {}
+                delivered => return Ok(Reported::Taken(delivered)),
+            }
+        }
+        // Closed before this report: by an earlier report, or by the host.
+        let effect = self.store.effect(task_id).await?.ok_or_else(not_found)?;
+        if effect.result.as_deref() == Some(reported.as_str()) {
+            return Ok(Reported::Duplicate);
+        }
+        Err(Error::ReportConflict(task_id.into()))
+    }
+
+    /// The effects of an instance, oldest first.
+    pub async fn effects_of(&self, id: crate::model::InstanceId) -> Result<Vec<Effect>> {
+        Ok(self.store.effects_of(id).await?)
+    }
+}
+
+/// The event an effect's kept result is, as [`super::engine::event_json`] wrote it.
+pub fn kept_event(result: &str) -> Option<abi::Event> {
+    let kept: serde_json::Value = serde_json::from_str(result).ok()?;
+    Some(abi::Event {
+        name: kept.get("name")?.as_str()?.into(),
+        id: kept.get("id")?.as_str()?.into(),
+        payload: kept.get("payload")?.to_string(),
+    })
+}

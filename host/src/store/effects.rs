@@ -1,0 +1,119 @@
+//! The outbox as the executor sees it: leasing due effects, recording what an attempt
+//! left to do, closing effects whose result the definition did not take.
+//!
+//! A lease (`lease_owner`, `lease_expires_at`) says which host works on an effect
+//! until when; an expired lease is anyone's. Effects are written by transition
+//! commits ([`super::transition`]); here only their progress changes.
+
+use super::{Result, Store, rows};
+use crate::model::{Effect, EffectStatus, Timestamp};
+
+/// What an attempt left to do with an effect.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub status: EffectStatus,
+    pub attempts: u32,
+    pub due_at: Timestamp,
+    pub last_error: Option<String>,
+    /// The event it comes back as, once known (JSON).
+    pub result: Option<String>,
+}
+
+impl Store {
+    /// Leases up to `limit` open effects that are due at `now` and not leased by a live
+    /// host, to `owner` until `until`; returns them. Effects of the same instance come
+    /// in the order they were asked for.
+    pub async fn lease_due_effects(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Effect>> {
+        // PostgreSQL: hosts skip each other's rows instead of queueing on them.
+        // SQLite has one writer, which takes the write turn.
+        let lock = if self.write_turn.is_some() { "" } else { " FOR UPDATE SKIP LOCKED" };
+        let sql = format!(
+            "UPDATE effects SET lease_owner = $1, lease_expires_at = $2
+             WHERE id IN (SELECT id FROM effects
+                 WHERE status IN ('pending', 'waiting', 'ready') AND due_at <= $3
+                   AND (lease_expires_at IS NULL OR lease_expires_at < $3)
+                 ORDER BY due_at LIMIT {limit}{lock})
+             RETURNING id"
+        );
+        let ids: Vec<String> = sqlx::query_scalar(&sql)
+            .bind(owner)
+            .bind(until.0)
+            .bind(now.0)
+            .fetch_all(&mut *self.writing().await?)
+            .await?;
+        let mut effects = Vec::with_capacity(ids.len());
+        for id in ids {
+            effects.extend(self.effect(&id).await?);
+        }
+        effects.sort_by_key(|effect| (effect.instance_id, effect.seq));
+        Ok(effects)
+    }
+
+    /// When the next open effect falls due, leased or not.
+    pub async fn next_effect_due(&self) -> Result<Option<Timestamp>> {
+        let due: Option<i64> = read!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT MIN(due_at) FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
+            )
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok(due.map(Timestamp))
+    }
+
+    pub async fn effect(&self, id: &str) -> Result<Option<Effect>> {
+        let sql = format!("{} WHERE id = $1", rows::EFFECT_SELECT);
+        let row = read!(self, |pool| sqlx::query(&sql).bind(id).fetch_optional(pool).await)?;
+        row.as_ref().map(rows::effect).transpose()
+    }
+
+    /// Every effect of an instance, in the order they were asked for.
+    pub async fn effects_of(&self, instance: crate::model::InstanceId) -> Result<Vec<Effect>> {
+        let sql = format!("{} WHERE instance_id = $1 ORDER BY seq, created_at", rows::EFFECT_SELECT);
+        let rows = read!(self, |pool| sqlx::query(&sql).bind(instance.to_string()).fetch_all(pool).await)?;
+        rows.iter().map(rows::effect).collect()
+    }
+
+    /// Records `progress` on an open effect and lets go of its lease. False if the
+    /// effect was closed meanwhile (a report came first, or it was cancelled).
+    pub async fn record_effect_progress(
+        &self,
+        id: &str,
+        progress: &Progress,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE effects SET status = $1, attempts = $2, due_at = $3, last_error = $4,
+                 result = COALESCE($5, result), updated_at = $6, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $7 AND status IN ('pending', 'waiting', 'ready')",
+        )
+        .bind(progress.status.as_str())
+        .bind(i64::from(progress.attempts))
+        .bind(progress.due_at.0)
+        .bind(&progress.last_error)
+        .bind(&progress.result)
+        .bind(now.0)
+        .bind(id)
+        .execute(&mut *self.writing().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Lets go of every lease `owner` holds: a host that restarts takes its effects
+    /// up again at once instead of waiting for its old leases to expire.
+    pub async fn release_effect_leases(&self, owner: &str) -> Result<u64> {
+        let released = sqlx::query(
+            "UPDATE effects SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&mut *self.writing().await?)
+        .await?;
+        Ok(released.rows_affected())
+    }
+}

@@ -1,0 +1,257 @@
+//! Effects: tasks run against participant servers the tests start on loopback, their
+//! results delivered back through the definition, durably and exactly once.
+
+use crate::support::{Backend, Participant, Reply, TestServer, assert_problem, module};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+both_backends!(
+    a_trip_reserves_a_flight_then_a_hotel,
+    a_refused_hotel_cancels_the_flight,
+    a_failing_participant_is_retried_under_one_task_id,
+    an_attempt_that_hangs_times_out,
+    a_participant_may_answer_202_and_report_later,
+    a_task_bound_to_nobody_fails_as_unbound,
+    a_task_in_flight_survives_a_kill,
+    bad_reports_are_refused,
+);
+
+const FLIGHTS: &str = "/flights/reserve";
+const HOTELS: &str = "/hotels/reserve";
+const CANCEL: &str = "/flights/cancel";
+
+/// A server with trip-booking deployed and its tasks bound to `participant` (all three,
+/// or all but `hotels.reserve` when `hotel_bound` is false).
+async fn trip_server(backend: Backend, participant: &Participant, hotel_bound: bool) -> TestServer {
+    let mut toml = String::from(
+        "[effects]\npoll_interval_ms = 100\nattempt_timeout_ms = 300\n\
+         retry = { max_attempts = 3, initial_interval_ms = 20, max_interval_ms = 50 }\n",
+    );
+    for (task, path) in [("flights.reserve", FLIGHTS), ("hotels.reserve", HOTELS), ("flights.cancel", CANCEL)]
+    {
+        if hotel_bound || path != HOTELS {
+            toml.push_str(&format!("[tasks.\"{task}\"]\nurl = \"{}\"\n", participant.url(path)));
+        }
+    }
+    let server = TestServer::start_with_config(backend, &toml).await;
+    server.deploy(module("trip-booking")).await.expect(201);
+    server
+}
+
+async fn book(server: &TestServer) -> String {
+    let input = json!({ "trip_id": "T-7", "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } });
+    let created = server.create("trip-booking", input).await;
+    assert_eq!(created["state"], "INITIATED");
+    created["id"].as_str().expect("id").to_owned()
+}
+
+/// The instance once it is finished, waiting on long-polls (at most 30 s).
+async fn finished(server: &TestServer, id: &str) -> Value {
+    let path = format!("/v1/instances/{id}");
+    let started = Instant::now();
+    let mut instance = server.get(&path).await.expect(200).json();
+    while instance["status"] == "running" {
+        assert!(started.elapsed() < Duration::from_secs(30), "still running after 30 s: {instance}");
+        let etag = format!("\"{}\"", instance["revision"]);
+        let headers = [("if-none-match", etag.as_str()), ("prefer", "wait=5")];
+        let polled = server.request(Method::GET, &path, &headers, None).await;
+        if polled.status == 200 {
+            instance = polled.json();
+        }
+    }
+    instance
+}
+
+/// `(trigger kind, trigger name, to_state)` of every history entry.
+async fn history(server: &TestServer, id: &str) -> Vec<(String, String, String)> {
+    let history = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let text = |entry: &Value, field: &str| {
+        entry.pointer(field).and_then(Value::as_str).unwrap_or_default().to_owned()
+    };
+    history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|entry| (text(entry, "/trigger/kind"), text(entry, "/trigger/name"), text(entry, "/to_state")))
+        .collect()
+}
+
+fn step(kind: &str, name: &str, to: &str) -> (String, String, String) {
+    (kind.into(), name.into(), to.into())
+}
+
+async fn a_trip_reserves_a_flight_then_a_hotel(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(FLIGHTS, vec![Reply::Reserve]);
+    participant.script(HOTELS, vec![Reply::Reserve]);
+    let server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    let done = finished(&server, &id).await;
+    assert_eq!((done["state"].as_str(), done["status"].as_str()), (Some("COMPLETED"), Some("completed")));
+
+    let [flight] = participant.received(FLIGHTS).try_into().expect("one flight request");
+    let [hotel] = participant.received(HOTELS).try_into().expect("one hotel request");
+    assert_eq!(done["data"]["flight_reservation"], format!("R-{}", flight.task_id()));
+    assert_eq!(done["data"]["hotel_reservation"], format!("R-{}", hotel.task_id()));
+    // What a participant receives.
+    assert_eq!(flight.body["task"], "flights.reserve");
+    assert_eq!(flight.body["instance_id"], id.as_str());
+    assert_eq!(
+        (flight.body["definition"].as_str(), flight.body["definition_version"].as_u64()),
+        (Some("trip-booking"), Some(1))
+    );
+    assert_eq!(flight.body["attempt"], 1);
+    assert_eq!(flight.body["input"], json!({ "trip_id": "T-7", "flight": { "to": "LIS" } }));
+    assert_eq!(flight.idempotency_key.as_deref(), Some(flight.task_id()));
+    assert!(flight.correlation_id.is_some());
+    let report_url = format!("{}/v1/tasks/{}/result", server.base_url, flight.task_id());
+    assert_eq!(flight.body["report_url"], report_url.as_str());
+    assert_ne!(flight.task_id(), hotel.task_id());
+    assert!(participant.received(CANCEL).is_empty(), "nothing to compensate");
+
+    assert_eq!(
+        history(&server, &id).await,
+        [
+            step("start", "init", "INITIATED"),
+            step("effect", "task.succeeded", "FLIGHT_RESERVED"),
+            step("effect", "task.succeeded", "COMPLETED"),
+        ]
+    );
+}
+
+async fn a_refused_hotel_cancels_the_flight(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(FLIGHTS, vec![Reply::Reserve]);
+    participant.script(HOTELS, vec![Reply::Json(409, json!({ "error": "sold out" }))]);
+    participant.script(CANCEL, vec![Reply::Json(200, json!({}))]);
+    let server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    let done = finished(&server, &id).await;
+    assert_eq!((done["state"].as_str(), done["status"].as_str()), (Some("FAILED"), Some("failed")));
+    assert_eq!(done["data"]["flight_cancelled"], true);
+
+    let [flight] = participant.received(FLIGHTS).try_into().expect("one flight request");
+    assert_eq!(participant.received(HOTELS).len(), 1, "a final 4xx is not retried");
+    let [cancel] = participant.received(CANCEL).try_into().expect("the flight cancelled once");
+    assert_eq!(
+        cancel.body["input"],
+        json!({ "trip_id": "T-7", "reservation_id": format!("R-{}", flight.task_id()) })
+    );
+    assert_eq!(
+        history(&server, &id).await,
+        [
+            step("start", "init", "INITIATED"),
+            step("effect", "task.succeeded", "FLIGHT_RESERVED"),
+            step("effect", "task.failed", "COMPENSATING"),
+            step("effect", "task.succeeded", "FAILED"),
+        ]
+    );
+    let entries = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let hotel_failure = &entries["items"][2]["trigger"]["payload"]["error"];
+    assert_eq!((hotel_failure["kind"].as_str(), hotel_failure["status"].as_u64()), (Some("http"), Some(409)));
+    assert!(hotel_failure["body"].as_str().is_some_and(|body| body.contains("sold out")), "{hotel_failure}");
+}
+
+async fn a_failing_participant_is_retried_under_one_task_id(backend: Backend) {
+    let participant = Participant::start().await;
+    let unavailable = Reply::Json(503, json!({ "error": "try later" }));
+    participant.script(FLIGHTS, vec![unavailable.clone(), unavailable, Reply::Reserve]);
+    participant.script(HOTELS, vec![Reply::Reserve]);
+    let server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    let done = finished(&server, &id).await;
+    assert_eq!(done["state"], "COMPLETED");
+    let attempts = participant.received(FLIGHTS);
+    let task_ids: Vec<&str> = attempts.iter().map(|attempt| attempt.task_id()).collect();
+    assert_eq!(task_ids.len(), 3);
+    assert!(task_ids.iter().all(|task_id| *task_id == task_ids[0]), "one task_id: {task_ids:?}");
+    let numbers: Vec<u64> = attempts.iter().filter_map(|attempt| attempt.body["attempt"].as_u64()).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+}
+
+async fn an_attempt_that_hangs_times_out(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(FLIGHTS, vec![Reply::Hang(Duration::from_secs(3))]);
+    let server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    let done = finished(&server, &id).await;
+    assert_eq!(done["state"], "FAILED");
+    assert_eq!(participant.received(FLIGHTS).len(), 3, "every attempt timed out, then retries ran out");
+    let entries = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let error = &entries["items"][1]["trigger"]["payload"]["error"];
+    assert_eq!((error["kind"].as_str(), error["attempts"].as_u64()), (Some("timeout"), Some(3)), "{error}");
+    assert!(participant.received(HOTELS).is_empty() && participant.received(CANCEL).is_empty());
+}
+
+async fn a_participant_may_answer_202_and_report_later(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(FLIGHTS, vec![Reply::Reserve]);
+    participant.script(HOTELS, vec![Reply::Json(202, json!({}))]);
+    let server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    let [hotel] = participant.wait_for(HOTELS, 1).await.try_into().expect("one hotel request");
+    let report_url = hotel.body["report_url"].as_str().expect("a report_url").to_owned();
+    let path = report_url.strip_prefix(&server.base_url).expect("on this server").to_owned();
+    let report = json!({ "status": "succeeded", "output": { "reservation_id": "H-late" } });
+    let first = server.post(&path, "report-1", &report).await.expect(200).json();
+    assert_eq!(first["status"], "applied");
+    let done = finished(&server, &id).await;
+    assert_eq!(
+        (done["state"].as_str(), done["data"]["hotel_reservation"].as_str()),
+        (Some("COMPLETED"), Some("H-late"))
+    );
+    // The same report again, under another key: a duplicate; another report: a conflict.
+    let again = server.post(&path, "report-2", &report).await.expect(200).json();
+    assert_eq!(again["status"], "duplicate");
+    let other = json!({ "status": "failed", "error": { "reason": "changed my mind" } });
+    assert_problem(&server.post(&path, "report-3", &other).await, 409, "report-conflict");
+    assert_eq!(history(&server, &id).await.len(), 3, "the report was applied once");
+    assert_eq!(participant.received(HOTELS).len(), 1, "a 202 is not retried");
+}
+
+async fn a_task_bound_to_nobody_fails_as_unbound(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(FLIGHTS, vec![Reply::Reserve]);
+    participant.script(CANCEL, vec![Reply::Json(204, Value::Null)]);
+    let server = trip_server(backend, &participant, false).await;
+    let id = book(&server).await;
+    let done = finished(&server, &id).await;
+    assert_eq!(
+        (done["state"].as_str(), done["data"]["flight_cancelled"].as_bool()),
+        (Some("FAILED"), Some(true))
+    );
+    let entries = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    assert_eq!(entries["items"][2]["trigger"]["payload"]["error"]["kind"], "unbound");
+    assert_eq!(participant.received(CANCEL).len(), 1);
+}
+
+async fn a_task_in_flight_survives_a_kill(backend: Backend) {
+    let participant = Participant::start().await;
+    // The first attempt is held past the kill; the one after the restart succeeds.
+    participant.script(FLIGHTS, vec![Reply::Hang(Duration::from_secs(30)), Reply::Reserve]);
+    participant.script(HOTELS, vec![Reply::Reserve]);
+    let mut server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    let [held] = participant.wait_for(FLIGHTS, 1).await.try_into().expect("the first attempt");
+    server.restart().await;
+    let done = finished(&server, &id).await;
+    assert_eq!(done["state"], "COMPLETED");
+    let attempts = participant.received(FLIGHTS);
+    assert_eq!(attempts.len(), 2, "attempted again after the restart, not more");
+    assert!(attempts.iter().all(|attempt| attempt.task_id() == held.task_id()), "under the same task_id");
+    assert_eq!(participant.received(HOTELS).len(), 1, "and every later effect once");
+    assert_eq!(history(&server, &id).await.len(), 3);
+}
+
+async fn bad_reports_are_refused(backend: Backend) {
+    let participant = Participant::start().await;
+    let server = trip_server(backend, &participant, true).await;
+    let unknown = format!("/v1/tasks/{}/result", uuid::Uuid::new_v4());
+    let report = json!({ "status": "succeeded", "output": {} });
+    assert_problem(&server.post(&unknown, "r-1", &report).await, 404, "not-found");
+    let headers = [("content-type", "application/json")];
+    let malformed =
+        server.request(Method::POST, &unknown, &headers, Some(b"{\"status\": \"maybe\"}".to_vec())).await;
+    assert_problem(&malformed, 400, "bad-request");
+}
