@@ -29,6 +29,9 @@ pub struct Data {
     pub input: Value,
     /// The payload of the last `echo` or `busy`.
     pub echo: Value,
+    /// The keys of the timers that fired, in order.
+    #[serde(default)]
+    pub fired: Vec<String>,
 }
 
 impl Definition for Hostile {
@@ -64,11 +67,32 @@ impl Definition for Hostile {
             .action("not-json", &["IDLE"], &["IDLE"], "Accepts with data that is not JSON.")
             .action("finish", &["IDLE"], &["DONE"], "Moves to DONE.")
             .action("echo", &["IDLE"], &["IDLE"], "Stays in IDLE and stores the payload in the data.")
+            .action(
+                "wake",
+                &["IDLE"],
+                &["IDLE"],
+                "Sets timer {\"key\", \"after_ms\"}; its firing is kept in `fired`.",
+            )
+            .action("snooze", &["IDLE"], &["IDLE"], "Cancels timer {\"key\"}.")
             .build()
     }
 
     fn init(_ctx: &Context, input: Value) -> Result<Transition<Data>, Rejection> {
-        Ok(Transition::to("IDLE", Data { input, echo: Value::Null }))
+        Ok(Transition::to("IDLE", Data { input, echo: Value::Null, fired: Vec::new() }))
+    }
+
+    fn on_event(_ctx: &Context, call: EventCall<Data>) -> Result<Transition<Data>, Rejection> {
+        let mut data = call.data;
+        match call.event {
+            Received::TimerFired { key } => {
+                data.fired.push(key);
+                Ok(Transition::to("IDLE", data).with_message("woken"))
+            }
+            other => Err(Rejection::new(
+                "unexpected_event",
+                format!("hostile does not expect {}", other.describe()),
+            )),
+        }
     }
 
     fn on_action(_ctx: &Context, call: ActionCall<Data>) -> Result<Transition<Data>, Rejection> {
@@ -96,6 +120,17 @@ impl Definition for Hostile {
             "echo" => {
                 data.echo = call.payload;
                 Ok(Transition::to("IDLE", data).with_message("echoed"))
+            }
+            "wake" => {
+                let key = call.payload["key"].as_str().unwrap_or("alarm");
+                let after_ms = call.payload["after_ms"]
+                    .as_u64()
+                    .ok_or_else(|| Rejection::new("invalid_payload", "wake needs {\"key\", \"after_ms\"}"))?;
+                Ok(Transition::to("IDLE", data).timer(key, after_ms))
+            }
+            "snooze" => {
+                let key = call.payload["key"].as_str().unwrap_or("alarm");
+                Ok(Transition::to("IDLE", data).cancel_timer(key))
             }
             other => Err(Rejection::new("unknown_action", format!("no action {other}"))),
         }
@@ -250,6 +285,19 @@ mod tests {
 
     fn start() -> Machine<Hostile> {
         Machine::start(json!({"any": ["input", 1]})).expect("any input starts an instance")
+    }
+
+    #[test]
+    fn timers_fire_once_and_can_be_cancelled() {
+        let mut machine = start();
+        machine.act("wake", json!({"key": "a", "after_ms": 50})).expect("set");
+        machine.act("wake", json!({"key": "b", "after_ms": 90})).expect("set");
+        assert!(machine.act("wake", json!({"key": "a", "after_ms": 5})).is_err(), "a is open");
+        machine.act("snooze", json!({"key": "a"})).expect("cancelled");
+        assert_eq!(machine.timer_fired("a"), Err(Refusal::NoOpenEffect("a".into())));
+        machine.timer_fired("b").expect("fired");
+        assert_eq!(machine.data().fired, ["b"]);
+        assert!(machine.open_effects().is_empty());
     }
 
     #[test]
