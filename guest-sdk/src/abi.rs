@@ -55,6 +55,12 @@ pub mod events {
     pub const CHILD_COMPLETED: &str = "child.completed";
     pub const CHILD_FAILED: &str = "child.failed";
     pub const CHILD_CANCELLED: &str = "child.cancelled";
+
+    /// Whether `name` is one of the host's own events, which no client may post.
+    pub fn is_host_event(name: &str) -> bool {
+        [TASK_SUCCEEDED, TASK_FAILED, TIMER_FIRED, CHILD_COMPLETED, CHILD_FAILED, CHILD_CANCELLED]
+            .contains(&name)
+    }
 }
 
 /// Packs a response location as every entry point returns it: `ptr << 32 | len`.

@@ -18,6 +18,9 @@ both_backends!(
     a_timer_fires_once_after_its_delay,
     a_cancelled_timer_does_not_fire,
     a_timer_due_while_the_server_is_down_fires_after_the_restart,
+    events_apply_once_per_event_id_in_the_order_received,
+    a_refused_event_is_kept_and_changes_nothing,
+    malformed_events_are_refused,
 );
 
 const FLIGHTS: &str = "/flights/reserve";
@@ -337,4 +340,119 @@ async fn a_timer_due_while_the_server_is_down_fires_after_the_restart(backend: B
     server.restart().await;
     let woken = at_revision(&server, &id, 3).await;
     assert_eq!(woken["data"]["fired"], json!(["alarm"]), "fired once, after the restart");
+}
+
+async fn post_event(server: &TestServer, id: &str, event: Value) -> crate::support::Response {
+    let body = serde_json::to_vec(&event).expect("json");
+    server
+        .request(
+            Method::POST,
+            &format!("/v1/instances/{id}/events"),
+            &[("content-type", "application/json")],
+            Some(body),
+        )
+        .await
+}
+
+async fn events_apply_once_per_event_id_in_the_order_received(backend: Backend) {
+    let (server, id) = timer_server(backend).await;
+    for n in 0..5 {
+        let posted = post_event(
+            &server,
+            &id,
+            json!({ "event_id": format!("e{n}"), "type": "ping", "payload": { "n": n } }),
+        )
+        .await;
+        let posted = posted.expect(200).json();
+        assert_eq!(
+            (posted["status"].as_str(), posted["instance"]["revision"].as_i64()),
+            (Some("applied"), Some(n + 2))
+        );
+    }
+    // A vendor retrying: the same id answers 2xx, and applies nothing.
+    let again =
+        post_event(&server, &id, json!({ "event_id": "e0", "type": "ping", "payload": { "n": 99 } })).await;
+    let again = again.expect(200).json();
+    assert_eq!(
+        (again["status"].as_str(), again["received"]["status"].as_str()),
+        (Some("duplicate"), Some("applied"))
+    );
+    let instance = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(
+        instance["data"]["pings"],
+        json!([{ "n": 0 }, { "n": 1 }, { "n": 2 }, { "n": 3 }, { "n": 4 }])
+    );
+    let listed = server.get(&format!("/v1/instances/{id}/events")).await.expect(200).json();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|event| event["event_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["e0", "e1", "e2", "e3", "e4"]);
+    assert_eq!(
+        (listed["items"][0]["status"].as_str(), listed["items"][0]["seq"].as_i64()),
+        (Some("applied"), Some(2))
+    );
+    let entries = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let entry = &entries["items"][1]["trigger"];
+    assert_eq!(
+        (entry["kind"].as_str(), entry["name"].as_str(), entry["id"].as_str()),
+        (Some("event"), Some("ping"), Some("e0"))
+    );
+}
+
+async fn a_refused_event_is_kept_and_changes_nothing(backend: Backend) {
+    let (server, id) = timer_server(backend).await;
+    let refused =
+        post_event(&server, &id, json!({ "event_id": "x1", "type": "payment.settled", "payload": {} })).await;
+    let refused = refused.expect(200).json();
+    assert_eq!(
+        (refused["status"].as_str(), refused["code"].as_str()),
+        (Some("refused"), Some("unexpected_event"))
+    );
+    let instance = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(instance["revision"], 1, "nothing changed");
+    let listed = server.get(&format!("/v1/instances/{id}/events")).await.expect(200).json();
+    assert_eq!(
+        (listed["items"][0]["status"].as_str(), listed["items"][0]["code"].as_str()),
+        (Some("refused"), Some("unexpected_event"))
+    );
+    let again = post_event(&server, &id, json!({ "event_id": "x1", "type": "payment.settled" }))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        (again["status"].as_str(), again["received"]["status"].as_str()),
+        (Some("duplicate"), Some("refused"))
+    );
+}
+
+async fn malformed_events_are_refused(backend: Backend) {
+    let (server, id) = timer_server(backend).await;
+    let cases = [
+        (
+            json!({ "event_id": "t1", "type": "timer.fired", "payload": { "key": "alarm" } }),
+            422,
+            "invalid-event",
+        ),
+        (json!({ "event_id": "", "type": "ping" }), 422, "invalid-event"),
+        (json!({ "event_id": "bad id", "type": "ping" }), 422, "invalid-event"),
+        (json!({ "event_id": "t2", "type": "has space" }), 422, "invalid-event"),
+        (json!({ "type": "ping" }), 400, "bad-request"),
+        (json!({ "event_id": "t3", "type": "ping", "extra": 1 }), 400, "bad-request"),
+    ];
+    for (event, status, kind) in cases {
+        assert_problem(&post_event(&server, &id, event).await, status, kind);
+    }
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_problem(
+        &post_event(&server, &unknown, json!({ "event_id": "u", "type": "ping" })).await,
+        404,
+        "not-found",
+    );
+    assert_problem(&server.get(&format!("/v1/instances/{unknown}/events")).await, 404, "not-found");
+    let listed = server.get(&format!("/v1/instances/{id}/events")).await.expect(200).json();
+    assert_eq!(listed["items"], json!([]), "nothing was kept");
+    assert_eq!(server.get(&format!("/v1/instances/{id}")).await.expect(200).json()["revision"], 1);
 }

@@ -1,7 +1,7 @@
 //! The JSON shapes of the HTTP API. Only this module decides what clients see, so
 //! model and store types stay free to change.
 
-use crate::model::{DefinitionVersion, HistoryEntry, Instance, Migration, Status, Timestamp};
+use crate::model::{DefinitionVersion, HistoryEntry, Instance, Migration, PostedEvent, Status, Timestamp};
 use crate::service::{DefinitionSummary, InstanceView, VersionSummary};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -110,6 +110,37 @@ impl<'a> HistoryDto<'a> {
             module_sha256: &entry.module_sha256.0,
             fuel_used: entry.fuel_used,
             at: time(entry.at),
+        }
+    }
+}
+
+/// An event a client posted, and what became of it.
+#[derive(Serialize)]
+pub struct PostedEventDto<'a> {
+    event_id: &'a str,
+    #[serde(rename = "type")]
+    name: &'a str,
+    payload: Box<RawValue>,
+    status: &'static str,
+    code: Option<&'a str>,
+    reason: Option<&'a str>,
+    /// The history entry of the transition that applied it.
+    seq: Option<i64>,
+    received_at: String,
+}
+
+impl<'a> PostedEventDto<'a> {
+    pub fn new(event: &'a PostedEvent) -> Self {
+        let refused = event.refused.as_ref();
+        PostedEventDto {
+            event_id: &event.event_id,
+            name: &event.name,
+            payload: json(&event.payload),
+            status: if refused.is_some() { "refused" } else { "applied" },
+            code: refused.map(|(code, _)| code.as_str()),
+            reason: refused.map(|(_, reason)| reason.as_str()),
+            seq: event.seq,
+            received_at: time(event.received_at),
         }
     }
 }

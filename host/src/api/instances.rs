@@ -1,12 +1,12 @@
 //! Instances: create, read (ETag, long-poll), list, act, history.
 
-use super::dto::{HistoryDto, InstanceDto, InstancePage};
+use super::dto::{HistoryDto, InstanceDto, InstancePage, PostedEventDto};
 use super::extract::{Body, Path, Query};
 use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
 use super::{ANONYMOUS, AppState, stored_json};
 use crate::model::{InstanceFilter, InstanceId, Revision, StoredResponse};
-use crate::service::{ActRequest, InstanceView, StartRequest};
+use crate::service::{ActRequest, InstanceView, Posted, StartRequest};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/instances/{id}", get(show))
         .route("/v1/instances/{id}/actions/{action}", post(act))
         .route("/v1/instances/{id}/history", get(history))
+        .route("/v1/instances/{id}/events", post(post_event).get(events))
 }
 
 /// The strong ETag of a revision.
@@ -187,6 +188,52 @@ async fn history(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     let id = parse_id(&id)?;
     let history = state.service.history(id).await?;
     let items: Vec<_> = history.iter().map(HistoryDto::new).collect();
+    Ok(axum::Json(serde_json::json!({ "instance_id": id.to_string(), "items": items })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    event_id: String,
+    #[serde(rename = "type")]
+    name: String,
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+}
+
+/// Records an event once per `event_id` and applies it: 200 with `status` `applied`
+/// (and the instance), `refused` (with the definition's code and reason) or
+/// `duplicate`, so a sender that retries always gets a 2xx.
+async fn post_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let request = body.json::<EventBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
+    let payload = request.payload.map_or_else(|| "null".to_owned(), |payload| payload.get().to_owned());
+    let event_id = request.event_id.clone();
+    let posted = state.service.post_event(id, request.event_id, request.name, payload, ANONYMOUS).await?;
+    let body = match &posted {
+        Posted::Applied(view) => {
+            serde_json::json!({ "event_id": event_id, "status": "applied", "instance": InstanceDto::new(view) })
+        }
+        Posted::Refused { code, reason } => {
+            serde_json::json!({ "event_id": event_id, "status": "refused", "code": code, "reason": reason })
+        }
+        Posted::Duplicate(kept) => serde_json::json!({
+            "event_id": event_id,
+            "status": "duplicate",
+            "received": PostedEventDto::new(kept),
+        }),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let events = state.service.posted_events(id).await?;
+    let items: Vec<_> = events.iter().map(PostedEventDto::new).collect();
     Ok(axum::Json(serde_json::json!({ "instance_id": id.to_string(), "items": items })).into_response())
 }
 

@@ -157,6 +157,12 @@ impl From<service::Error> for Problem {
                 Problem::new(StatusCode::CONFLICT, "instance-finished", "Instance finished", detail)
             }
             E::EffectClosed => Problem::new(StatusCode::CONFLICT, "effect-closed", "Effect closed", detail),
+            E::EventDuplicate => {
+                Problem::new(StatusCode::CONFLICT, "event-duplicate", "Event received already", detail)
+            }
+            E::BadEvent(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-event", "Invalid event", detail)
+            }
             // The definition's own fault, not the host's: the detail names it.
             E::Guest(_) | E::BadOutcome(_) | E::BadEffects(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -253,6 +253,22 @@ pub struct Effect {
     pub updated_at: Timestamp,
 }
 
+/// An event a client posted to an instance, as it is kept.
+#[derive(Debug, Clone)]
+pub struct PostedEvent {
+    pub instance_id: InstanceId,
+    /// The sender's id for it: the same id again is a duplicate.
+    pub event_id: String,
+    pub name: String,
+    /// JSON text.
+    pub payload: String,
+    /// `Some` once refused: the definition's code and reason.
+    pub refused: Option<(String, String)>,
+    /// The revision of the transition that applied it.
+    pub seq: Option<i64>,
+    pub received_at: Timestamp,
+}
+
 /// A stored name that no enum variant spells.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown name {0:?}")]

@@ -10,8 +10,8 @@
 use super::instances::{Idempotent, InstanceView};
 use super::{Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
-    Effect, EffectKind, EffectStatus, HistoryEntry, IdempotencyRecord, Instance, InstanceId, Revision,
-    Status, Timestamp, Trigger as Cause, TriggerKind,
+    Effect, EffectKind, EffectStatus, HistoryEntry, IdempotencyRecord, Instance, InstanceId, PostedEvent,
+    Revision, Status, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::{self, Called, Entry, LoadedModule};
 use crate::store::{self, Commit, Settle};
@@ -28,22 +28,34 @@ pub(super) enum Trigger {
     /// A client's action, with its JSON payload.
     Action { action: String, payload: String },
     /// An event for `on_event`: an effect's result (`settles` names the effect, closed
-    /// in the same commit) or an external event.
-    Event { event: abi::Event, settles: Option<String> },
+    /// in the same commit) or an event a client posted (`posted` says when; it is kept
+    /// in the same commit).
+    Event { event: abi::Event, settles: Option<String>, posted: Option<Timestamp> },
     /// An admin's migration to another version, or a step of bulk `migration`.
     Migrate { to_version: u32, reason: String, migration: Option<uuid::Uuid> },
 }
 
+/// What a commit records besides the instance: the bulk migration it is a step of,
+/// the effect whose result it delivers, the posted event it applies.
+#[derive(Debug, Default)]
+pub(super) struct Closes {
+    pub migration: Option<uuid::Uuid>,
+    pub settles: Option<Settle>,
+    pub posted: Option<(abi::Event, Timestamp)>,
+}
+
 impl Trigger {
-    /// What its commit closes besides the instance's revision: the bulk migration it is
-    /// a step of, the effect whose result it delivers.
-    fn closes(&self) -> (Option<uuid::Uuid>, Option<Settle>) {
+    fn closes(&self) -> Closes {
         match self {
-            Trigger::Migrate { migration, .. } => (*migration, None),
-            Trigger::Event { event, settles: Some(effect_id) } => {
-                (None, Some(Settle { effect_id: effect_id.clone(), result: event_json(event) }))
-            }
-            Trigger::Event { settles: None, .. } | Trigger::Action { .. } => (None, None),
+            Trigger::Migrate { migration, .. } => Closes { migration: *migration, ..Closes::default() },
+            Trigger::Event { event, settles, posted } => Closes {
+                migration: None,
+                settles: settles
+                    .as_ref()
+                    .map(|effect_id| Settle { effect_id: effect_id.clone(), result: event_json(event) }),
+                posted: posted.map(|received_at| (event.clone(), received_at)),
+            },
+            Trigger::Action { .. } => Closes::default(),
         }
     }
 }
@@ -195,7 +207,8 @@ impl Service {
             event: event.clone(),
         };
         let called = self.call_outcome(module.clone(), Entry::OnEvent, request).await?;
-        let kind = if is_effect_result(&event.name) { TriggerKind::Effect } else { TriggerKind::Event };
+        let kind =
+            if abi::events::is_host_event(&event.name) { TriggerKind::Effect } else { TriggerKind::Event };
         let cause = Cause {
             kind,
             name: event.name.clone(),
@@ -246,7 +259,7 @@ impl Service {
         &self,
         change: Change,
         base_revision: Option<Revision>,
-        (migration, settles): (Option<uuid::Uuid>, Option<Settle>),
+        closes: Closes,
         idempotent: Option<&Idempotent<'_>>,
     ) -> store::Result<InstanceView> {
         let Change { view, history, effects, cancel_timers } = change;
@@ -258,16 +271,26 @@ impl Service {
             created_at: instance.updated_at,
         });
         let has_effects = !effects.is_empty();
+        let event = closes.posted.map(|(event, received_at)| PostedEvent {
+            instance_id: instance.id,
+            event_id: event.id,
+            name: event.name,
+            payload: event.payload,
+            refused: None,
+            seq: Some(history.seq),
+            received_at,
+        });
         let commit = Commit {
             instance: instance.clone(),
             base_revision,
             history,
             idempotency,
             expired_before: self.idempotency_cutoff(),
-            migration,
+            migration: closes.migration,
             effects,
             cancel_timers,
-            settles,
+            settles: closes.settles,
+            event,
         };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
@@ -404,12 +427,6 @@ pub(super) fn event_json(event: &abi::Event) -> String {
     serde_json::json!({ "name": event.name, "id": event.id, "payload": payload }).to_string()
 }
 
-/// Whether an event of this name is the host's own report of an effect's result.
-fn is_effect_result(name: &str) -> bool {
-    use abi::events::*;
-    [TASK_SUCCEEDED, TASK_FAILED, TIMER_FIRED, CHILD_COMPLETED, CHILD_FAILED, CHILD_CANCELLED].contains(&name)
-}
-
 /// A commit's failure as the service reports it.
 pub(super) fn commit_error(err: store::Error) -> Error {
     match err {
@@ -418,6 +435,7 @@ pub(super) fn commit_error(err: store::Error) -> Error {
             Error::BadEffects(abi::EffectError::KeyInUse("one of its keys".into()))
         }
         store::Error::EffectClosed => Error::EffectClosed,
+        store::Error::EventDuplicate => Error::EventDuplicate,
         other => other.into(),
     }
 }

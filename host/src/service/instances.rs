@@ -90,7 +90,7 @@ impl Service {
         let cause = Cause { kind: TriggerKind::Start, name: "init".into(), id: key, payload: request.input };
         let change =
             engine::outcome_change(unborn, &module, CallKind::Init, called, cause, &request.actor, now)?;
-        self.commit(change, None, (None, None), idempotent).await.map_err(engine::commit_error)
+        self.commit(change, None, engine::Closes::default(), idempotent).await.map_err(engine::commit_error)
     }
 
     #[tracing::instrument(skip_all, fields(id = %request.id, action = %request.action))]
@@ -114,7 +114,7 @@ impl Service {
         settles: Option<String>,
         actor: &str,
     ) -> Result<InstanceView> {
-        let trigger = Trigger::Event { event, settles };
+        let trigger = Trigger::Event { event, settles, posted: None };
         self.transition(id, &trigger, Asked { actor, if_match: None, idempotent: None }).await
     }
 

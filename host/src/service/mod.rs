@@ -12,6 +12,7 @@ mod lifecycle;
 mod locks;
 mod metrics;
 mod modules;
+mod posted;
 mod recent;
 mod results;
 
@@ -19,6 +20,7 @@ pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace};
 pub use metrics::MetricsSnapshot;
+pub use posted::Posted;
 pub use results::{Delivered, HOST_ACTOR, Reported, TaskReport, kept_event};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
@@ -79,6 +81,10 @@ pub enum Error {
     Finished(String),
     #[error("the effect was closed already: its result was delivered, or it was cancelled")]
     EffectClosed,
+    #[error("the event was received already")]
+    EventDuplicate,
+    #[error("{0}")]
+    BadEvent(String),
     #[error("no task {0}")]
     TaskNotFound(String),
     #[error("task {0} was reported with another result already")]

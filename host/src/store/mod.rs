@@ -22,6 +22,7 @@ macro_rules! read {
 }
 
 mod effects;
+mod events;
 mod group_commit;
 mod lifecycle;
 mod readers;
@@ -34,7 +35,7 @@ pub use lifecycle::Deletion;
 
 use crate::model::{
     DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter,
-    InstanceId, ModuleHash, Revision, Status, Timestamp,
+    InstanceId, ModuleHash, PostedEvent, Revision, Status, Timestamp,
 };
 use readers::Readers;
 use sqlx::any::AnyPoolOptions;
@@ -70,6 +71,9 @@ pub enum Error {
     CommitterStopped,
     #[error("the database did not answer in time")]
     Unresponsive,
+    /// A posted event with this id is kept already.
+    #[error("the event was received already")]
+    EventDuplicate,
     /// An effect's key names another open effect of the instance.
     #[error("an effect key is used by another open effect of the instance")]
     EffectKeyInUse,
@@ -125,6 +129,9 @@ pub struct Commit {
     /// The effect whose result this transition consumed: it must still be open, and
     /// is closed in the same transaction, so a result is delivered once.
     pub settles: Option<Settle>,
+    /// The posted event this transition applies, kept in the same transaction, so an
+    /// event id applies once ([`Error::Duplicate`] if it is kept already).
+    pub event: Option<PostedEvent>,
 }
 
 /// An effect's result, recorded as the effect closes.

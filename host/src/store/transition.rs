@@ -53,6 +53,11 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
             tx.execute(CANCEL_TIMER, &args).await?;
         }
     }
+    for commit in commits {
+        if let Some(event) = &commit.event {
+            super::events::insert(tx, event).await?;
+        }
+    }
     let effects: Vec<&Effect> = commits.iter().flat_map(|commit| &commit.effects).collect();
     execute_rows(tx, &effects, INSERT_EFFECTS, bind_effect, None)
         .await

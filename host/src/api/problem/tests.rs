@@ -32,11 +32,13 @@ fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
         E::EffectClosed => (23, StatusCode::CONFLICT, "effect-closed"),
         E::TaskNotFound(_) => (24, StatusCode::NOT_FOUND, "not-found"),
         E::ReportConflict(_) => (25, StatusCode::CONFLICT, "report-conflict"),
+        E::EventDuplicate => (26, StatusCode::CONFLICT, "event-duplicate"),
+        E::BadEvent(_) => (27, StatusCode::UNPROCESSABLE_ENTITY, "invalid-event"),
     }
 }
 
 /// How many arms [`expected`] has.
-const VARIANTS: usize = 26;
+const VARIANTS: usize = 28;
 
 /// One of each variant.
 fn samples() -> Vec<service::Error> {
@@ -69,6 +71,8 @@ fn samples() -> Vec<service::Error> {
         E::EffectClosed,
         E::TaskNotFound("t".into()),
         E::ReportConflict("t".into()),
+        E::EventDuplicate,
+        E::BadEvent("b".into()),
     ]
 }
 

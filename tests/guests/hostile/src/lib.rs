@@ -32,6 +32,9 @@ pub struct Data {
     /// The keys of the timers that fired, in order.
     #[serde(default)]
     pub fired: Vec<String>,
+    /// The payloads of the `ping` events posted to it, in order.
+    #[serde(default)]
+    pub pings: Vec<Value>,
 }
 
 impl Definition for Hostile {
@@ -78,7 +81,7 @@ impl Definition for Hostile {
     }
 
     fn init(_ctx: &Context, input: Value) -> Result<Transition<Data>, Rejection> {
-        Ok(Transition::to("IDLE", Data { input, echo: Value::Null, fired: Vec::new() }))
+        Ok(Transition::to("IDLE", Data { input, echo: Value::Null, fired: Vec::new(), pings: Vec::new() }))
     }
 
     fn on_event(_ctx: &Context, call: EventCall<Data>) -> Result<Transition<Data>, Rejection> {
@@ -87,6 +90,10 @@ impl Definition for Hostile {
             Received::TimerFired { key } => {
                 data.fired.push(key);
                 Ok(Transition::to("IDLE", data).with_message("woken"))
+            }
+            Received::External { name, payload, .. } if name == "ping" => {
+                data.pings.push(payload);
+                Ok(Transition::to("IDLE", data).with_message("pinged"))
             }
             other => Err(Rejection::new(
                 "unexpected_event",
