@@ -174,6 +174,23 @@ async fn a_failing_participant_is_retried_under_one_task_id(backend: Backend) {
     assert!(task_ids.iter().all(|task_id| *task_id == task_ids[0]), "one task_id: {task_ids:?}");
     let numbers: Vec<u64> = attempts.iter().filter_map(|attempt| attempt.body["attempt"].as_u64()).collect();
     assert_eq!(numbers, [1, 2, 3]);
+
+    let diagnostics = server.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
+    let flight = &diagnostics["effects"][0];
+    assert_eq!(
+        (flight["id"].as_str(), flight["name"].as_str()),
+        (Some(task_ids[0]), Some("flights.reserve"))
+    );
+    assert_eq!((flight["status"].as_str(), flight["attempts"].as_u64()), (Some("done"), Some(3)));
+    assert!(flight["last_error"].as_str().is_some_and(|error| error.contains("503")), "{flight}");
+    assert_eq!(flight["result"]["name"], "task.succeeded");
+    assert_eq!(
+        (diagnostics["effects"][1]["attempts"].as_u64(), diagnostics["open_timers"].as_array().map(Vec::len)),
+        (Some(1), Some(0))
+    );
+    let deployed = server.get("/v1/definitions/trip-booking/versions/1").await.expect(200).json();
+    assert_eq!(diagnostics["module_sha256"], deployed["sha256"]);
+    assert_eq!(diagnostics["recent_calls"].as_array().map(Vec::len), Some(3));
 }
 
 async fn an_attempt_that_hangs_times_out(backend: Backend) {
@@ -198,6 +215,22 @@ async fn a_participant_may_answer_202_and_report_later(backend: Backend) {
     let id = book(&server).await;
     let [hotel] = participant.wait_for(HOTELS, 1).await.try_into().expect("one hotel request");
     let report_url = hotel.body["report_url"].as_str().expect("a report_url").to_owned();
+    // The participant has answered 202; the host records that it waits for the report.
+    let mut diagnostics = Value::Null;
+    for _ in 0..1000 {
+        diagnostics = server.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
+        if diagnostics["effects"][1]["status"] == "waiting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = &diagnostics["effects"][1];
+    assert_eq!(
+        (waiting["status"].as_str(), waiting["attempts"].as_u64()),
+        (Some("waiting"), Some(1)),
+        "{waiting}"
+    );
+    assert!(waiting["next_attempt_at"].is_string(), "the report deadline: {waiting}");
     let path = report_url.strip_prefix(&server.base_url).expect("on this server").to_owned();
     let report = json!({ "status": "succeeded", "output": { "reservation_id": "H-late" } });
     let first = server.post(&path, "report-1", &report).await.expect(200).json();

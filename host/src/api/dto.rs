@@ -1,8 +1,11 @@
 //! The JSON shapes of the HTTP API. Only this module decides what clients see, so
 //! model and store types stay free to change.
 
-use crate::model::{DefinitionVersion, HistoryEntry, Instance, Migration, PostedEvent, Status, Timestamp};
-use crate::service::{DefinitionSummary, InstanceView, VersionSummary};
+use crate::model::{
+    DefinitionVersion, Effect, EffectKind, EffectStatus, HistoryEntry, Instance, Migration, PostedEvent,
+    Status, Timestamp,
+};
+use crate::service::{DefinitionSummary, Diagnostics, InstanceView, VersionSummary};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -110,6 +113,109 @@ impl<'a> HistoryDto<'a> {
             module_sha256: &entry.module_sha256.0,
             fuel_used: entry.fuel_used,
             at: time(entry.at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DiagnosticsDto<'a> {
+    instance: InstanceDto<'a>,
+    module_sha256: Option<&'a str>,
+    effects: Vec<EffectDto<'a>>,
+    /// The open timers, when each falls due.
+    open_timers: Vec<EffectDto<'a>>,
+    children: Vec<EffectDto<'a>>,
+    events: Vec<PostedEventDto<'a>>,
+    /// Terminal callbacks are not made yet: always empty.
+    callback_deliveries: [(); 0],
+    recent_calls: Vec<CallDto<'a>>,
+}
+
+#[derive(Serialize)]
+struct EffectDto<'a> {
+    /// A task's `task_id`.
+    id: &'a str,
+    kind: &'static str,
+    key: &'a str,
+    /// The task name, or the child's definition.
+    name: Option<&'a str>,
+    status: &'static str,
+    attempts: u32,
+    /// When the executor next works on it, while it is open.
+    next_attempt_at: Option<String>,
+    last_error: Option<&'a str>,
+    result: Option<Box<RawValue>>,
+    /// The history entry of the transition that asked for it.
+    seq: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Serialize)]
+struct CallDto<'a> {
+    seq: i64,
+    trigger: &'static str,
+    name: &'a str,
+    module_sha256: &'a str,
+    fuel_used: u64,
+    at: String,
+}
+
+impl<'a> DiagnosticsDto<'a> {
+    pub fn new(diagnostics: &'a Diagnostics) -> Self {
+        let effects: Vec<&Effect> = diagnostics.effects.iter().collect();
+        let open = |effect: &&Effect| {
+            matches!(effect.status, EffectStatus::Pending | EffectStatus::Waiting | EffectStatus::Ready)
+        };
+        DiagnosticsDto {
+            instance: InstanceDto::new(&diagnostics.instance),
+            module_sha256: diagnostics.module_sha256.as_ref().map(|sha256| sha256.0.as_str()),
+            effects: effects.iter().map(|effect| EffectDto::new(effect)).collect(),
+            open_timers: effects
+                .iter()
+                .filter(|effect| effect.kind == EffectKind::Timer && open(effect))
+                .map(|effect| EffectDto::new(effect))
+                .collect(),
+            children: effects
+                .iter()
+                .filter(|effect| effect.kind == EffectKind::Child)
+                .map(|effect| EffectDto::new(effect))
+                .collect(),
+            events: diagnostics.events.iter().map(PostedEventDto::new).collect(),
+            callback_deliveries: [],
+            recent_calls: diagnostics
+                .recent_calls
+                .iter()
+                .map(|entry| CallDto {
+                    seq: entry.seq,
+                    trigger: entry.trigger.kind.as_str(),
+                    name: &entry.trigger.name,
+                    module_sha256: &entry.module_sha256.0,
+                    fuel_used: entry.fuel_used,
+                    at: time(entry.at),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl<'a> EffectDto<'a> {
+    fn new(effect: &'a Effect) -> Self {
+        let open =
+            matches!(effect.status, EffectStatus::Pending | EffectStatus::Waiting | EffectStatus::Ready);
+        EffectDto {
+            id: &effect.id,
+            kind: effect.kind.as_str(),
+            key: &effect.key,
+            name: effect.name.as_deref(),
+            status: effect.status.as_str(),
+            attempts: effect.attempts,
+            next_attempt_at: open.then(|| time(effect.due_at)),
+            last_error: effect.last_error.as_deref(),
+            result: effect.result.as_deref().map(json),
+            seq: effect.seq,
+            created_at: time(effect.created_at),
+            updated_at: time(effect.updated_at),
         }
     }
 }

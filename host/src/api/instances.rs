@@ -1,6 +1,6 @@
 //! Instances: create, read (ETag, long-poll), list, act, history.
 
-use super::dto::{HistoryDto, InstanceDto, InstancePage, PostedEventDto};
+use super::dto::{DiagnosticsDto, HistoryDto, InstanceDto, InstancePage, PostedEventDto};
 use super::extract::{Body, Path, Query};
 use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/instances/{id}/actions/{action}", post(act))
         .route("/v1/instances/{id}/history", get(history))
         .route("/v1/instances/{id}/events", post(post_event).get(events))
+        .route("/v1/instances/{id}/diagnostics", get(diagnostics))
 }
 
 /// The strong ETag of a revision.
@@ -235,6 +236,14 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result
     let events = state.service.posted_events(id).await?;
     let items: Vec<_> = events.iter().map(PostedEventDto::new).collect();
     Ok(axum::Json(serde_json::json!({ "instance_id": id.to_string(), "items": items })).into_response())
+}
+
+/// Why an instance stands where it does: its effects (open and closed, with attempts,
+/// next attempt and last error), timers, children, events, and its recent calls.
+async fn diagnostics(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let diagnostics = state.service.diagnostics(id).await?;
+    Ok(axum::Json(DiagnosticsDto::new(&diagnostics)).into_response())
 }
 
 pub(super) fn instance_response(status: StatusCode, view: &InstanceView) -> StoredResponse {

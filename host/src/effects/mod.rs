@@ -81,25 +81,21 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
 #[tracing::instrument(skip_all, fields(effect = %effect.id, kind = effect.kind.as_str(), key = %effect.key))]
 async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, effect: Effect) {
     let kept = effect.result.as_deref().and_then(kept_event);
+    let attempts = effect.attempts;
     let outcome = match (effect.status, effect.kind, kept) {
         (EffectStatus::Ready, _, Some(event)) => match Received::parse(event) {
-            Ok(received) => Some(received),
+            Ok(received) => Some((received, attempts)),
             Err(rejection) => {
                 tracing::error!(reason = %rejection.reason, "a kept result does not parse");
                 None
             }
         },
-        (_, EffectKind::Timer, _) => Some(Received::TimerFired { key: effect.key.clone() }),
+        (_, EffectKind::Timer, _) => Some((Received::TimerFired { key: effect.key.clone() }, attempts)),
         // A participant that answered 202 did not report in time.
-        (EffectStatus::Waiting, EffectKind::Task, _) => Some(Received::TaskFailed {
-            key: effect.key.clone(),
-            error: TaskError {
-                kind: FailureKind::Timeout,
-                status: None,
-                body: None,
-                attempts: effect.attempts,
-            },
-        }),
+        (EffectStatus::Waiting, EffectKind::Task, _) => {
+            let error = TaskError { kind: FailureKind::Timeout, status: None, body: None, attempts };
+            Some((Received::TaskFailed { key: effect.key.clone(), error }, attempts))
+        }
         (_, EffectKind::Task, _) => task::attempt(service, settings, client, &effect).await,
         (_, EffectKind::Child, _) => {
             let progress = Progress {
@@ -113,8 +109,8 @@ async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, 
             None
         }
     };
-    if let Some(received) = outcome {
-        match service.deliver_result(&effect, received).await {
+    if let Some((received, attempts)) = outcome {
+        match service.deliver_result(&effect, attempts, received).await {
             Ok(Delivered::Applied | Delivered::Closed) => {}
             Ok(Delivered::Refused(reason)) => {
                 tracing::info!(%reason, "the definition did not take the result")

@@ -127,22 +127,21 @@ enum Answer {
     },
 }
 
-/// Makes the next attempt of `effect`'s task. The result to deliver, if the task is
-/// over; `None` if it goes on (retried later, or reported later), progress recorded.
+/// Makes the next attempt of `effect`'s task. The result to deliver and the attempts
+/// made, if the task is over; `None` if it goes on (retried later, or reported later),
+/// progress recorded.
 pub(super) async fn attempt(
     service: &Service,
     settings: &Settings,
     client: &reqwest::Client,
     effect: &Effect,
-) -> Option<Received> {
+) -> Option<(Received, u32)> {
     let participants = &settings.participants;
     let options: TaskOptions = serde_json::from_str(&effect.options).unwrap_or_default();
     let name = effect.name.as_deref().unwrap_or_default();
     let failed = |kind, status, body, attempts| {
-        Some(Received::TaskFailed {
-            key: effect.key.clone(),
-            error: TaskError { kind, status, body, attempts },
-        })
+        let error = TaskError { kind, status, body, attempts };
+        Some((Received::TaskFailed { key: effect.key.clone(), error }, attempts))
     };
     let Some(binding) = participants.bindings.get(name) else {
         return failed(FailureKind::Unbound, None, None, effect.attempts);
@@ -157,7 +156,9 @@ pub(super) async fn attempt(
     let answer = send(client, participants, binding, effect, attempt, attempt_timeout).await;
     let now = Timestamp::now();
     match answer {
-        Answer::Succeeded(output) => Some(Received::TaskSucceeded { key: effect.key.clone(), output }),
+        Answer::Succeeded(output) => {
+            Some((Received::TaskSucceeded { key: effect.key.clone(), output }, attempt))
+        }
         Answer::Refused { status, body } => failed(FailureKind::Http, Some(status), Some(body), attempt),
         Answer::Accepted => {
             let report_timeout =

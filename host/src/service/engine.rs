@@ -27,10 +27,11 @@ use switchyard_guest::abi::{
 pub(super) enum Trigger {
     /// A client's action, with its JSON payload.
     Action { action: String, payload: String },
-    /// An event for `on_event`: an effect's result (`settles` names the effect, closed
+    /// An event for `on_event`: an effect's result (`settles` names the effect and its
+    /// attempts so far; it is closed
     /// in the same commit) or an event a client posted (`posted` says when; it is kept
     /// in the same commit).
-    Event { event: abi::Event, settles: Option<String>, posted: Option<Timestamp> },
+    Event { event: abi::Event, settles: Option<(String, u32)>, posted: Option<Timestamp> },
     /// An admin's migration to another version, or a step of bulk `migration`.
     Migrate { to_version: u32, reason: String, migration: Option<uuid::Uuid> },
 }
@@ -50,9 +51,11 @@ impl Trigger {
             Trigger::Migrate { migration, .. } => Closes { migration: *migration, ..Closes::default() },
             Trigger::Event { event, settles, posted } => Closes {
                 migration: None,
-                settles: settles
-                    .as_ref()
-                    .map(|effect_id| Settle { effect_id: effect_id.clone(), result: event_json(event) }),
+                settles: settles.as_ref().map(|(effect_id, attempts)| Settle {
+                    effect_id: effect_id.clone(),
+                    attempts: *attempts,
+                    result: event_json(event),
+                }),
                 posted: posted.map(|received_at| (event.clone(), received_at)),
             },
             Trigger::Action { .. } => Closes::default(),

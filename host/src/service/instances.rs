@@ -111,7 +111,7 @@ impl Service {
         &self,
         id: InstanceId,
         event: abi::Event,
-        settles: Option<String>,
+        settles: Option<(String, u32)>,
         actor: &str,
     ) -> Result<InstanceView> {
         let trigger = Trigger::Event { event, settles, posted: None };

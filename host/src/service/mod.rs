@@ -21,7 +21,7 @@ pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace};
 pub use metrics::MetricsSnapshot;
 pub use posted::Posted;
-pub use results::{Delivered, HOST_ACTOR, Reported, TaskReport, kept_event};
+pub use results::{Delivered, Diagnostics, HOST_ACTOR, Reported, TaskReport, kept_event};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};

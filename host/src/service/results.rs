@@ -29,6 +29,22 @@ pub enum Delivered {
     Kept(String),
 }
 
+/// The history entries [`Service::diagnostics`] shows the guest calls of.
+const RECENT_CALLS: usize = 20;
+
+/// What [`Service::diagnostics`] reports.
+#[derive(Debug)]
+pub struct Diagnostics {
+    pub instance: super::InstanceView,
+    /// The module of the instance's last transition.
+    pub module_sha256: Option<crate::model::ModuleHash>,
+    /// Every effect, oldest first, open or closed.
+    pub effects: Vec<Effect>,
+    pub events: Vec<crate::model::PostedEvent>,
+    /// The last history entries: which module ran each call, and the fuel it used.
+    pub recent_calls: Vec<crate::model::HistoryEntry>,
+}
+
 /// A participant's late report of a task it answered with 202.
 #[derive(Debug, Clone)]
 pub enum TaskReport {
@@ -46,12 +62,18 @@ pub enum Reported {
 }
 
 impl Service {
-    /// Delivers `received`, the result of `effect`, to its instance; keeps it with the
-    /// effect if that cannot be done now.
-    pub async fn deliver_result(&self, effect: &Effect, received: Received) -> Result<Delivered> {
+    /// Delivers `received`, the result of `effect` after `attempts` attempts, to its
+    /// instance; keeps it with the effect if that cannot be done now.
+    pub async fn deliver_result(
+        &self,
+        effect: &Effect,
+        attempts: u32,
+        received: Received,
+    ) -> Result<Delivered> {
         let event = received.into_event(effect.id.clone());
         let result = super::engine::event_json(&event);
-        let delivered = self.deliver(effect.instance_id, event, Some(effect.id.clone()), HOST_ACTOR).await;
+        let settles = Some((effect.id.clone(), attempts));
+        let delivered = self.deliver(effect.instance_id, event, settles, HOST_ACTOR).await;
         let now = Timestamp::now();
         let (status, due_at, note, outcome) = match delivered {
             Ok(_) => return Ok(Delivered::Applied),
@@ -66,13 +88,7 @@ impl Service {
                 (EffectStatus::Ready, due, reason.clone(), Delivered::Kept(reason))
             }
         };
-        let progress = Progress {
-            status,
-            attempts: effect.attempts,
-            due_at,
-            last_error: Some(note),
-            result: Some(result),
-        };
+        let progress = Progress { status, attempts, due_at, last_error: Some(note), result: Some(result) };
         if !self.store.record_effect_progress(&effect.id, &progress, now).await? {
             return Ok(Delivered::Closed);
         }
@@ -102,7 +118,7 @@ impl Service {
         let reported = super::engine::event_json(&received.clone().into_event(effect.id.clone()));
         let closed = matches!(effect.status, EffectStatus::Done | EffectStatus::Cancelled);
         if !closed {
-            match self.deliver_result(&effect, received).await? {
+            match self.deliver_result(&effect, effect.attempts.max(1), received).await? {
                 Delivered::Closed => {}
                 delivered => return Ok(Reported::Taken(delivered)),
             }
@@ -115,9 +131,15 @@ impl Service {
         Err(Error::ReportConflict(task_id.into()))
     }
 
-    /// The effects of an instance, oldest first.
-    pub async fn effects_of(&self, id: crate::model::InstanceId) -> Result<Vec<Effect>> {
-        Ok(self.store.effects_of(id).await?)
+    /// Everything there is to know about why an instance stands where it does.
+    pub async fn diagnostics(&self, id: crate::model::InstanceId) -> Result<Diagnostics> {
+        let instance = self.instance(id).await?;
+        let effects = self.store.effects_of(id).await?;
+        let events = self.store.posted_events(id).await?;
+        let mut history = self.history(id).await?;
+        let module_sha256 = history.last().map(|entry| entry.module_sha256.clone());
+        let recent = history.len().saturating_sub(RECENT_CALLS);
+        Ok(Diagnostics { instance, module_sha256, effects, events, recent_calls: history.split_off(recent) })
     }
 }
 

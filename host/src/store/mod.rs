@@ -138,6 +138,8 @@ pub struct Commit {
 #[derive(Debug, Clone)]
 pub struct Settle {
     pub effect_id: String,
+    /// Attempts made, the last one included.
+    pub attempts: u32,
     /// The event it came back as (JSON).
     pub result: String,
 }

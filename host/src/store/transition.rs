@@ -41,8 +41,12 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
     // for: a timer that fired, or was cancelled, may be set again under its key.
     for commit in commits {
         if let Some(settle) = &commit.settles {
-            let args =
-                [(&settle.result).into(), commit.instance.updated_at.0.into(), (&settle.effect_id).into()];
+            let args = [
+                (&settle.result).into(),
+                commit.instance.updated_at.0.into(),
+                (&settle.effect_id).into(),
+                i64::from(settle.attempts).into(),
+            ];
             if tx.execute(SETTLE_EFFECT, &args).await? != 1 {
                 return Err(Error::EffectClosed);
             }
@@ -149,7 +153,7 @@ const UPDATE_INSTANCES: Statement = Statement {
 
 /// Closes an open effect with its result; one row, or the effect was closed already.
 const SETTLE_EFFECT: &str =
-    "UPDATE effects SET status = 'done', result = $1, updated_at = $2, lease_owner = NULL
+    "UPDATE effects SET status = 'done', result = $1, updated_at = $2, attempts = $4, lease_owner = NULL
      WHERE id = $3 AND status IN ('pending', 'waiting', 'ready')";
 
 const CANCEL_TIMER: &str = "UPDATE effects SET status = 'cancelled', updated_at = $1, lease_owner = NULL
