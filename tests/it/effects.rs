@@ -21,6 +21,8 @@ both_backends!(
     events_apply_once_per_event_id_in_the_order_received,
     a_refused_event_is_kept_and_changes_nothing,
     malformed_events_are_refused,
+    a_child_starts_once_and_its_end_reaches_its_parent,
+    a_child_that_cannot_start_reaches_its_parent_as_failed,
 );
 
 const FLIGHTS: &str = "/flights/reserve";
@@ -488,4 +490,59 @@ async fn malformed_events_are_refused(backend: Backend) {
     let listed = server.get(&format!("/v1/instances/{id}/events")).await.expect(200).json();
     assert_eq!(listed["items"], json!([]), "nothing was kept");
     assert_eq!(server.get(&format!("/v1/instances/{id}")).await.expect(200).json()["revision"], 1);
+}
+
+async fn a_child_starts_once_and_its_end_reaches_its_parent(backend: Backend) {
+    let (server, parent) = timer_server(backend).await;
+    let spawn = json!({ "key": "kid", "definition": "hostile", "input": { "n": 1 } });
+    server.act(&parent, "spawn", spawn).await.expect(200);
+    let children_path = format!("/v1/instances?parent={parent}");
+    let mut children = Vec::new();
+    for _ in 0..1000 {
+        children = server.get(&children_path).await.expect(200).json()["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !children.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let [child] = children.try_into().expect("one child");
+    let child_id = child["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        (child["parent_id"].as_str(), &child["data"]["input"]),
+        (Some(parent.as_str()), &json!({ "n": 1 }))
+    );
+    let diagnostics = server.get(&format!("/v1/instances/{parent}/diagnostics")).await.expect(200).json();
+    let effect = &diagnostics["children"][0];
+    assert_eq!(
+        (effect["status"].as_str(), effect["key"].as_str()),
+        (Some("waiting"), Some("kid")),
+        "{effect}"
+    );
+
+    server.act(&child_id, "finish", Value::Null).await.expect(200);
+    let after = at_revision(&server, &parent, 3).await;
+    let ended = json!([{ "key": "kid", "child_id": child_id, "status": "Completed", "state": "DONE" }]);
+    assert_eq!(after["data"]["children"], ended);
+    assert_eq!(history(&server, &parent).await[2], step("effect", "child.completed", "IDLE"));
+    let diagnostics = server.get(&format!("/v1/instances/{parent}/diagnostics")).await.expect(200).json();
+    assert_eq!(diagnostics["children"][0]["status"], "done");
+    let listed = server.get(&children_path).await.expect(200).json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "started once");
+    assert_problem(&server.get("/v1/instances?parent=nonsense").await, 400, "bad-request");
+}
+
+async fn a_child_that_cannot_start_reaches_its_parent_as_failed(backend: Backend) {
+    let (server, parent) = timer_server(backend).await;
+    let spawn = json!({ "key": "ghost", "definition": "nothing-deployed", "input": {} });
+    server.act(&parent, "spawn", spawn).await.expect(200);
+    let after = at_revision(&server, &parent, 3).await;
+    let ended = &after["data"]["children"][0];
+    assert_eq!(
+        (ended["key"].as_str(), ended["status"].as_str(), ended["child_id"].as_str()),
+        (Some("ghost"), Some("Failed"), Some(""))
+    );
+    assert_eq!(history(&server, &parent).await[2], step("effect", "child.failed", "IDLE"));
 }

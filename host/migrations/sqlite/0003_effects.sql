@@ -21,6 +21,8 @@ CREATE TABLE effects (
     lease_expires_at BIGINT,
     last_error TEXT,
     result TEXT,
+    -- A child effect's instance, once started.
+    child_id TEXT,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
@@ -30,3 +32,5 @@ CREATE UNIQUE INDEX effects_open_key ON effects (instance_id, effect_key)
     WHERE status IN ('pending', 'waiting', 'ready');
 CREATE INDEX effects_due ON effects (due_at) WHERE status IN ('pending', 'waiting', 'ready');
 CREATE INDEX effects_by_instance ON effects (instance_id, seq);
+CREATE INDEX effects_by_child ON effects (child_id) WHERE child_id IS NOT NULL;
+CREATE INDEX instances_by_parent ON instances (parent_id) WHERE parent_id IS NOT NULL;

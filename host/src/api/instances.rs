@@ -154,6 +154,7 @@ struct ListParams {
     version: Option<u32>,
     state: Option<String>,
     status: Option<String>,
+    parent: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -169,12 +170,18 @@ async fn list(State(state): State<AppState>, Query(params): Query<ListParams>) -
         .map(|cursor| cursor.parse::<InstanceId>())
         .transpose()
         .map_err(|_| Problem::bad_request("cursor is not one this server handed out"))?;
+    let parent = params
+        .parent
+        .map(|parent| parent.parse::<InstanceId>())
+        .transpose()
+        .map_err(|_| Problem::bad_request("parent must be an instance id"))?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let filter = InstanceFilter {
         definition: params.definition,
         version: params.version,
         state: params.state,
         status,
+        parent,
         before,
         limit,
     };

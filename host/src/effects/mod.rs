@@ -16,11 +16,12 @@ mod task;
 
 pub use task::{Binding, Participants, RetryOverride, RetryPolicy};
 
-use crate::model::{Effect, EffectKind, EffectStatus, Timestamp};
-use crate::service::{Delivered, Service, kept_event};
+use crate::model::{Effect, EffectKind, EffectStatus, Status, Timestamp};
+use crate::service::{self, Delivered, Service, kept_event};
 use crate::store::Progress;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_guest::abi::TerminalStatus;
 use switchyard_guest::{FailureKind, Received, TaskError};
 
 /// Effects leased at once.
@@ -90,6 +91,10 @@ async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, 
                 None
             }
         },
+        // The child ended: its end is reported as it stands now.
+        (EffectStatus::Ready, EffectKind::Child, None) => {
+            child_ended(service, &effect).await.map(|ended| (ended, attempts))
+        }
         (_, EffectKind::Timer, _) => Some((Received::TimerFired { key: effect.key.clone() }, attempts)),
         // A participant that answered 202 did not report in time.
         (EffectStatus::Waiting, EffectKind::Task, _) => {
@@ -97,17 +102,7 @@ async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, 
             Some((Received::TaskFailed { key: effect.key.clone(), error }, attempts))
         }
         (_, EffectKind::Task, _) => task::attempt(service, settings, client, &effect).await,
-        (_, EffectKind::Child, _) => {
-            let progress = Progress {
-                status: EffectStatus::Pending,
-                attempts: effect.attempts,
-                due_at: Timestamp(Timestamp::now().0 + millis(settings.poll_every) * 60),
-                last_error: Some("this host does not start child instances yet".into()),
-                result: None,
-            };
-            record(service, &effect, &progress).await;
-            None
-        }
+        (_, EffectKind::Child, _) => start_child(service, settings, &effect).await,
     };
     if let Some((received, attempts)) = outcome {
         match service.deliver_result(&effect, attempts, received).await {
@@ -119,6 +114,68 @@ async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, 
             Err(err) => tracing::warn!(%err, "cannot deliver the result; it runs again after its lease"),
         }
     }
+}
+
+/// Starts the child `effect` asks for; a child that cannot start is a failed child.
+async fn start_child(service: &Service, settings: &Settings, effect: &Effect) -> Option<(Received, u32)> {
+    let attempts = effect.attempts + 1;
+    let refusal = match service.start_child(effect).await {
+        // The child's commit recorded it with the effect, which now waits for its end.
+        Ok(_) | Err(service::Error::EffectClosed) => return None,
+        Err(
+            refused @ (service::Error::DefinitionNotFound(_)
+            | service::Error::VersionNotFound { .. }
+            | service::Error::VersionRetired { .. }
+            | service::Error::Rejected { .. }
+            | service::Error::Guest(_)
+            | service::Error::BadOutcome(_)
+            | service::Error::BadEffects(_)),
+        ) => refused.to_string(),
+        Err(err) => {
+            let progress = Progress {
+                status: EffectStatus::Pending,
+                attempts,
+                due_at: Timestamp(Timestamp::now().0.saturating_add(millis(settings.poll_every))),
+                last_error: Some(format!("starting the child failed: {err}")),
+                result: None,
+            };
+            record(service, effect, &progress).await;
+            return None;
+        }
+    };
+    let ended = Received::ChildEnded {
+        key: effect.key.clone(),
+        child_id: String::new(),
+        status: TerminalStatus::Failed,
+        state: String::new(),
+        data: serde_json::json!({ "error": refusal }),
+    };
+    Some((ended, attempts))
+}
+
+/// How the child of `effect` ended, as it stands now.
+async fn child_ended(service: &Service, effect: &Effect) -> Option<Received> {
+    let child_id = effect.child_id?;
+    let child = match service.instance(child_id).await {
+        Ok(view) => view.instance,
+        Err(err) => {
+            tracing::warn!(%err, %child_id, "cannot read the child; its end is reported after the lease");
+            return None;
+        }
+    };
+    let status = match child.status {
+        Status::Completed => TerminalStatus::Completed,
+        Status::Failed => TerminalStatus::Failed,
+        Status::Cancelled => TerminalStatus::Cancelled,
+        Status::Running => return None,
+    };
+    Some(Received::ChildEnded {
+        key: effect.key.clone(),
+        child_id: child_id.to_string(),
+        status,
+        state: child.state,
+        data: serde_json::from_str(&child.data).unwrap_or_default(),
+    })
 }
 
 /// Records what an attempt left to do; a failure costs a repeat after the lease.

@@ -247,8 +247,10 @@ pub struct Effect {
     /// deadline.
     pub due_at: Timestamp,
     pub last_error: Option<String>,
-    /// The event it comes back as, once known (JSON: `{"name", "payload"}`).
+    /// The event it comes back as, once known (JSON: `{"name", "id", "payload"}`).
     pub result: Option<String>,
+    /// A child effect's instance, once started.
+    pub child_id: Option<InstanceId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -311,6 +313,8 @@ pub struct InstanceFilter {
     pub version: Option<u32>,
     pub state: Option<String>,
     pub status: Option<Status>,
+    /// Only the children of this instance.
+    pub parent: Option<InstanceId>,
     /// Only instances older than this one (the previous page's last id).
     pub before: Option<InstanceId>,
     pub limit: u32,

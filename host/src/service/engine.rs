@@ -43,6 +43,8 @@ pub(super) struct Closes {
     pub migration: Option<uuid::Uuid>,
     pub settles: Option<Settle>,
     pub posted: Option<(abi::Event, Timestamp)>,
+    /// The parent's child effect a new instance is started for.
+    pub child_of: Option<String>,
 }
 
 impl Trigger {
@@ -57,6 +59,7 @@ impl Trigger {
                     result: event_json(event),
                 }),
                 posted: posted.map(|received_at| (event.clone(), received_at)),
+                child_of: None,
             },
             Trigger::Action { .. } => Closes::default(),
         }
@@ -273,7 +276,9 @@ impl Service {
             response: (idempotent.render)(&view),
             created_at: instance.updated_at,
         });
-        let has_effects = !effects.is_empty();
+        // New effects, or a child's end that its parent's effect is waiting for.
+        let wakes_executor =
+            !effects.is_empty() || (instance.parent_id.is_some() && instance.status.is_terminal());
         let event = closes.posted.map(|(event, received_at)| PostedEvent {
             instance_id: instance.id,
             event_id: event.id,
@@ -294,6 +299,7 @@ impl Service {
             cancel_timers,
             settles: closes.settles,
             event,
+            child_of: closes.child_of,
         };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
@@ -304,7 +310,7 @@ impl Service {
         }
         self.recent.committed(instance);
         self.changes.publish(instance.id, instance.revision);
-        if has_effects {
+        if wakes_executor {
             self.outbox.notify_one();
         }
         Ok(view)
@@ -404,6 +410,7 @@ fn outbox_rows(
             due_at,
             last_error: None,
             result: None,
+            child_id: None,
             created_at: now,
             updated_at: now,
         });

@@ -3,8 +3,8 @@
 use super::engine::{self, Asked, Trigger};
 use super::{Error, Result, Service};
 use crate::model::{
-    HistoryEntry, IdempotencyKey, Instance, InstanceFilter, InstanceId, Revision, Status, StoredResponse,
-    Timestamp, Trigger as Cause, TriggerKind,
+    Effect, HistoryEntry, IdempotencyKey, Instance, InstanceFilter, InstanceId, Revision, Status,
+    StoredResponse, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::Entry;
 use std::time::Duration;
@@ -55,15 +55,43 @@ impl std::fmt::Debug for Idempotent<'_> {
 }
 
 impl Service {
-    #[tracing::instrument(skip_all, fields(definition = %request.definition))]
     pub async fn start(
         &self,
         request: StartRequest,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
+        self.start_as(InstanceId::generate(), request, None, idempotent).await
+    }
+
+    /// Starts the child instance `effect` (a parent's child effect) asks for. Its id is
+    /// derived from the effect, and the effect records it in the same commit, so a
+    /// start that is tried again finds the child started.
+    pub(crate) async fn start_child(&self, effect: &Effect) -> Result<InstanceView> {
+        let version = serde_json::from_str::<serde_json::Value>(&effect.options)
+            .ok()
+            .and_then(|options| u32::try_from(options.get("version")?.as_u64()?).ok());
+        let request = StartRequest {
+            definition: effect.name.clone().unwrap_or_default(),
+            version,
+            input: effect.input.clone().unwrap_or_else(|| "null".into()),
+            callback_url: None,
+            actor: super::HOST_ACTOR.into(),
+        };
+        let parent = Some((effect.instance_id, effect.id.clone()));
+        self.start_as(child_id(effect), request, parent, None).await
+    }
+
+    /// Starts instance `id`, the child of `parent` for its effect, if given.
+    #[tracing::instrument(skip_all, fields(definition = %request.definition, %id))]
+    async fn start_as(
+        &self,
+        id: InstanceId,
+        request: StartRequest,
+        parent: Option<(InstanceId, String)>,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<InstanceView> {
         let version = self.version_for_start(&request.definition, request.version).await?;
         let module = self.module(&request.definition, version).await?;
-        let id = InstanceId::generate();
         let now = Timestamp::now();
         let init = InitRequest {
             context: engine::context(id, version, Revision(1), now),
@@ -81,7 +109,7 @@ impl Service {
             revision: Revision(0),
             message: None,
             error: None,
-            parent_id: None,
+            parent_id: parent.as_ref().map(|(parent, _)| *parent),
             callback_url: request.callback_url,
             created_at: now,
             updated_at: now,
@@ -90,7 +118,9 @@ impl Service {
         let cause = Cause { kind: TriggerKind::Start, name: "init".into(), id: key, payload: request.input };
         let change =
             engine::outcome_change(unborn, &module, CallKind::Init, called, cause, &request.actor, now)?;
-        self.commit(change, None, engine::Closes::default(), idempotent).await.map_err(engine::commit_error)
+        let closes =
+            engine::Closes { child_of: parent.map(|(_, effect)| effect), ..engine::Closes::default() };
+        self.commit(change, None, closes, idempotent).await.map_err(engine::commit_error)
     }
 
     #[tracing::instrument(skip_all, fields(id = %request.id, action = %request.action))]
@@ -174,4 +204,15 @@ impl Service {
     pub(super) async fn stored_instance(&self, id: InstanceId) -> Result<Instance> {
         self.store.instance(id).await?.ok_or_else(|| Error::InstanceNotFound(id.to_string()))
     }
+}
+
+/// A child's id: a UUIDv7 of the time its parent asked for it, with the rest derived
+/// from the effect, so every try to start it names the same instance.
+fn child_id(effect: &Effect) -> InstanceId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(effect.id.as_bytes());
+    let mut random = [0; 10];
+    random.copy_from_slice(&digest[..10]);
+    let millis = u64::try_from(effect.created_at.0).unwrap_or_default();
+    InstanceId(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
 }

@@ -132,6 +132,9 @@ pub struct Commit {
     /// The posted event this transition applies, kept in the same transaction, so an
     /// event id applies once ([`Error::Duplicate`] if it is kept already).
     pub event: Option<PostedEvent>,
+    /// The parent's child effect a new instance is started for: it must still be
+    /// pending, and records the child in the same transaction, so a child starts once.
+    pub child_of: Option<String>,
 }
 
 /// An effect's result, recorded as the effect closes.
@@ -398,6 +401,9 @@ impl Store {
         }
         if let Some(status) = filter.status {
             condition("status =", Param::Text(status.as_str().into()));
+        }
+        if let Some(parent) = filter.parent {
+            condition("parent_id =", Param::Text(parent.to_string()));
         }
         if let Some(before) = filter.before {
             condition("id <", Param::Text(before.to_string()));

@@ -58,8 +58,20 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
         }
     }
     for commit in commits {
+        let instance = &commit.instance;
         if let Some(event) = &commit.event {
             super::events::insert(tx, event).await?;
+        }
+        if let Some(effect_id) = &commit.child_of {
+            let args = [instance.id.to_string().into(), instance.updated_at.0.into(), effect_id.into()];
+            if tx.execute(CHILD_STARTED, &args).await? != 1 {
+                return Err(Error::EffectClosed);
+            }
+        }
+        // A child that ends has its end reported to its parent, by the executor.
+        if instance.parent_id.is_some() && instance.status.is_terminal() {
+            let args = [instance.id.to_string().into(), instance.updated_at.0.into()];
+            tx.execute(CHILD_ENDED, &args).await?;
         }
     }
     let effects: Vec<&Effect> = commits.iter().flat_map(|commit| &commit.effects).collect();
@@ -155,6 +167,15 @@ const UPDATE_INSTANCES: Statement = Statement {
 const SETTLE_EFFECT: &str =
     "UPDATE effects SET status = 'done', result = $1, updated_at = $2, attempts = $4, lease_owner = NULL
      WHERE id = $3 AND status IN ('pending', 'waiting', 'ready')";
+
+/// The child effect waits for its child now; the child's end makes it due.
+const CHILD_STARTED: &str =
+    "UPDATE effects SET status = 'waiting', child_id = $1, due_at = 9223372036854775807,
+         updated_at = $2, lease_owner = NULL, lease_expires_at = NULL
+     WHERE id = $3 AND status = 'pending'";
+
+const CHILD_ENDED: &str = "UPDATE effects SET status = 'ready', due_at = $2, updated_at = $2
+     WHERE child_id = $1 AND status = 'waiting'";
 
 const CANCEL_TIMER: &str = "UPDATE effects SET status = 'cancelled', updated_at = $1, lease_owner = NULL
      WHERE instance_id = $2 AND effect_key = $3 AND kind = 'timer' AND status = 'pending'";

@@ -35,6 +35,9 @@ pub struct Data {
     /// The payloads of the `ping` events posted to it, in order.
     #[serde(default)]
     pub pings: Vec<Value>,
+    /// How its children ended: `{"key", "child_id", "status", "state"}`, in order.
+    #[serde(default)]
+    pub children: Vec<Value>,
 }
 
 impl Definition for Hostile {
@@ -77,11 +80,15 @@ impl Definition for Hostile {
                 "Sets timer {\"key\", \"after_ms\"}; its firing is kept in `fired`.",
             )
             .action("snooze", &["IDLE"], &["IDLE"], "Cancels timer {\"key\"}.")
+            .action("spawn", &["IDLE"], &["IDLE"], "Starts child {\"key\", \"definition\", \"input\"}.")
             .build()
     }
 
     fn init(_ctx: &Context, input: Value) -> Result<Transition<Data>, Rejection> {
-        Ok(Transition::to("IDLE", Data { input, echo: Value::Null, fired: Vec::new(), pings: Vec::new() }))
+        Ok(Transition::to(
+            "IDLE",
+            Data { input, echo: Value::Null, fired: Vec::new(), pings: Vec::new(), children: Vec::new() },
+        ))
     }
 
     fn on_event(_ctx: &Context, call: EventCall<Data>) -> Result<Transition<Data>, Rejection> {
@@ -90,6 +97,12 @@ impl Definition for Hostile {
             Received::TimerFired { key } => {
                 data.fired.push(key);
                 Ok(Transition::to("IDLE", data).with_message("woken"))
+            }
+            Received::ChildEnded { key, child_id, status, state, .. } => {
+                data.children.push(serde_json::json!({
+                    "key": key, "child_id": child_id, "status": format!("{status:?}"), "state": state,
+                }));
+                Ok(Transition::to("IDLE", data).with_message("a child ended"))
             }
             Received::External { name, payload, .. } if name == "ping" => {
                 data.pings.push(payload);
@@ -134,6 +147,11 @@ impl Definition for Hostile {
                     .as_u64()
                     .ok_or_else(|| Rejection::new("invalid_payload", "wake needs {\"key\", \"after_ms\"}"))?;
                 Ok(Transition::to("IDLE", data).timer(key, after_ms))
+            }
+            "spawn" => {
+                let text = |field: &str| call.payload[field].as_str().unwrap_or_default().to_owned();
+                let input = call.payload["input"].clone();
+                Ok(Transition::to("IDLE", data).child(&text("key"), &text("definition"), None, input))
             }
             "snooze" => {
                 let key = call.payload["key"].as_str().unwrap_or("alarm");
