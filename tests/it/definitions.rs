@@ -176,4 +176,13 @@ async fn a_module_of_abi_1_still_runs(backend: Backend) {
     );
     let refused = server.act(&id, "validate", serde_json::Value::Null).await;
     assert_problem(&refused, 409, "action-not-allowed");
+    // It has no `on_override`: the host applies the default, its cancelled state.
+    let other = server.create("document-processing", serde_json::json!({ "document_url": "s3://old" })).await;
+    let path = format!("/v1/admin/instances/{}/cancel", other["id"].as_str().expect("id"));
+    let body = serde_json::json!({ "reason": "retired" }).to_string().into_bytes();
+    let cancelled = server.request(reqwest::Method::POST, &path, &[], Some(body)).await.expect(200).json();
+    assert_eq!(
+        (cancelled["state"].as_str(), cancelled["status"].as_str()),
+        (Some("CANCELLED"), Some("cancelled"))
+    );
 }

@@ -23,6 +23,8 @@ both_backends!(
     malformed_events_are_refused,
     a_child_starts_once_and_its_end_reaches_its_parent,
     a_child_that_cannot_start_reaches_its_parent_as_failed,
+    an_admin_cancel_closes_open_effects_and_cancels_children,
+    an_override_goes_through_the_definition,
 );
 
 const FLIGHTS: &str = "/flights/reserve";
@@ -545,4 +547,95 @@ async fn a_child_that_cannot_start_reaches_its_parent_as_failed(backend: Backend
         (Some("ghost"), Some("Failed"), Some(""))
     );
     assert_eq!(history(&server, &parent).await[2], step("effect", "child.failed", "IDLE"));
+}
+
+async fn admin(server: &TestServer, id: &str, verb: &str, body: Value) -> crate::support::Response {
+    let body = serde_json::to_vec(&body).expect("json");
+    server.request(Method::POST, &format!("/v1/admin/instances/{id}/{verb}"), &[], Some(body)).await
+}
+
+async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backend) {
+    let (server, parent) = timer_server(backend).await;
+    server.act(&parent, "wake", json!({ "key": "alarm", "after_ms": 60_000 })).await.expect(200);
+    server
+        .act(&parent, "spawn", json!({ "key": "kid", "definition": "hostile", "input": {} }))
+        .await
+        .expect(200);
+    let children_path = format!("/v1/instances?parent={parent}");
+    let mut child = Value::Null;
+    for _ in 0..1000 {
+        child = server.get(&children_path).await.expect(200).json()["items"][0].clone();
+        if child.is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let child_id = child["id"].as_str().expect("a child").to_owned();
+    // The child's own open timer is closed too when it is cancelled.
+    server.act(&child_id, "wake", json!({ "key": "nap", "after_ms": 60_000 })).await.expect(200);
+
+    let cancelled =
+        admin(&server, &parent, "cancel", json!({ "reason": "customer left" })).await.expect(200).json();
+    assert_eq!(
+        (cancelled["state"].as_str(), cancelled["status"].as_str()),
+        (Some("CANCELLED"), Some("cancelled"))
+    );
+    let entries = server.get(&format!("/v1/instances/{parent}/history")).await.expect(200).json();
+    let last = entries["items"].as_array().and_then(|items| items.last()).cloned().unwrap_or_default();
+    assert_eq!(
+        (last["trigger"]["kind"].as_str(), last["trigger"]["name"].as_str()),
+        (Some("admin"), Some("cancel"))
+    );
+    assert_eq!(
+        (last["trigger"]["payload"]["reason"].as_str(), last["actor"].as_str()),
+        (Some("customer left"), Some("anonymous"))
+    );
+    let child_now = finished(&server, &child_id).await;
+    assert_eq!(
+        (child_now["state"].as_str(), child_now["status"].as_str()),
+        (Some("CANCELLED"), Some("cancelled"))
+    );
+    for id in [&parent, &child_id] {
+        let diagnostics = server.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
+        let statuses: Vec<&str> = diagnostics["effects"]
+            .as_array()
+            .expect("effects")
+            .iter()
+            .filter_map(|effect| effect["status"].as_str())
+            .collect();
+        assert!(statuses.iter().all(|status| *status == "cancelled"), "{id}: {statuses:?}");
+        assert_eq!(diagnostics["open_timers"], json!([]));
+    }
+    assert_problem(
+        &admin(&server, &parent, "cancel", json!({ "reason": "again" })).await,
+        409,
+        "instance-finished",
+    );
+}
+
+async fn an_override_goes_through_the_definition(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(FLIGHTS, vec![Reply::Hang(Duration::from_secs(30))]);
+    let server = trip_server(backend, &participant, true).await;
+    let id = book(&server).await;
+    participant.wait_for(FLIGHTS, 1).await;
+    // trip-booking keeps the SDK's default: force-complete moves to its completed state.
+    let forced = admin(&server, &id, "force-complete", json!({ "reason": "skip it" })).await;
+    let forced = forced.expect(200).json();
+    assert_eq!(forced["status"], "completed", "the SDK's default moves to the completed state");
+    assert_problem(&admin(&server, &id, "cancel", json!({ "reason": " " })).await, 400, "bad-request");
+    assert_problem(
+        &admin(&server, &uuid::Uuid::new_v4().to_string(), "cancel", json!({ "reason": "x" })).await,
+        404,
+        "not-found",
+    );
+    let (hostile, hostile_id) = timer_server(backend).await;
+    let done = admin(&hostile, &hostile_id, "force-complete", json!({ "reason": "enough" }))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        (done["state"].as_str(), done["message"].as_str()),
+        (Some("DONE"), Some("completed by an admin: enough"))
+    );
 }

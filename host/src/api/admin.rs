@@ -6,17 +6,20 @@ use super::idempotency::{self, Begun, Endpoint};
 use super::instances::{instance_response, parse_id};
 use super::problem::Problem;
 use super::{ANONYMOUS, AppState, stored_json};
-use crate::service::{BulkMigration, InstanceView, MigrateInstance};
+use crate::service::{BulkMigration, InstanceView, MigrateInstance, Override};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
+use switchyard_guest::abi::OverrideKind;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/instances/{id}/migrate", post(migrate_instance))
+        .route("/v1/admin/instances/{id}/cancel", post(cancel))
+        .route("/v1/admin/instances/{id}/force-complete", post(force_complete))
         .route("/v1/admin/migrations", post(start_migration))
         .route("/v1/admin/migrations/{id}", get(show_migration))
 }
@@ -122,6 +125,60 @@ async fn show_migration(State(state): State<AppState>, Path(id): Path<String>) -
     let id = id.parse().map_err(|_| Problem::not_found(format!("no migration {id}")))?;
     let (migration, failures) = state.service.migration(id).await?;
     Ok(axum::Json(MigrationDto::new(&migration, &failures)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideBody {
+    reason: String,
+}
+
+async fn cancel(
+    state: State<AppState>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    admin_override(state, id, headers, body, OverrideKind::Cancel).await
+}
+
+async fn force_complete(
+    state: State<AppState>,
+    id: Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    admin_override(state, id, headers, body, OverrideKind::ForceComplete).await
+}
+
+/// Cancels or force-completes an instance through its definition, which may refuse
+/// (422 with its code and reason). History records the override, actor and reason.
+async fn admin_override(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+    kind: OverrideKind,
+) -> Result<Response, Problem> {
+    let id = parse_id(&id)?;
+    let request = body
+        .json::<OverrideBody>()?
+        .ok_or_else(|| Problem::bad_request("a JSON body {\"reason\": \"...\"} is required"))?;
+    let reason = required_reason(request.reason)?;
+    let verb = match kind {
+        OverrideKind::Cancel => "cancel",
+        OverrideKind::ForceComplete => "force-complete",
+    };
+    let scope = format!("POST /v1/admin/instances/{id}/{verb}");
+    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
+        Begun::Done(response) => return Ok(response),
+        Begun::Run(claim) => claim,
+    };
+    let render = |view: &InstanceView| instance_response(StatusCode::OK, view);
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let request = Override { id, kind, reason, actor: ANONYMOUS.into() };
+    let outcome = state.service.admin_override(&request, idempotent.as_ref()).await;
+    Ok(idempotency::finish_transition(claim, outcome, &render).await)
 }
 
 /// Admin overrides are audited: they need a reason.

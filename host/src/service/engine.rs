@@ -34,6 +34,8 @@ pub(super) enum Trigger {
     Event { event: abi::Event, settles: Option<(String, u32)>, posted: Option<Timestamp> },
     /// An admin's migration to another version, or a step of bulk `migration`.
     Migrate { to_version: u32, reason: String, migration: Option<uuid::Uuid> },
+    /// An admin's cancel or force-complete, through `on_override`.
+    Override { kind: abi::OverrideKind, reason: String },
 }
 
 /// What a commit records besides the instance: the bulk migration it is a step of,
@@ -45,6 +47,8 @@ pub(super) struct Closes {
     pub posted: Option<(abi::Event, Timestamp)>,
     /// The parent's child effect a new instance is started for.
     pub child_of: Option<String>,
+    /// Whether the instance's open effects are cancelled with this commit.
+    pub cancels_effects: bool,
 }
 
 impl Trigger {
@@ -60,7 +64,11 @@ impl Trigger {
                 }),
                 posted: posted.map(|received_at| (event.clone(), received_at)),
                 child_of: None,
+                cancels_effects: false,
             },
+            Trigger::Override { kind, .. } => {
+                Closes { cancels_effects: *kind == abi::OverrideKind::Cancel, ..Closes::default() }
+            }
             Trigger::Action { .. } => Closes::default(),
         }
     }
@@ -158,7 +166,45 @@ impl Service {
                 let trigger_id = migration.map(|migration| migration.to_string()).or(key);
                 self.migration_change(current, *to_version, reason, actor, trigger_id).await
             }
+            Trigger::Override { kind, reason } => {
+                self.override_change(current, *kind, reason, actor, key).await
+            }
         }
+    }
+
+    async fn override_change(
+        &self,
+        current: Instance,
+        kind: abi::OverrideKind,
+        reason: &str,
+        actor: &str,
+        key: Option<String>,
+    ) -> Result<Change> {
+        if current.status.is_terminal() {
+            return Err(Error::Finished(current.id.to_string()));
+        }
+        let module = self.module(&current.definition, current.definition_version).await?;
+        let (now, revision) = (Timestamp::now(), current.revision.next());
+        let called = if module.manifest.abi >= 2 {
+            let request = abi::OverrideRequest {
+                context: context(current.id, current.definition_version, revision, now),
+                state: current.state.clone(),
+                data: current.data.clone(),
+                kind,
+                reason: reason.into(),
+            };
+            self.call_outcome(module.clone(), Entry::OnOverride, request).await?
+        } else {
+            // An ABI-1 module has no `on_override`: the default, as the SDK has it.
+            Called { response: default_override(&module.manifest, &current, kind, reason), fuel_used: 0 }
+        };
+        let name = match kind {
+            abi::OverrideKind::Cancel => "cancel",
+            abi::OverrideKind::ForceComplete => "force-complete",
+        };
+        let payload = serde_json::json!({ "reason": reason }).to_string();
+        let cause = Cause { kind: TriggerKind::Admin, name: name.into(), id: key, payload };
+        outcome_change(current, &module, CallKind::Override, called, cause, actor, now)
     }
 
     async fn action_change(
@@ -300,6 +346,7 @@ impl Service {
             settles: closes.settles,
             event,
             child_of: closes.child_of,
+            cancels_effects: closes.cancels_effects,
         };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
@@ -355,6 +402,32 @@ pub(super) fn outcome_change(
         ..current
     };
     Ok(Change { view: view(manifest, next), history, effects, cancel_timers })
+}
+
+/// What the SDK's default `on_override` answers, for modules that have none: the
+/// manifest's first terminal state of the override's status, the data unchanged.
+fn default_override(
+    manifest: &Manifest,
+    current: &Instance,
+    kind: abi::OverrideKind,
+    reason: &str,
+) -> Outcome {
+    let (status, verb) = match kind {
+        abi::OverrideKind::Cancel => (abi::TerminalStatus::Cancelled, "cancelled"),
+        abi::OverrideKind::ForceComplete => (abi::TerminalStatus::Completed, "completed"),
+    };
+    match manifest.states.iter().find(|state| state.terminal == Some(status)) {
+        Some(state) => Outcome::Accepted(Accepted {
+            state: state.name.clone(),
+            data: current.data.clone(),
+            message: Some(format!("{verb} by an admin: {reason}")),
+            effects: Vec::new(),
+        }),
+        None => Outcome::Rejected(abi::Rejection::new(
+            "no_terminal_state",
+            format!("the definition has no state where it ends {verb}"),
+        )),
+    }
 }
 
 /// The outbox rows of an outcome's effects, and the timers it cancels.

@@ -338,3 +338,58 @@ fn undeclared_migration(from_version: u32, to_version: u32) -> Error {
     let reason = format!("version {to_version} does not declare a migration from version {from_version}");
     Error::NoMigrationPath { from_version, to_version, reason }
 }
+
+/// An admin's cancel or force-complete of one instance.
+#[derive(Debug)]
+pub struct Override {
+    pub id: crate::model::InstanceId,
+    pub kind: switchyard_guest::abi::OverrideKind,
+    pub reason: String,
+    pub actor: String,
+}
+
+impl Service {
+    /// Cancels or force-completes an instance through its definition's `on_override`
+    /// (which may choose another state, or refuse). A cancel closes the instance's open
+    /// effects in the same commit, then cancels its running children.
+    #[tracing::instrument(skip_all, fields(id = %request.id, kind = ?request.kind))]
+    pub async fn admin_override(
+        &self,
+        request: &Override,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<InstanceView> {
+        let trigger = Trigger::Override { kind: request.kind, reason: request.reason.clone() };
+        let asked = Asked { actor: &request.actor, if_match: None, idempotent };
+        let view = self.transition(request.id, &trigger, asked).await?;
+        if request.kind == switchyard_guest::abi::OverrideKind::Cancel {
+            self.cancel_children(request.id, &request.actor).await;
+        }
+        Ok(view)
+    }
+
+    /// Cancels the running children of `id`, and theirs. Best effort after the parent's
+    /// commit: a child that cannot be cancelled now is logged and left running.
+    fn cancel_children<'a>(
+        &'a self,
+        id: crate::model::InstanceId,
+        actor: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let effects = match self.store.effects_of(id).await {
+                Ok(effects) => effects,
+                Err(err) => return tracing::warn!(%err, %id, "cannot find the children to cancel"),
+            };
+            let children = effects.iter().filter(|effect| effect.kind == crate::model::EffectKind::Child);
+            for child in children.filter_map(|effect| effect.child_id) {
+                let reason = format!("its parent {id} was cancelled");
+                let trigger = Trigger::Override { kind: switchyard_guest::abi::OverrideKind::Cancel, reason };
+                let asked = Asked { actor, if_match: None, idempotent: None };
+                match self.transition(child, &trigger, asked).await {
+                    Ok(_) => self.cancel_children(child, actor).await,
+                    Err(Error::Finished(_)) => {}
+                    Err(err) => tracing::warn!(%err, %child, "cannot cancel the child; it runs on"),
+                }
+            }
+        })
+    }
+}

@@ -18,7 +18,7 @@ mod results;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
-pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace};
+pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
 pub use metrics::MetricsSnapshot;
 pub use posted::Posted;
 pub use results::{Delivered, Diagnostics, HOST_ACTOR, Reported, TaskReport, kept_event};

@@ -135,6 +135,9 @@ pub struct Commit {
     /// The parent's child effect a new instance is started for: it must still be
     /// pending, and records the child in the same transaction, so a child starts once.
     pub child_of: Option<String>,
+    /// Cancels every open effect of the instance (an admin's cancel), before the
+    /// effects this transition asks for are written.
+    pub cancels_effects: bool,
 }
 
 /// An effect's result, recorded as the effect closes.

@@ -51,6 +51,10 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
                 return Err(Error::EffectClosed);
             }
         }
+        if commit.cancels_effects {
+            let args = [commit.instance.updated_at.0.into(), commit.instance.id.to_string().into()];
+            tx.execute(CANCEL_EFFECTS, &args).await?;
+        }
         for key in &commit.cancel_timers {
             let args =
                 [commit.instance.updated_at.0.into(), commit.instance.id.to_string().into(), key.into()];
@@ -176,6 +180,9 @@ const CHILD_STARTED: &str =
 
 const CHILD_ENDED: &str = "UPDATE effects SET status = 'ready', due_at = $2, updated_at = $2
      WHERE child_id = $1 AND status = 'waiting'";
+
+const CANCEL_EFFECTS: &str = "UPDATE effects SET status = 'cancelled', updated_at = $1, lease_owner = NULL
+     WHERE instance_id = $2 AND status IN ('pending', 'waiting', 'ready')";
 
 const CANCEL_TIMER: &str = "UPDATE effects SET status = 'cancelled', updated_at = $1, lease_owner = NULL
      WHERE instance_id = $2 AND effect_key = $3 AND kind = 'timer' AND status = 'pending'";

@@ -48,6 +48,7 @@ impl Definition for Hostile {
         Manifest::builder("hostile", 1)
             .state("IDLE", "Waiting for the next misdeed.")
             .terminal("DONE", TerminalStatus::Completed, "Finished normally.")
+            .terminal("CANCELLED", TerminalStatus::Cancelled, "An admin cancelled it.")
             .initial("IDLE")
             .action("spin", &["IDLE"], &["IDLE"], "Loops forever.")
             .action("busy", &["IDLE"], &["IDLE"], "Counts down {\"turns\": N}, then stores the payload.")
