@@ -258,17 +258,27 @@ impl Effect {
     }
 }
 
-/// Checks the effects of one outcome: keys are symbols, none repeats and none is still
-/// open (`is_open`) unless it is a timer being cancelled, task and child names are
-/// well-formed, and inputs are JSON. The host refuses an outcome that fails this.
+/// Checks the effects of one outcome, in order: keys are symbols; an effect opens only
+/// a key that is free (not `is_open` from earlier transitions, unless a `CancelTimer`
+/// before it in the list closed it, and not opened earlier in the list); a timer is not
+/// cancelled after the list set it; task and child names are well-formed; inputs are
+/// JSON. The host refuses an outcome that fails this.
 pub fn check_effects(effects: &[Effect], is_open: impl Fn(&str) -> bool) -> Result<(), EffectError> {
     for (idx, effect) in effects.iter().enumerate() {
         let key = effect.key();
         if !is_symbol(key) {
             return Err(EffectError::BadKey(key.into()));
         }
-        let opens = !matches!(effect, Effect::CancelTimer { .. });
-        if opens && (is_open(key) || effects[..idx].iter().any(|earlier| earlier.key() == key)) {
+        let earlier = &effects[..idx];
+        let opened_earlier =
+            earlier.iter().any(|e| e.key() == key && !matches!(e, Effect::CancelTimer { .. }));
+        let cancelled_earlier =
+            earlier.iter().any(|e| matches!(e, Effect::CancelTimer { key: k } if k == key));
+        let taken = match effect {
+            Effect::CancelTimer { .. } => opened_earlier,
+            _ => opened_earlier || (is_open(key) && !cancelled_earlier),
+        };
+        if taken {
             return Err(EffectError::KeyInUse(key.into()));
         }
         let (name, input) = match effect {
@@ -307,6 +317,8 @@ pub fn is_task_name(name: &str) -> bool {
 pub enum EffectError {
     BadKey(String),
     KeyInUse(String),
+    /// As found by the store, which does not say which key.
+    OpenKey,
     BadName(String),
     InputNotJson(String),
 }
@@ -319,6 +331,9 @@ impl fmt::Display for EffectError {
                 "effect key {key:?} is not valid (letters, digits, '_' and '-', at most {MAX_NAME_LEN} bytes)"
             ),
             EffectError::KeyInUse(key) => write!(f, "effect key {key:?} is used by another open effect"),
+            EffectError::OpenKey => {
+                write!(f, "one of its effect keys is used by another open effect of the instance")
+            }
             EffectError::BadName(name) => write!(f, "{name:?} is not a valid task or definition name"),
             EffectError::InputNotJson(key) => write!(f, "the input of effect {key:?} is not JSON"),
         }

@@ -350,24 +350,16 @@ impl<D: Definition> Machine<D> {
             }
             Outcome::Accepted(accepted) => {
                 self.manifest.check_outcome(call, &accepted.state).map_err(Refusal::BadOutcome)?;
-                let cancelled: Vec<&str> = accepted
-                    .effects
-                    .iter()
-                    .filter_map(|effect| match effect {
-                        Effect::CancelTimer { key } => Some(key.as_str()),
-                        _ => None,
-                    })
-                    .collect();
-                let still_open = |key: &str| {
-                    Some(key) != settles
-                        && !cancelled.contains(&key)
-                        && self.open.iter().any(|effect| effect.key() == key)
-                };
+                let still_open =
+                    |key: &str| Some(key) != settles && self.open.iter().any(|effect| effect.key() == key);
                 abi::check_effects(&accepted.effects, still_open).map_err(Refusal::BadEffects)?;
                 self.close(settles);
-                self.open.retain(|effect| {
-                    !(matches!(effect, Effect::Timer { .. }) && cancelled.contains(&effect.key()))
-                });
+                // As the store does: cancels close open timers, then the new effects open.
+                for effect in &accepted.effects {
+                    if let Effect::CancelTimer { key } = effect {
+                        self.open.retain(|open| !(matches!(open, Effect::Timer { .. }) && open.key() == key));
+                    }
+                }
                 self.open.extend(
                     accepted
                         .effects

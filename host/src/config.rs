@@ -1,7 +1,7 @@
 //! Server configuration: defaults, overridden by a TOML file, overridden by
 //! environment variables and flags (which `main` resolves with clap).
 
-use crate::effects::{self, Binding, Participants, RetryOverride, RetryPolicy};
+use crate::effects::{self, Binding, Callbacks, Participants, RetryOverride, RetryPolicy};
 use crate::runtime::Limits;
 use crate::service::MigrationPace;
 use serde::Deserialize;
@@ -29,6 +29,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub migration_pace: MigrationPace,
     pub effects: effects::Settings,
+    /// Whether a `callback_url` may name a loopback, private or link-local address.
+    pub allow_private_callbacks: bool,
 }
 
 /// The config file's shape; every field optional.
@@ -56,6 +58,24 @@ pub struct FileConfig {
     /// Task name → the participant bound to it.
     #[serde(default)]
     pub tasks: std::collections::HashMap<String, Binding>,
+    #[serde(default)]
+    pub callbacks: CallbacksConfig,
+}
+
+/// `[callbacks]`: signing and retrying terminal callbacks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// `whsec_` + base64: the key callbacks are signed with. Without one, instances
+    /// cannot be created with a `callback_url`.
+    pub secret: Option<String>,
+    /// Lets a `callback_url` name a loopback, private or link-local address.
+    #[serde(default)]
+    pub allow_private: bool,
+    pub max_attempts: Option<u32>,
+    pub initial_interval_ms: Option<u64>,
+    pub max_interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[effects]`: how the executor works, and the task defaults.
@@ -91,6 +111,8 @@ pub struct GuestConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
@@ -104,13 +126,23 @@ impl FileConfig {
         toml::from_str(&text).map_err(|source| Error::Parse { path: path.into(), source })
     }
 
-    /// Fills what the file leaves out with defaults.
-    pub fn into_config(self) -> Config {
+    /// Fills what the file leaves out with defaults; refuses settings that cannot work.
+    pub fn into_config(self) -> Result<Config, Error> {
         let defaults = Limits::DEFAULT;
         let guest = self.guest;
         let listen = self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
         let effects = self.effects;
         let millis = |ms: Option<u64>, default: u64| Duration::from_millis(ms.unwrap_or(default));
+        let callbacks = self.callbacks;
+        let callback_retry = RetryOverride {
+            max_attempts: callbacks.max_attempts.or(Some(10)),
+            initial_interval_ms: callbacks.initial_interval_ms,
+            backoff_coefficient: None,
+            max_interval_ms: callbacks.max_interval_ms.or(Some(10 * 60 * 1000)),
+        };
+        let secret =
+            callbacks.secret.as_deref().map(Callbacks::secret).transpose().map_err(Error::Invalid)?;
+        let allow_private_callbacks = callbacks.allow_private;
         let effects = effects::Settings {
             host_id: self.host_id.unwrap_or_else(|| format!("{}:{}", hostname(), listen.port())),
             lease: millis(effects.lease_ms, 5 * 60 * 1000),
@@ -122,9 +154,15 @@ impl FileConfig {
                 report_timeout: millis(effects.report_timeout_ms, 60 * 60 * 1000),
                 retry: RetryPolicy::DEFAULT.overridden(&effects.retry),
             },
+            callbacks: Callbacks {
+                secret,
+                retry: RetryPolicy::DEFAULT.overridden(&callback_retry),
+                timeout: millis(callbacks.timeout_ms, 10_000),
+            },
         };
-        Config {
+        Ok(Config {
             listen,
+            allow_private_callbacks,
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
             module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
@@ -150,7 +188,7 @@ impl FileConfig {
                     .map_or(MigrationPace::DEFAULT.pause, Duration::from_millis),
             },
             effects,
-        }
+        })
     }
 }
 

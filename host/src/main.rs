@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
                 module_cache: module_cache.or(file.module_cache),
                 ..file
             };
-            let config = file.into_config();
+            let config = file.into_config()?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -40,6 +40,11 @@ pub async fn serve(
         cached_modules: config.cached_modules,
         module_cache: Some(config.module_cache.clone()),
         migration_pace: config.migration_pace,
+        callbacks: service::CallbackPolicy {
+            signed: config.effects.callbacks.secret.is_some(),
+            allow_private: config.allow_private_callbacks,
+            render: api::instance_body,
+        },
     };
     let service = Arc::new(Service::new(store, settings)?);
     if let Some(dir) = &config.modules {

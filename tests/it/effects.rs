@@ -25,6 +25,9 @@ both_backends!(
     a_child_that_cannot_start_reaches_its_parent_as_failed,
     an_admin_cancel_closes_open_effects_and_cancels_children,
     an_override_goes_through_the_definition,
+    a_terminal_callback_is_signed_and_retried_until_delivered,
+    a_callback_answered_410_is_not_retried,
+    callback_urls_into_private_networks_are_refused,
 );
 
 const FLIGHTS: &str = "/flights/reserve";
@@ -638,4 +641,107 @@ async fn an_override_goes_through_the_definition(backend: Backend) {
         (done["state"].as_str(), done["message"].as_str()),
         (Some("DONE"), Some("completed by an admin: enough"))
     );
+}
+
+/// The callback secret of [`callback_server`] (the Standard Webhooks example's).
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const HOOK: &str = "/hook";
+
+/// A server that signs callbacks and may call loopback, with the hostile guest.
+async fn callback_server(backend: Backend) -> TestServer {
+    let toml = format!(
+        "[effects]\npoll_interval_ms = 100\n[callbacks]\nsecret = \"{SECRET}\"\nallow_private = true\n\
+         max_attempts = 3\ninitial_interval_ms = 20\nmax_interval_ms = 50\n"
+    );
+    let server = TestServer::start_with_config(backend, &toml).await;
+    server.deploy(module("hostile-guest")).await.expect(201);
+    server
+}
+
+async fn create_with_callback(server: &TestServer, url: &str) -> crate::support::Response {
+    let key = uuid::Uuid::new_v4().to_string();
+    server.post("/v1/definitions/hostile/instances", &key, &json!({ "input": {}, "callback_url": url })).await
+}
+
+/// The instance's callback effect, once it is closed (at most 30 s).
+async fn delivered_callback(server: &TestServer, id: &str) -> Value {
+    for _ in 0..3000 {
+        let diagnostics = server.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
+        let callback = diagnostics["callback_deliveries"][0].clone();
+        if callback["status"] == "done" {
+            return callback;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the callback of {id} was not closed within 30 s");
+}
+
+async fn a_terminal_callback_is_signed_and_retried_until_delivered(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(HOOK, vec![Reply::Json(500, json!({})), Reply::Json(200, json!({}))]);
+    let server = callback_server(backend).await;
+    let created = create_with_callback(&server, &participant.url(HOOK)).await.expect(201).json();
+    let id = created["id"].as_str().expect("id").to_owned();
+    server.act(&id, "finish", Value::Null).await.expect(200);
+    let [first, second] = participant.wait_for(HOOK, 2).await.try_into().expect("two attempts");
+    let finished = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    let verifier = standardwebhooks::Webhook::new(SECRET).expect("the secret");
+    for attempt in [&first, &second] {
+        assert_eq!(attempt.body, finished, "the callback carries the instance as GET shows it");
+        verifier
+            .verify(&attempt.raw, &attempt.headers)
+            .expect("an independent verifier accepts the signature");
+    }
+    let id_of = |attempt: &crate::support::participant::Received| attempt.headers.get("webhook-id").cloned();
+    assert_eq!(id_of(&first), id_of(&second), "one webhook-id across retries");
+    let callback = delivered_callback(&server, &id).await;
+    assert_eq!(
+        (callback["attempts"].as_u64(), callback["result"]["delivered"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert!(callback["last_error"].as_str().is_some_and(|error| error.contains("500")), "{callback}");
+}
+
+async fn a_callback_answered_410_is_not_retried(backend: Backend) {
+    let participant = Participant::start().await;
+    participant.script(HOOK, vec![Reply::Json(410, json!({}))]);
+    let server = callback_server(backend).await;
+    let created = create_with_callback(&server, &participant.url(HOOK)).await.expect(201).json();
+    let id = created["id"].as_str().expect("id").to_owned();
+    server.act(&id, "finish", Value::Null).await.expect(200);
+    let callback = delivered_callback(&server, &id).await;
+    assert_eq!(
+        (callback["attempts"].as_u64(), callback["result"]["delivered"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(participant.received(HOOK).len(), 1);
+}
+
+async fn callback_urls_into_private_networks_are_refused(backend: Backend) {
+    let toml = format!("[callbacks]\nsecret = \"{SECRET}\"\n");
+    let server = TestServer::start_with_config(backend, &toml).await;
+    server.deploy(module("hostile-guest")).await.expect(201);
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://10.1.2.3/hook",
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest",
+        "http://localhost/x",
+    ] {
+        let refused = create_with_callback(&server, url).await;
+        let problem = assert_problem(&refused, 422, "invalid-callback");
+        assert!(
+            problem["detail"].as_str().is_some_and(|detail| detail.contains("address")),
+            "{url}: {problem}"
+        );
+    }
+    let unsigned = TestServer::start(backend).await;
+    unsigned.deploy(module("hostile-guest")).await.expect(201);
+    let problem = assert_problem(
+        &create_with_callback(&unsigned, "https://example.com/hook").await,
+        422,
+        "invalid-callback",
+    );
+    assert!(problem["detail"].as_str().is_some_and(|detail| detail.contains("secret")), "{problem}");
+    assert_eq!(server.get("/v1/instances").await.expect(200).json()["items"], json!([]), "nothing created");
 }

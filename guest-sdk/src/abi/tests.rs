@@ -117,3 +117,30 @@ fn the_seed_follows_docs_abi_section_8() {
         [0x01, 0x90, 0xb7, 0xa2, 0x3c, 0x4d, 0x7e, 0x5f, 0x8a, 0x9b, 0x0c, 0x1d, 0x2e, 0x3f, 0x4a, 0x5b];
     assert_eq!(seed(&other, 7), 0xc089_7e6b_7a05_3d80);
 }
+
+#[test]
+fn effects_open_free_keys_only() {
+    let timer = |key: &str| Effect::Timer { key: key.into(), after_ms: 10 };
+    let cancel = |key: &str| Effect::CancelTimer { key: key.into() };
+    let open = |key: &str| key == "poll";
+    assert_eq!(check_effects(&[timer("a"), timer("b")], open), Ok(()));
+    assert_eq!(check_effects(&[timer("a"), timer("a")], open), Err(EffectError::KeyInUse("a".into())));
+    assert_eq!(check_effects(&[timer("poll")], open), Err(EffectError::KeyInUse("poll".into())));
+    // Cancelling first re-arms; cancelling what the same outcome set is refused.
+    assert_eq!(check_effects(&[cancel("poll"), timer("poll")], open), Ok(()));
+    assert_eq!(check_effects(&[timer("a"), cancel("a")], open), Err(EffectError::KeyInUse("a".into())));
+    assert_eq!(check_effects(&[cancel("gone")], open), Ok(()), "cancelling what fired is no error");
+    assert_eq!(check_effects(&[timer("a b")], open), Err(EffectError::BadKey("a b".into())));
+    let task = Effect::Task(Task {
+        key: "t".into(),
+        name: "flights.reserve".into(),
+        input: "{not json".into(),
+        retry: None,
+        attempt_timeout_ms: None,
+        report_timeout_ms: None,
+    });
+    assert_eq!(check_effects(&[task], open), Err(EffectError::InputNotJson("t".into())));
+    let child =
+        Effect::Child { key: "c".into(), definition: "Not A Name".into(), version: None, input: "{}".into() };
+    assert_eq!(check_effects(&[child], open), Err(EffectError::BadName("Not A Name".into())));
+}

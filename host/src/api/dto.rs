@@ -126,8 +126,8 @@ pub struct DiagnosticsDto<'a> {
     open_timers: Vec<EffectDto<'a>>,
     children: Vec<EffectDto<'a>>,
     events: Vec<PostedEventDto<'a>>,
-    /// Terminal callbacks are not made yet: always empty.
-    callback_deliveries: [(); 0],
+    /// The terminal callback, once the instance has ended with a `callback_url`.
+    callback_deliveries: Vec<EffectDto<'a>>,
     recent_calls: Vec<CallDto<'a>>,
 }
 
@@ -182,7 +182,11 @@ impl<'a> DiagnosticsDto<'a> {
                 .map(|effect| EffectDto::new(effect))
                 .collect(),
             events: diagnostics.events.iter().map(PostedEventDto::new).collect(),
-            callback_deliveries: [],
+            callback_deliveries: effects
+                .iter()
+                .filter(|effect| effect.kind == EffectKind::Callback)
+                .map(|effect| EffectDto::new(effect))
+                .collect(),
             recent_calls: diagnostics
                 .recent_calls
                 .iter()

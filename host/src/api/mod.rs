@@ -141,6 +141,11 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
+/// The instance as `GET /v1/instances/{id}` shows it: a terminal callback's body.
+pub fn instance_body(view: &crate::service::InstanceView) -> Vec<u8> {
+    serde_json::to_vec(&dto::InstanceDto::new(view)).unwrap_or_default()
+}
+
 /// A JSON response in the form kept under idempotency keys.
 fn stored_json(status: StatusCode, body: &impl Serialize, headers: Vec<(String, String)>) -> StoredResponse {
     let mut all_headers = vec![("content-type".to_owned(), "application/json".to_owned())];

@@ -160,6 +160,12 @@ impl From<service::Error> for Problem {
             E::EventDuplicate => {
                 Problem::new(StatusCode::CONFLICT, "event-duplicate", "Event received already", detail)
             }
+            E::BadCallback(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-callback",
+                "Invalid callback_url",
+                detail,
+            ),
             E::BadEvent(_) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-event", "Invalid event", detail)
             }

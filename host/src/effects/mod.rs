@@ -12,8 +12,11 @@
 //! Invariant: depends on `service` and `store`, never on `api`; results reach an
 //! instance only through `Service::deliver_result`.
 
+mod callback;
 mod task;
 
+pub use callback::{Callbacks, signature};
+use task::random;
 pub use task::{Binding, Participants, RetryOverride, RetryPolicy};
 
 use crate::model::{Effect, EffectKind, EffectStatus, Status, Timestamp};
@@ -37,6 +40,7 @@ pub struct Settings {
     /// The longest sleep between two looks for due effects (the backstop to wake-ups).
     pub poll_every: Duration,
     pub participants: Participants,
+    pub callbacks: Callbacks,
 }
 
 /// Runs effects until `stop` turns true.
@@ -103,6 +107,10 @@ async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, 
         }
         (_, EffectKind::Task, _) => task::attempt(service, settings, client, &effect).await,
         (_, EffectKind::Child, _) => start_child(service, settings, &effect).await,
+        (_, EffectKind::Callback, _) => {
+            callback::deliver(service, settings, client, &effect).await;
+            None
+        }
     };
     if let Some((received, attempts)) = outcome {
         match service.deliver_result(&effect, attempts, received).await {

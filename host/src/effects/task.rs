@@ -224,17 +224,30 @@ async fn send(
         "input": input,
         "report_url": format!("{}/v1/tasks/{}/result", participants.public_url.trim_end_matches('/'), effect.id),
     });
-    let mut request = client
+    let request = client
         .post(&binding.url)
         .timeout(timeout)
         .header("content-type", "application/json")
         .header("idempotency-key", &effect.id)
         .header("x-correlation-id", &effect.id)
         .body(body.to_string());
-    for (name, value) in &binding.headers {
-        request = request.header(name, value);
+    let mut request = request.build().map_err(|err| err.to_string());
+    if let Ok(built) = &mut request {
+        for (name, value) in &binding.headers {
+            // The binding's headers replace the host's, they are not sent beside them.
+            if let (Ok(name), Ok(value)) = (reqwest::header::HeaderName::try_from(name), value.parse()) {
+                built.headers_mut().insert(name, value);
+            }
+        }
     }
-    let response = match request.send().await {
+    let request = match request {
+        Ok(request) => client.execute(request),
+        // A binding whose URL cannot be sent to never reaches its participant.
+        Err(err) => {
+            return Answer::Retryable { kind: FailureKind::Unreachable, status: None, body: Some(err) };
+        }
+    };
+    let response = match request.await {
         Ok(response) => response,
         Err(err) if err.is_timeout() => {
             return Answer::Retryable { kind: FailureKind::Timeout, status: None, body: None };
@@ -303,7 +316,7 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// In [0, 1): jitter needs no more than a fresh UUID's randomness.
-fn random() -> f64 {
+pub(super) fn random() -> f64 {
     let (high, _) = uuid::Uuid::new_v4().as_u64_pair();
     (high >> 11) as f64 / (1u64 << 53) as f64
 }

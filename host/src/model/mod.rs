@@ -156,16 +156,21 @@ pub enum EffectKind {
     Task,
     Timer,
     Child,
+    /// The signed terminal callback to an instance's `callback_url`: the host's own,
+    /// asked for by no definition.
+    Callback,
 }
 
 impl EffectKind {
-    const ALL: [EffectKind; 3] = [EffectKind::Task, EffectKind::Timer, EffectKind::Child];
+    const ALL: [EffectKind; 4] =
+        [EffectKind::Task, EffectKind::Timer, EffectKind::Child, EffectKind::Callback];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EffectKind::Task => "task",
             EffectKind::Timer => "timer",
             EffectKind::Child => "child",
+            EffectKind::Callback => "callback",
         }
     }
 }

@@ -91,6 +91,8 @@ pub(super) struct Change {
     pub history: HistoryEntry,
     pub effects: Vec<Effect>,
     pub cancel_timers: Vec<String>,
+    /// Whether the change ends the instance: its terminal callback is then due.
+    pub ends: bool,
 }
 
 impl Service {
@@ -314,8 +316,11 @@ impl Service {
         closes: Closes,
         idempotent: Option<&Idempotent<'_>>,
     ) -> store::Result<InstanceView> {
-        let Change { view, history, effects, cancel_timers } = change;
+        let Change { view, history, mut effects, cancel_timers, ends } = change;
         let instance = &view.instance;
+        if ends && let Some(url) = &instance.callback_url {
+            effects.push(callback_row(instance, url, (self.callbacks.render)(&view)));
+        }
         let idempotency = idempotent.map(|idempotent| IdempotencyRecord {
             key: idempotent.key.clone(),
             fingerprint: idempotent.fingerprint.clone(),
@@ -376,6 +381,7 @@ pub(super) fn outcome_change(
 ) -> Result<Change> {
     let manifest = &module.manifest;
     let revision = current.revision.next();
+    let current_status = current.status;
     let accepted = accepted(called.response)?;
     let status = status_after(manifest, call, &accepted)?;
     let history = HistoryEntry {
@@ -401,7 +407,8 @@ pub(super) fn outcome_change(
         updated_at: now,
         ..current
     };
-    Ok(Change { view: view(manifest, next), history, effects, cancel_timers })
+    let ends = !current_status.is_terminal() && status.is_terminal();
+    Ok(Change { view: view(manifest, next), history, effects, cancel_timers, ends })
 }
 
 /// What the SDK's default `on_override` answers, for modules that have none: the
@@ -491,6 +498,35 @@ fn outbox_rows(
     (rows, cancel_timers)
 }
 
+/// The terminal callback of `instance`, which has just ended, carrying `body`.
+fn callback_row(instance: &Instance, url: &str, body: Vec<u8>) -> Effect {
+    let revision = instance.revision;
+    Effect {
+        id: effect_id(instance.id, revision, CALLBACK_KEY),
+        instance_id: instance.id,
+        seq: revision.0,
+        key: CALLBACK_KEY.into(),
+        kind: EffectKind::Callback,
+        name: Some(url.into()),
+        input: Some(String::from_utf8_lossy(&body).into_owned()),
+        options: "{}".into(),
+        definition: instance.definition.clone(),
+        definition_version: instance.definition_version,
+        status: EffectStatus::Pending,
+        attempts: 0,
+        due_at: instance.updated_at,
+        last_error: None,
+        result: None,
+        child_id: None,
+        created_at: instance.updated_at,
+        updated_at: instance.updated_at,
+    }
+}
+
+/// The key of the terminal callback, which no definition's key can clash with: the
+/// instance is finished, so none of its own effects open again.
+const CALLBACK_KEY: &str = "callback";
+
 /// The id of the effect `key` of the transition that produced `revision`: the same
 /// on every attempt and every host, a UUID so that participants can store it as one.
 pub(super) fn effect_id(instance: InstanceId, revision: Revision, key: &str) -> String {
@@ -514,9 +550,7 @@ pub(super) fn event_json(event: &abi::Event) -> String {
 pub(super) fn commit_error(err: store::Error) -> Error {
     match err {
         store::Error::Duplicate => Error::KeyTaken,
-        store::Error::EffectKeyInUse => {
-            Error::BadEffects(abi::EffectError::KeyInUse("one of its keys".into()))
-        }
+        store::Error::EffectKeyInUse => Error::BadEffects(abi::EffectError::OpenKey),
         store::Error::EffectClosed => Error::EffectClosed,
         store::Error::EventDuplicate => Error::EventDuplicate,
         other => other.into(),

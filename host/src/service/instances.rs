@@ -60,7 +60,41 @@ impl Service {
         request: StartRequest,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
+        if let Some(url) = &request.callback_url {
+            self.check_callback_url(url).await?;
+        }
         self.start_as(InstanceId::generate(), request, None, idempotent).await
+    }
+
+    /// A `callback_url` is taken only if callbacks can be signed, and, unless the
+    /// config allows it, only if every address its host resolves to is public: the
+    /// server must not be made to POST into its own network.
+    async fn check_callback_url(&self, url: &str) -> Result<()> {
+        if !self.callbacks.signed {
+            return Err(Error::BadCallback(
+                "this server has no [callbacks] secret to sign callbacks with".into(),
+            ));
+        }
+        let parsed =
+            reqwest::Url::parse(url).map_err(|err| Error::BadCallback(format!("callback_url: {err}")))?;
+        if self.callbacks.allow_private {
+            return Ok(());
+        }
+        let host =
+            parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addresses = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|err| Error::BadCallback(format!("callback_url: {host} does not resolve: {err}")))?;
+        for address in addresses {
+            if !is_public(address.ip()) {
+                return Err(Error::BadCallback(format!(
+                    "callback_url: {host} resolves to {}, a loopback, private or link-local address",
+                    address.ip()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Starts the child instance `effect` (a parent's child effect) asks for. Its id is
@@ -215,4 +249,29 @@ fn child_id(effect: &Effect) -> InstanceId {
     random.copy_from_slice(&digest[..10]);
     let millis = u64::try_from(effect.created_at.0).unwrap_or_default();
     InstanceId(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
+}
+
+/// Whether `ip` is an address on the public internet.
+fn is_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(std::net::IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
 }

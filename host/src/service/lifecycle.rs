@@ -192,11 +192,13 @@ impl Service {
             updated_at: now,
             ..current
         };
+        // A migration keeps a finished instance finished: it ends nothing.
         Ok(Change {
             view: engine::view(manifest, next),
             history,
             effects: Vec::new(),
             cancel_timers: Vec::new(),
+            ends: false,
         })
     }
 

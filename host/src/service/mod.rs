@@ -85,6 +85,8 @@ pub enum Error {
     EventDuplicate,
     #[error("{0}")]
     BadEvent(String),
+    #[error("{0}")]
+    BadCallback(String),
     #[error("no task {0}")]
     TaskNotFound(String),
     #[error("task {0} was reported with another result already")]
@@ -126,6 +128,20 @@ pub struct Settings {
     /// Where compiled modules are kept across restarts; `None` keeps them nowhere.
     pub module_cache: Option<std::path::PathBuf>,
     pub migration_pace: MigrationPace,
+    pub callbacks: CallbackPolicy,
+}
+
+/// What the service needs to know of terminal callbacks.
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackPolicy {
+    /// Whether a secret to sign them with is configured: without one, no
+    /// `callback_url` is taken.
+    pub signed: bool,
+    /// Whether a `callback_url` may name a loopback, private or link-local address.
+    pub allow_private: bool,
+    /// The body a callback carries: the instance as `GET /v1/instances/{id}` shows it
+    /// (the API's to render).
+    pub render: fn(&InstanceView) -> Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -146,6 +162,7 @@ pub struct Service {
     metrics: metrics::Metrics,
     idempotency_retention: Duration,
     migration_pace: MigrationPace,
+    callbacks: CallbackPolicy,
 }
 
 impl Service {
@@ -164,6 +181,7 @@ impl Service {
             metrics: metrics::Metrics::default(),
             idempotency_retention: settings.idempotency_retention,
             migration_pace: settings.migration_pace,
+            callbacks: settings.callbacks,
         })
     }
 

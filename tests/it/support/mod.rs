@@ -1,7 +1,7 @@
 //! The harness: [`TestServer`] runs the binary on a free port against its own
 //! database; [`Response`] and the `assert_*` helpers read what it answers.
 
-mod participant;
+pub mod participant;
 mod server;
 
 pub use participant::{Participant, Reply};

@@ -29,6 +29,9 @@ pub struct Received {
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<String>,
     pub body: Value,
+    /// As received, for checking signatures.
+    pub headers: HeaderMap,
+    pub raw: Vec<u8>,
 }
 
 impl Received {
@@ -105,6 +108,8 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap,
         idempotency_key: header("idempotency-key"),
         correlation_id: header("x-correlation-id"),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        headers: headers.clone(),
+        raw: body.to_vec(),
     };
     let task_id = request.task_id().to_owned();
     lock(&shared.received).push(request);

@@ -34,11 +34,12 @@ fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
         E::ReportConflict(_) => (25, StatusCode::CONFLICT, "report-conflict"),
         E::EventDuplicate => (26, StatusCode::CONFLICT, "event-duplicate"),
         E::BadEvent(_) => (27, StatusCode::UNPROCESSABLE_ENTITY, "invalid-event"),
+        E::BadCallback(_) => (28, StatusCode::UNPROCESSABLE_ENTITY, "invalid-callback"),
     }
 }
 
 /// How many arms [`expected`] has.
-const VARIANTS: usize = 28;
+const VARIANTS: usize = 29;
 
 /// One of each variant.
 fn samples() -> Vec<service::Error> {
@@ -73,6 +74,7 @@ fn samples() -> Vec<service::Error> {
         E::ReportConflict("t".into()),
         E::EventDuplicate,
         E::BadEvent("b".into()),
+        E::BadCallback("c".into()),
     ]
 }
 
