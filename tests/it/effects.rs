@@ -28,6 +28,7 @@ both_backends!(
     a_terminal_callback_is_signed_and_retried_until_delivered,
     a_callback_answered_410_is_not_retried,
     callback_urls_into_private_networks_are_refused,
+    bad_effects_are_refused_and_change_nothing,
 );
 
 const FLIGHTS: &str = "/flights/reserve";
@@ -744,4 +745,36 @@ async fn callback_urls_into_private_networks_are_refused(backend: Backend) {
     );
     assert!(problem["detail"].as_str().is_some_and(|detail| detail.contains("secret")), "{problem}");
     assert_eq!(server.get("/v1/instances").await.expect(200).json()["items"], json!([]), "nothing created");
+}
+
+async fn bad_effects_are_refused_and_change_nothing(backend: Backend) {
+    let (server, id) = timer_server(backend).await;
+    server.act(&id, "wake", json!({ "key": "alarm", "after_ms": 60_000 })).await.expect(200);
+    let cases = [
+        ("twin-timers", Value::Null, "effect key \"twin\" is used by another open effect"),
+        ("blank-key", Value::Null, "effect key \"\" is not valid"),
+        ("effect-not-json", Value::Null, "the input of effect \"t\" is not JSON"),
+        ("wake", json!({ "key": "alarm", "after_ms": 5 }), "is used by another open effect of the instance"),
+        (
+            "spawn",
+            json!({ "key": "c", "definition": "Not A Name", "input": {} }),
+            "is not a valid task or definition name",
+        ),
+    ];
+    for (action, payload, reason) in cases {
+        let refused = server.act(&id, action, payload).await;
+        let problem = assert_problem(&refused, 500, "definition-failed");
+        assert!(
+            problem["detail"].as_str().is_some_and(|detail| detail.contains(reason)),
+            "{action}: {problem}"
+        );
+    }
+    let instance = server.get(&format!("/v1/instances/{id}")).await.expect(200).json();
+    assert_eq!(instance["revision"], 2, "nothing was applied");
+    let diagnostics = server.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
+    assert_eq!(
+        diagnostics["effects"].as_array().map(Vec::len),
+        Some(1),
+        "only the first timer: {diagnostics}"
+    );
 }

@@ -82,6 +82,9 @@ impl Definition for Hostile {
             )
             .action("snooze", &["IDLE"], &["IDLE"], "Cancels timer {\"key\"}.")
             .action("spawn", &["IDLE"], &["IDLE"], "Starts child {\"key\", \"definition\", \"input\"}.")
+            .action("twin-timers", &["IDLE"], &["IDLE"], "Asks for two timers under one key.")
+            .action("blank-key", &["IDLE"], &["IDLE"], "Asks for a timer without a key.")
+            .action("effect-not-json", &["IDLE"], &["IDLE"], "Asks for a task whose input is not JSON.")
             .build()
     }
 
@@ -154,6 +157,8 @@ impl Definition for Hostile {
                 let input = call.payload["input"].clone();
                 Ok(Transition::to("IDLE", data).child(&text("key"), &text("definition"), None, input))
             }
+            "twin-timers" => Ok(Transition::to("IDLE", data).timer("twin", 10).timer("twin", 20)),
+            "blank-key" => Ok(Transition::to("IDLE", data).timer("", 10)),
             "snooze" => {
                 let key = call.payload["key"].as_str().unwrap_or("alarm");
                 Ok(Transition::to("IDLE", data).cancel_timer(key))
@@ -203,7 +208,7 @@ fn recurse(depth: u64) -> u64 {
 /// exports (and the tests) use them.
 #[cfg(any(target_arch = "wasm32", test))]
 mod raw {
-    use switchyard_guest::abi::{Accepted, ActionRequest, Outcome};
+    use switchyard_guest::abi::{Accepted, ActionRequest, Effect, Outcome, Task};
 
     /// The host's `response_bytes`: `huge` answers a data string this long, plus framing.
     pub(crate) const RESPONSE_LIMIT: usize = 4 << 20;
@@ -238,6 +243,23 @@ mod raw {
             // 'g' reads as variant 103, and `Outcome` has two.
             "garbage" => Some(Raw::Bytes(b"garbage".to_vec())),
             "not-json" => Some(accepted("not JSON".into())),
+            "effect-not-json" => {
+                let task = Task {
+                    key: "t".into(),
+                    name: "flights.reserve".into(),
+                    input: "{not JSON".into(),
+                    retry: None,
+                    attempt_timeout_ms: None,
+                    report_timeout_ms: None,
+                };
+                let outcome = Outcome::Accepted(Accepted {
+                    state: "IDLE".into(),
+                    data: request.data,
+                    message: None,
+                    effects: vec![Effect::Task(task)],
+                });
+                Some(Raw::Bytes(postcard::to_allocvec(&outcome).expect("an outcome encodes")))
+            }
             _ => None,
         }
     }
