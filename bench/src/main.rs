@@ -55,6 +55,7 @@
 //! The exit status is 1 if there were errors or replay mismatches, in the warm-up or
 //! the measured phase, and the line is printed anyway.
 
+mod tripflow;
 mod workload;
 
 use anyhow::{Context, bail};
@@ -106,6 +107,48 @@ struct Args {
     /// Keep the temp dir (server log, SQLite database) of --spawn.
     #[arg(long)]
     keep: bool,
+    /// docflow (document-processing, driven by its client) or tripflow (trip-booking,
+    /// driven by its tasks; needs --spawn).
+    #[arg(long, value_enum, default_value = "docflow")]
+    workload: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Docflow,
+    Tripflow,
+}
+
+/// The JSON line of either workload.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Line {
+    Docflow(Report),
+    Tripflow(TripflowReport),
+}
+
+impl Line {
+    fn failed(&self) -> bool {
+        match self {
+            Line::Docflow(report) => report.failed(),
+            Line::Tripflow(report) => report.trips.errors + report.warmup_errors > 0,
+        }
+    }
+}
+
+/// The tripflow JSON line.
+#[derive(Debug, Serialize)]
+struct TripflowReport {
+    workload: &'static str,
+    backend: &'static str,
+    concurrency: u64,
+    warmup: u64,
+    warmup_errors: u64,
+    #[serde(flatten)]
+    trips: tripflow::TripReport,
+    server_cpu_seconds: Option<f64>,
+    database_cpu_seconds: Option<f64>,
+    server_peak_rss_mib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,23 +234,39 @@ async fn main() -> std::process::ExitCode {
         }
     });
 
-    let result = match args.spawn {
-        None => {
+    let result = match (args.spawn, args.workload) {
+        (None, Kind::Docflow) => {
             let url = args.url.clone().unwrap_or_else(|| DEFAULT_URL.into());
-            bench(&args, &run_id, &url, None, &stop).await
+            bench(&args, &run_id, &url, None, &stop).await.map(Line::Docflow)
         }
-        Some(backend) => {
+        (None, Kind::Tripflow) => Err(anyhow::anyhow!("tripflow binds the server's tasks to the bench: use --spawn")),
+        (Some(backend), kind) => {
             let mut server = Spawned::new(&run_id);
-            let result = match server.start(&args, backend).await {
-                Ok(()) => {
-                    let url = server.base_url.clone();
-                    let result = bench(&args, &run_id, &url, Some(&server), &stop).await;
-                    server.shut_down().await;
-                    result
+            let participant = match kind {
+                Kind::Tripflow => Some(tripflow::Participant::start().await),
+                Kind::Docflow => None,
+            };
+            let result = match participant.transpose() {
+                Ok(participant) => {
+                    let config = participant.as_ref().map(tripflow::Participant::config);
+                    match server.start(&args, backend, config.as_deref()).await {
+                        Ok(()) => {
+                            let url = server.base_url.clone();
+                            let result = match &participant {
+                                Some(participant) => trips(&args, &run_id, &url, &server, participant, &stop)
+                                    .await
+                                    .map(Line::Tripflow),
+                                None => bench(&args, &run_id, &url, Some(&server), &stop).await.map(Line::Docflow),
+                            };
+                            server.shut_down().await;
+                            result
+                        }
+                        Err(err) => Err(err),
+                    }
                 }
                 Err(err) => Err(err),
             };
-            let failed = result.as_ref().map_or(true, Report::failed);
+            let failed = result.as_ref().map_or(true, Line::failed);
             server.cleanup(args.keep || failed).await;
             result
         }
@@ -225,6 +284,46 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs tripflow's warm-up and measured phase against the spawned `server`.
+async fn trips(
+    args: &Args,
+    run_id: &str,
+    url: &str,
+    server: &Spawned,
+    participant: &tripflow::Participant,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<TripflowReport> {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .pool_max_idle_per_host(usize::try_from(args.concurrency).unwrap_or(usize::MAX))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let shape = |first, count| (run_id, first, count, args.concurrency);
+    eprintln!("warmup: {} trips at concurrency {} against {url}", args.warmup, args.concurrency);
+    let warmup = tripflow::run(&client, url, participant, shape(0, args.warmup), deadline, stop).await;
+    eprintln!("measuring: {} trips at concurrency {}", args.instances, args.concurrency);
+    let postgres = args.spawn == Some(Backend::Postgres);
+    let cpu = || (server.cpu_seconds(), postgres.then(postgres_cpu_seconds).flatten());
+    let (server_before, database_before) = cpu();
+    let measured =
+        tripflow::run(&client, url, participant, shape(args.warmup, args.instances), deadline, stop).await;
+    let (server_after, database_after) = cpu();
+    let spent = |before: Option<f64>, after: Option<f64>| before.zip(after).map(|(b, a)| round3(a - b));
+    Ok(TripflowReport {
+        workload: "tripflow",
+        backend: if postgres { "postgres" } else { "sqlite" },
+        concurrency: args.concurrency,
+        warmup: args.warmup,
+        warmup_errors: warmup.errors,
+        trips: measured,
+        server_cpu_seconds: spent(server_before, server_after),
+        database_cpu_seconds: spent(database_before, database_after),
+        server_peak_rss_mib: server.peak_rss_mib().map(round3),
+    })
 }
 
 /// Runs the warmup and the measured phase against `url`.
@@ -337,7 +436,8 @@ impl Spawned {
     }
 
     /// Creates the temp dir and database, starts the server and waits for `/healthz`.
-    async fn start(&mut self, args: &Args, backend: Backend) -> anyhow::Result<()> {
+    /// `config`: the text of a config file to start the server with.
+    async fn start(&mut self, args: &Args, backend: Backend, config: Option<&str>) -> anyhow::Result<()> {
         let target = target_dir()?;
         let binary = args.server_bin.clone().unwrap_or_else(|| target.join("release").join("switchyard"));
         let modules = args.modules.clone().unwrap_or_else(|| target.join("modules"));
@@ -377,8 +477,14 @@ impl Spawned {
         let log_path = self.log_path();
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let child = Command::new(&binary)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", &database])
+        let mut command = Command::new(&binary);
+        command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", &database]);
+        if let Some(config) = config {
+            let path = self.scratch.join("config.toml");
+            std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
+            command.arg("--config").arg(path);
+        }
+        let child = command
             .arg("--modules")
             .arg(&modules)
             .arg("--module-cache")
