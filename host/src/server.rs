@@ -40,6 +40,7 @@ pub async fn serve(
         cached_modules: config.cached_modules,
         module_cache: Some(config.module_cache.clone()),
         migration_pace: config.migration_pace,
+        leases: service::Leases { owner: config.effects.host_id.clone(), lease: config.effects.lease },
         callbacks: service::CallbackPolicy {
             signed: config.effects.callbacks.secret.is_some(),
             allow_private: config.allow_private_callbacks,

@@ -52,6 +52,9 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
         Err(err) => tracing::warn!(%err, "cannot take back this host's effects; they wait for their leases"),
     }
     let client = task::client();
+    let Some(mut handed_over) = service.take_handover() else {
+        return tracing::error!("another executor runs in this process");
+    };
     loop {
         let now = Timestamp::now();
         let until = Timestamp(now.0.saturating_add(millis(settings.lease)));
@@ -74,10 +77,18 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
         let sleep = next_due
             .map(|due| Duration::from_millis(u64::try_from(due.0 - Timestamp::now().0).unwrap_or(0)))
             .map_or(settings.poll_every, |until_due| until_due.min(settings.poll_every));
-        tokio::select! {
-            () = tokio::time::sleep(sleep) => {}
-            () = service.outbox_written() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+        let look_again = tokio::time::Instant::now() + sleep;
+        // Until then, effects this process committed arrive leased already.
+        loop {
+            tokio::select! {
+                Some(effect) = handed_over.recv() => {
+                    let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
+                    tokio::spawn(async move { work(&service, &settings, &client, effect).await });
+                }
+                () = tokio::time::sleep_until(look_again) => break,
+                () = service.outbox_written() => break,
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
         }
     }
 }

@@ -327,9 +327,20 @@ impl Service {
             response: (idempotent.render)(&view),
             created_at: instance.updated_at,
         });
-        // New effects, or a child's end that its parent's effect is waiting for.
+        // Effects due now go to this process's executor, leased to it in the commit;
+        // the executor looks at the outbox again for effects due later and for a
+        // child's end, which its parent's effect waits for.
+        let (due_now, due_later): (Vec<&Effect>, Vec<&Effect>) =
+            effects.iter().partition(|effect| effect.due_at <= effect.created_at);
+        let handed_over: Vec<Effect> = due_now.into_iter().cloned().collect();
         let wakes_executor =
-            !effects.is_empty() || (instance.parent_id.is_some() && instance.status.is_terminal());
+            !due_later.is_empty() || (instance.parent_id.is_some() && instance.status.is_terminal());
+        let lease_until = Timestamp(
+            instance
+                .updated_at
+                .0
+                .saturating_add(i64::try_from(self.leases.lease.as_millis()).unwrap_or(i64::MAX)),
+        );
         let event = closes.posted.map(|(event, received_at)| PostedEvent {
             instance_id: instance.id,
             event_id: event.id,
@@ -352,6 +363,7 @@ impl Service {
             event,
             child_of: closes.child_of,
             cancels_effects: closes.cancels_effects,
+            leased_to: Some((self.leases.owner.clone(), lease_until)),
         };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
@@ -362,6 +374,11 @@ impl Service {
         }
         self.recent.committed(instance);
         self.changes.publish(instance.id, instance.revision);
+        for effect in handed_over {
+            // Without an executor (it stopped), the lease runs out and the effect waits
+            // for the next host to look.
+            let _ = self.handover.send(effect);
+        }
         if wakes_executor {
             self.outbox.notify_one();
         }

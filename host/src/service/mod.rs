@@ -129,6 +129,16 @@ pub struct Settings {
     pub module_cache: Option<std::path::PathBuf>,
     pub migration_pace: MigrationPace,
     pub callbacks: CallbackPolicy,
+    /// Whom effects this process commits are leased to, and for how long: they are
+    /// handed to this process's executor at once, not found by its next look.
+    pub leases: Leases,
+}
+
+/// This process's name in effect leases, and their length.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    pub owner: String,
+    pub lease: Duration,
 }
 
 /// What the service needs to know of terminal callbacks.
@@ -155,8 +165,13 @@ pub struct Service {
     versions: RwLock<HashMap<(String, u32), Arc<CachedVersion>>>,
     modules: ModuleCache,
     changes: Changes,
-    /// Woken after a commit that wrote effects, so that the executor runs them now.
+    /// Woken after a commit that wrote effects due later (or a child's end), so that
+    /// the executor looks at the outbox again.
     outbox: tokio::sync::Notify,
+    /// Effects due now that this process committed, leased to it, for its executor.
+    handover: tokio::sync::mpsc::UnboundedSender<crate::model::Effect>,
+    handed_over: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::model::Effect>>>,
+    leases: Leases,
     locks: locks::InstanceLocks,
     recent: RecentInstances,
     metrics: metrics::Metrics,
@@ -168,7 +183,11 @@ pub struct Service {
 impl Service {
     pub fn new(store: Store, settings: Settings) -> Result<Service> {
         let guest_calls = Semaphore::new(settings.limits.concurrent_calls as usize);
+        let (handover, handed_over) = tokio::sync::mpsc::unbounded_channel();
         Ok(Service {
+            handover,
+            handed_over: std::sync::Mutex::new(Some(handed_over)),
+            leases: settings.leases,
             store,
             runtime: Arc::new(Runtime::new(settings.limits)?),
             guest_calls,
@@ -192,6 +211,12 @@ impl Service {
     /// Resolves once a commit wrote effects since the last call (or now, if one did).
     pub async fn outbox_written(&self) {
         self.outbox.notified().await;
+    }
+
+    /// The effects this process commits that are due at once, leased to it: for the one
+    /// executor of the process, which takes them once.
+    pub fn take_handover(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::model::Effect>> {
+        self.handed_over.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
     /// Whether this process can serve: see [`Store::ready`].

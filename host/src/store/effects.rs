@@ -39,27 +39,27 @@ impl Store {
                  WHERE status IN ('pending', 'waiting', 'ready') AND due_at <= $3
                    AND (lease_expires_at IS NULL OR lease_expires_at < $3)
                  ORDER BY due_at LIMIT {limit}{lock})
-             RETURNING id"
+             RETURNING {}",
+            rows::EFFECT_COLUMNS
         );
-        let ids: Vec<String> = sqlx::query_scalar(&sql)
+        let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(until.0)
             .bind(now.0)
             .fetch_all(&mut *self.writing().await?)
             .await?;
-        let mut effects = Vec::with_capacity(ids.len());
-        for id in ids {
-            effects.extend(self.effect(&id).await?);
-        }
+        let mut effects = rows.iter().map(rows::effect).collect::<Result<Vec<_>>>()?;
         effects.sort_by_key(|effect| (effect.instance_id, effect.seq));
         Ok(effects)
     }
 
-    /// When the next open effect falls due, leased or not.
+    /// When the next open effect can be leased: when it falls due, or, if a host holds
+    /// it past that, when its lease runs out.
     pub async fn next_effect_due(&self) -> Result<Option<Timestamp>> {
         let due: Option<i64> = read!(self, |pool| {
             sqlx::query_scalar(
-                "SELECT MIN(due_at) FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
+                "SELECT MIN(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END)
+                 FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
             )
             .fetch_one(pool)
             .await
@@ -68,14 +68,17 @@ impl Store {
     }
 
     pub async fn effect(&self, id: &str) -> Result<Option<Effect>> {
-        let sql = format!("{} WHERE id = $1", rows::EFFECT_SELECT);
+        let sql = format!("SELECT {} FROM effects WHERE id = $1", rows::EFFECT_COLUMNS);
         let row = read!(self, |pool| sqlx::query(&sql).bind(id).fetch_optional(pool).await)?;
         row.as_ref().map(rows::effect).transpose()
     }
 
     /// Every effect of an instance, in the order they were asked for.
     pub async fn effects_of(&self, instance: crate::model::InstanceId) -> Result<Vec<Effect>> {
-        let sql = format!("{} WHERE instance_id = $1 ORDER BY seq, created_at", rows::EFFECT_SELECT);
+        let sql = format!(
+            "SELECT {} FROM effects WHERE instance_id = $1 ORDER BY seq, created_at",
+            rows::EFFECT_COLUMNS
+        );
         let rows = read!(self, |pool| sqlx::query(&sql).bind(instance.to_string()).fetch_all(pool).await)?;
         rows.iter().map(rows::effect).collect()
     }

@@ -138,6 +138,8 @@ pub struct Commit {
     /// Cancels every open effect of the instance (an admin's cancel), before the
     /// effects this transition asks for are written.
     pub cancels_effects: bool,
+    /// The lease the effects due at once are written with: (owner, expiry).
+    pub leased_to: Option<(String, Timestamp)>,
 }
 
 /// An effect's result, recorded as the effect closes.

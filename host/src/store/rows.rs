@@ -18,9 +18,8 @@ pub(super) const INSTANCE_SELECT: &str = "SELECT id, definition, definition_vers
 pub(super) const HISTORY_SELECT: &str = "SELECT instance_id, seq, from_state, to_state, trigger_kind, trigger_name, \
      trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at FROM history";
 
-pub(super) const EFFECT_SELECT: &str = "SELECT id, instance_id, seq, effect_key, kind, name, input, options, \
-     definition, definition_version, status, attempts, due_at, last_error, result, child_id, created_at, updated_at \
-     FROM effects";
+pub(super) const EFFECT_COLUMNS: &str = "id, instance_id, seq, effect_key, kind, name, input, options, definition, \
+     definition_version, status, attempts, due_at, last_error, result, child_id, created_at, updated_at";
 
 pub(super) fn effect(row: &AnyRow) -> Result<Effect> {
     Ok(Effect {

@@ -78,7 +78,15 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
             tx.execute(CHILD_ENDED, &args).await?;
         }
     }
-    let effects: Vec<&Effect> = commits.iter().flat_map(|commit| &commit.effects).collect();
+    let effects: Vec<(&Effect, Option<&(String, Timestamp)>)> = commits
+        .iter()
+        .flat_map(|commit| {
+            commit.effects.iter().map(|effect| {
+                let due_now = effect.due_at <= effect.created_at;
+                (effect, commit.leased_to.as_ref().filter(|_| due_now))
+            })
+        })
+        .collect();
     execute_rows(tx, &effects, INSERT_EFFECTS, bind_effect, None)
         .await
         .map_err(|err| if super::writer::unique_violation(&err) { Error::EffectKeyInUse } else { err })?;
@@ -189,9 +197,10 @@ const CANCEL_TIMER: &str = "UPDATE effects SET status = 'cancelled', updated_at 
 
 const INSERT_EFFECTS: Statement = Statement {
     before: "INSERT INTO effects (id, instance_id, seq, effect_key, kind, name, input, options, definition,
-             definition_version, status, attempts, due_at, created_at, updated_at) VALUES ",
+             definition_version, status, attempts, due_at, created_at, updated_at, lease_owner, lease_expires_at)
+             VALUES ",
     after: "",
-    columns: 15,
+    columns: 17,
 };
 
 const INSERT_HISTORY: Statement = Statement {
@@ -307,7 +316,8 @@ fn bind_transitioned<'a>(instance: &'a Instance, args: &mut Vec<Arg<'a>>) {
     ]);
 }
 
-fn bind_effect<'a>(effect: &'a &Effect, args: &mut Vec<Arg<'a>>) {
+fn bind_effect<'a>(row: &'a (&Effect, Option<&(String, Timestamp)>), args: &mut Vec<Arg<'a>>) {
+    let (effect, lease) = *row;
     args.extend([
         (&effect.id).into(),
         effect.instance_id.to_string().into(),
@@ -324,6 +334,8 @@ fn bind_effect<'a>(effect: &'a &Effect, args: &mut Vec<Arg<'a>>) {
         effect.due_at.0.into(),
         effect.created_at.0.into(),
         effect.updated_at.0.into(),
+        lease.map(|(owner, _)| owner.as_str()).into(),
+        lease.map(|(_, expiry)| expiry.0).into(),
     ]);
 }
 

@@ -210,6 +210,12 @@ impl From<Option<i64>> for Arg<'_> {
     }
 }
 
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(text: Option<&'a str>) -> Self {
+        Arg::Text(text.map(Cow::Borrowed))
+    }
+}
+
 impl<'a> From<&'a str> for Arg<'a> {
     fn from(text: &'a str) -> Self {
         Arg::Text(Some(Cow::Borrowed(text)))
