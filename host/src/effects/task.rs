@@ -249,30 +249,12 @@ async fn send(
     };
     let response = match request.await {
         Ok(response) => response,
-        Err(err) if err.is_timeout() => {
-            return Answer::Retryable { kind: FailureKind::Timeout, status: None, body: None };
-        }
-        Err(err) => {
-            return Answer::Retryable {
-                kind: FailureKind::Unreachable,
-                status: None,
-                body: Some(chain(&err)),
-            };
-        }
+        Err(err) => return lost(&err),
     };
     let status = response.status();
     let text = match response.text().await {
         Ok(text) => text,
-        Err(err) if err.is_timeout() => {
-            return Answer::Retryable { kind: FailureKind::Timeout, status: None, body: None };
-        }
-        Err(err) => {
-            return Answer::Retryable {
-                kind: FailureKind::Unreachable,
-                status: None,
-                body: Some(chain(&err)),
-            };
-        }
+        Err(err) => return lost(&err),
     };
     let code = status.as_u16();
     if code == 202 {
@@ -289,6 +271,15 @@ async fn send(
         Answer::Retryable { kind: FailureKind::Exhausted, status: Some(code), body: Some(truncated(text)) }
     } else {
         Answer::Refused { status: code, body: truncated(text) }
+    }
+}
+
+/// An attempt that got no whole answer: it timed out, or the connection failed.
+fn lost(err: &reqwest::Error) -> Answer {
+    if err.is_timeout() {
+        Answer::Retryable { kind: FailureKind::Timeout, status: None, body: None }
+    } else {
+        Answer::Retryable { kind: FailureKind::Unreachable, status: None, body: Some(chain(err)) }
     }
 }
 
