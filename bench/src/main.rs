@@ -239,7 +239,9 @@ async fn main() -> std::process::ExitCode {
             let url = args.url.clone().unwrap_or_else(|| DEFAULT_URL.into());
             bench(&args, &run_id, &url, None, &stop).await.map(Line::Docflow)
         }
-        (None, Kind::Tripflow) => Err(anyhow::anyhow!("tripflow binds the server's tasks to the bench: use --spawn")),
+        (None, Kind::Tripflow) => {
+            Err(anyhow::anyhow!("tripflow binds the server's tasks to the bench: use --spawn"))
+        }
         (Some(backend), kind) => {
             let mut server = Spawned::new(&run_id);
             let participant = match kind {
@@ -256,7 +258,9 @@ async fn main() -> std::process::ExitCode {
                                 Some(participant) => trips(&args, &run_id, &url, &server, participant, &stop)
                                     .await
                                     .map(Line::Tripflow),
-                                None => bench(&args, &run_id, &url, Some(&server), &stop).await.map(Line::Docflow),
+                                None => {
+                                    bench(&args, &run_id, &url, Some(&server), &stop).await.map(Line::Docflow)
+                                }
                             };
                             server.shut_down().await;
                             result

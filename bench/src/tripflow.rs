@@ -98,7 +98,8 @@ pub async fn run(
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.min(count) {
-        let (client, url, next, stop, run_id) = (client.clone(), url.to_owned(), next.clone(), stop.clone(), run_id.to_owned());
+        let (client, url, next, stop, run_id) =
+            (client.clone(), url.to_owned(), next.clone(), stop.clone(), run_id.to_owned());
         workers.spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -154,7 +155,8 @@ pub async fn run(
 /// One trip to `COMPLETED`: its id, `created_at` (ms) and the latency (ms).
 async fn trip(client: &reqwest::Client, url: &str, key: &str) -> Result<(String, f64, f64), String> {
     let started = Instant::now();
-    let body = json!({ "input": { "trip_id": key, "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } } });
+    let body =
+        json!({ "input": { "trip_id": key, "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } } });
     let created = client
         .post(format!("{url}/v1/definitions/trip-booking/instances"))
         .header("idempotency-key", key)
@@ -167,7 +169,8 @@ async fn trip(client: &reqwest::Client, url: &str, key: &str) -> Result<(String,
     }
     let instance: Value = created.json().await.map_err(|err| format!("create: {err}"))?;
     let id = instance["id"].as_str().ok_or("no id")?.to_owned();
-    let created_at = rfc3339_ms(instance["created_at"].as_str().unwrap_or_default()).ok_or("no created_at")?;
+    let created_at =
+        rfc3339_ms(instance["created_at"].as_str().unwrap_or_default()).ok_or("no created_at")?;
     let mut revision = instance["revision"].as_i64().unwrap_or(1);
     for _ in 0..100 {
         let polled = client
