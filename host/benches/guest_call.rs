@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 use support::median;
 use switchyard::runtime::{Entry, Limits, Runtime};
-use switchyard_guest::abi::{ActionRequest, Context, Outcome};
+use switchyard_guest::abi::{self, ActionRequest, Context, Outcome};
 
 const ROUNDS: usize = 5_000;
 
@@ -38,15 +38,26 @@ fn main() {
     let encode = median(ROUNDS, || drop(postcard::to_allocvec(&request)));
     let decode = median(ROUNDS, || drop(postcard::from_bytes::<ActionRequest>(&encoded)));
     let mut fuel_used = 0;
+    // A module is decoded as its ABI encodes, as the host does: so an ABI-1 build (say
+    // tests/fixtures) can be measured against the current one.
+    let abi = module.manifest.abi;
     let call = median(ROUNDS, || {
-        let called = executor
-            .block_on(runtime.call::<_, Outcome>(&module, Entry::OnAction, &request))
-            .expect("the call succeeds");
-        assert!(matches!(called.response, Outcome::Accepted(_)));
-        fuel_used = called.fuel_used;
+        let (accepted, fuel) = if abi == 1 {
+            let called = executor
+                .block_on(runtime.call::<_, abi::v1::Outcome>(&module, Entry::OnAction, &request))
+                .expect("the call succeeds");
+            (matches!(called.response, abi::v1::Outcome::Accepted(_)), called.fuel_used)
+        } else {
+            let called = executor
+                .block_on(runtime.call::<_, Outcome>(&module, Entry::OnAction, &request))
+                .expect("the call succeeds");
+            (matches!(called.response, Outcome::Accepted(_)), called.fuel_used)
+        };
+        assert!(accepted);
+        fuel_used = fuel;
     });
     println!(
-        "{{\"bench\":\"guest_call\",\"rounds\":{ROUNDS},\"request_bytes\":{},\"encode_us\":{:.2},\"decode_us\":{:.2},\"call_us\":{:.2},\"fuel_used\":{fuel_used}}}",
+        "{{\"bench\":\"guest_call\",\"abi\":{abi},\"rounds\":{ROUNDS},\"request_bytes\":{},\"encode_us\":{:.2},\"decode_us\":{:.2},\"call_us\":{:.2},\"fuel_used\":{fuel_used}}}",
         encoded.len(),
         micros(encode),
         micros(decode),
