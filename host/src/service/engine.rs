@@ -363,7 +363,8 @@ impl Service {
             event,
             child_of: closes.child_of,
             cancels_effects: closes.cancels_effects,
-            leased_to: Some((self.leases.owner.clone(), lease_until)),
+            // Only effects due at once are leased; a commit without any leases nothing.
+            leased_to: (!handed_over.is_empty()).then(|| (self.leases.owner.clone(), lease_until)),
         };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.

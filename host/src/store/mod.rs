@@ -130,7 +130,7 @@ pub struct Commit {
     /// is closed in the same transaction, so a result is delivered once.
     pub settles: Option<Settle>,
     /// The posted event this transition applies, kept in the same transaction, so an
-    /// event id applies once ([`Error::Duplicate`] if it is kept already).
+    /// event id applies once ([`Error::EventDuplicate`] if it is kept already).
     pub event: Option<PostedEvent>,
     /// The parent's child effect a new instance is started for: it must still be
     /// pending, and records the child in the same transaction, so a child starts once.
