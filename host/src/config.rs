@@ -25,6 +25,8 @@ pub struct Config {
     pub idempotency_retention: Duration,
     pub max_body_bytes: usize,
     pub max_wait: Duration,
+    /// How often a caught-up feed stream looks for commits of other hosts.
+    pub feed_poll: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
     pub migration_pace: MigrationPace,
@@ -60,6 +62,17 @@ pub struct FileConfig {
     pub tasks: std::collections::HashMap<String, Binding>,
     #[serde(default)]
     pub callbacks: CallbacksConfig,
+    #[serde(default)]
+    pub feed: FeedConfig,
+}
+
+/// `[feed]`: the transition feed's live stream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// How often a caught-up stream reads again for other hosts' commits (this host's
+    /// own commits wake it at once).
+    pub poll_interval_ms: Option<u64>,
 }
 
 /// `[callbacks]`: signing and retrying terminal callbacks.
@@ -149,7 +162,7 @@ impl FileConfig {
             poll_every: millis(effects.poll_interval_ms, 1000),
             participants: Participants {
                 bindings: self.tasks,
-                public_url: self.public_url.unwrap_or_else(|| format!("http://{listen}")),
+                public_url: self.public_url.unwrap_or_else(|| default_public_url(listen)),
                 attempt_timeout: millis(effects.attempt_timeout_ms, 30_000),
                 report_timeout: millis(effects.report_timeout_ms, 60 * 60 * 1000),
                 retry: RetryPolicy::DEFAULT.overridden(&effects.retry),
@@ -178,6 +191,7 @@ impl FileConfig {
             idempotency_retention: Duration::from_secs(self.idempotency_retention_secs.unwrap_or(24 * 3600)),
             max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
             max_wait: Duration::from_secs(self.max_wait_secs.unwrap_or(60)),
+            feed_poll: millis(self.feed.poll_interval_ms, 500),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(10)),
             migration_pace: MigrationPace {
                 // A batch of none would never get anywhere.
@@ -190,6 +204,19 @@ impl FileConfig {
             effects,
         })
     }
+}
+
+/// `http://` + the listen address; a wildcard address (every interface) is reached at
+/// loopback on this machine, which is what a participant beside the server can use.
+fn default_public_url(listen: SocketAddr) -> String {
+    let reachable = match listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listen.port()))
+        }
+        _ => listen,
+    };
+    format!("http://{reachable}")
 }
 
 /// This machine's name, for the default host id.

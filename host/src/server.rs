@@ -55,15 +55,17 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweep_idempotency_records(service.clone()));
     let (stop_effects, effects_stopped) = tokio::sync::watch::channel(false);
     let executor = tokio::spawn(effects::run(service.clone(), config.effects.clone(), effects_stopped));
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let api_settings = api::Settings {
         max_body_bytes: config.max_body_bytes,
         max_module_bytes: config.limits.module_bytes,
         max_wait: config.max_wait,
+        feed_poll: config.feed_poll,
+        stopping: stopping.clone(),
     };
     let app = api::router(service.clone(), api_settings);
     tracing::info!(listen = %listener.local_addr()?, database = %redact(&config.database), "serving");
 
-    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down");

@@ -10,6 +10,7 @@ mod connections;
 mod crash;
 mod definitions;
 mod effects;
+mod feed;
 mod guest_limits;
 mod harness_parity;
 mod hostile_modules;

@@ -2,8 +2,8 @@
 //! model and store types stay free to change.
 
 use crate::model::{
-    DefinitionVersion, Effect, EffectKind, EffectStatus, HistoryEntry, Instance, Migration, PostedEvent,
-    Status, Timestamp,
+    DefinitionVersion, Effect, EffectKind, EffectStatus, FeedItem, HistoryEntry, Instance, Migration,
+    PostedEvent, Status, Timestamp,
 };
 use crate::service::{DefinitionSummary, Diagnostics, InstanceView, VersionSummary};
 use serde::Serialize;
@@ -442,6 +442,75 @@ impl<'a> MigrationDto<'a> {
             created_at: time(migration.created_at),
             updated_at: time(migration.updated_at),
             finished_at: migration.finished_at.map(time),
+        }
+    }
+}
+
+/// A committed transition as a CloudEvents 1.0 event (JSON format).
+#[derive(Serialize)]
+pub struct FeedEventDto<'a> {
+    specversion: &'static str,
+    /// Unique per transition: the instance and its sequence number.
+    id: String,
+    source: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: String,
+    subject: String,
+    datacontenttype: &'static str,
+    data: FeedDataDto<'a>,
+}
+
+#[derive(Serialize)]
+struct FeedDataDto<'a> {
+    /// The feed's cursor after this event.
+    cursor: String,
+    definition: &'a str,
+    version: u32,
+    seq: i64,
+    from_state: Option<&'a str>,
+    to_state: &'a str,
+    status: &'static str,
+    trigger: FeedTriggerDto<'a>,
+    actor: &'a str,
+}
+
+#[derive(Serialize)]
+struct FeedTriggerDto<'a> {
+    kind: &'static str,
+    name: &'a str,
+    id: Option<&'a str>,
+}
+
+impl<'a> FeedEventDto<'a> {
+    pub const TYPE: &'static str = "switchyard.transition";
+
+    pub fn new(item: &'a FeedItem) -> Self {
+        let entry = &item.entry;
+        let instance = entry.instance_id.to_string();
+        FeedEventDto {
+            specversion: "1.0",
+            id: format!("{instance}/{}", entry.seq),
+            source: format!("/v1/instances/{instance}"),
+            kind: Self::TYPE,
+            time: time(entry.at),
+            subject: instance,
+            datacontenttype: "application/json",
+            data: FeedDataDto {
+                cursor: item.position.to_string(),
+                definition: &item.definition,
+                version: entry.definition_version,
+                seq: entry.seq,
+                from_state: entry.from_state.as_deref(),
+                to_state: &entry.to_state,
+                status: item.status.as_str(),
+                trigger: FeedTriggerDto {
+                    kind: entry.trigger.kind.as_str(),
+                    name: &entry.trigger.name,
+                    id: entry.trigger.id.as_deref(),
+                },
+                actor: &entry.actor,
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ mod correlation;
 mod definitions;
 mod dto;
 mod extract;
+mod feed;
 mod idempotency;
 mod instances;
 mod problem;
@@ -38,6 +39,10 @@ pub struct Settings {
     pub max_module_bytes: usize,
     /// Longest `Prefer: wait` honoured.
     pub max_wait: Duration,
+    /// How often a caught-up feed stream looks for other hosts' commits.
+    pub feed_poll: Duration,
+    /// Becomes true when the server begins to shut down: streams end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +59,7 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         .merge(instances::router())
         .merge(admin::router())
         .merge(tasks::router())
+        .merge(feed::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -438,3 +438,14 @@ pub enum MigrationStep {
     Skipped,
     Failed(String),
 }
+
+/// One committed transition as the feed lists it.
+#[derive(Debug, Clone)]
+pub struct FeedItem {
+    /// Its place in commit order; the cursor of a consumer that has read it.
+    pub position: i64,
+    pub definition: String,
+    /// The instance's status right after the transition.
+    pub status: Status,
+    pub entry: HistoryEntry,
+}

@@ -235,6 +235,17 @@ impl Service {
         Ok(history)
     }
 
+    /// Up to `limit` committed transitions after position `after`, in commit order.
+    pub async fn feed(&self, after: i64, limit: u32) -> Result<Vec<crate::model::FeedItem>> {
+        Ok(self.store.feed(after, limit).await?)
+    }
+
+    /// Changes whenever this process has written commits: there may be more feed to
+    /// read. Commits of other hosts do not show here.
+    pub fn feed_written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.batches_written()
+    }
+
     pub(super) async fn stored_instance(&self, id: InstanceId) -> Result<Instance> {
         self.store.instance(id).await?.ok_or_else(|| Error::InstanceNotFound(id.to_string()))
     }

@@ -17,11 +17,11 @@
 //! and takes the store's write turn for each batch.
 
 use super::writer::{WriteTx, Writer};
-use super::{Commit, Error, Result, WriteTurn, transition};
+use super::{Commit, Error, Result, WriteTurn, feed, transition};
 use sqlx::AnyPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// The most commits in one transaction; bounds the work lost to a failed commit.
 const MAX_BATCH: usize = 256;
@@ -49,11 +49,13 @@ struct Pending {
     done: oneshot::Sender<Result<()>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     commits: AtomicU64,
     batches: AtomicU64,
     largest: AtomicU64,
+    /// Changes after every batch written: what feed readers wait on.
+    written: watch::Sender<u64>,
 }
 
 /// How group commit has batched so far.
@@ -88,7 +90,13 @@ impl Committer {
 
     fn new() -> (Committer, mpsc::Receiver<Message>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
-        (Committer { queue, stats: Arc::default() }, receiver)
+        let stats = Counters {
+            commits: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            largest: AtomicU64::new(0),
+            written: watch::Sender::new(0),
+        };
+        (Committer { queue, stats: Arc::new(stats) }, receiver)
     }
 
     pub(super) async fn commit(&self, commit: Commit) -> Result<()> {
@@ -113,6 +121,11 @@ impl Committer {
     /// have died.
     pub(super) fn is_running(&self) -> bool {
         !self.queue.is_closed()
+    }
+
+    /// Changes each time a batch has been written (committed or not).
+    pub(super) fn batches_written(&self) -> watch::Receiver<u64> {
+        self.stats.written.subscribe()
     }
 
     pub(super) fn stats(&self) -> Stats {
@@ -156,6 +169,7 @@ async fn run(
             None => None,
         };
         commit_batch(&mut writer, batch).await;
+        stats.written.send_modify(|written| *written += 1);
     }
     drop(writer);
     for done in closers {
@@ -200,7 +214,11 @@ async fn apply_together(writer: &mut impl Writer, batch: &[Pending]) -> Result<O
     let is_taken =
         |commit: &Commit| commit.idempotency.as_ref().is_some_and(|record| taken.contains(&record.key));
     let fresh: Vec<&Commit> = commits.iter().copied().filter(|commit| !is_taken(commit)).collect();
-    let mut failure = match transition::apply(&mut tx, &fresh).await {
+    let written = match transition::apply(&mut tx, &fresh).await {
+        Ok(()) => feed::append(&mut tx, &fresh).await,
+        Err(err) => Err(err),
+    };
+    let mut failure = match written {
         Ok(()) => {
             tx.commit().await?;
             None
@@ -231,6 +249,13 @@ async fn apply_isolated(writer: &mut impl Writer, batch: &[Pending]) -> Result<V
         tx.execute("RELEASE SAVEPOINT change", &[]).await?;
         outcomes.push(outcome);
     }
+    let written: Vec<&Commit> = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(pending, _)| &pending.commit)
+        .collect();
+    feed::append(&mut tx, &written).await?;
     tx.commit().await?;
     Ok(outcomes)
 }

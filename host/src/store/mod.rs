@@ -23,6 +23,7 @@ macro_rules! read {
 
 mod effects;
 mod events;
+mod feed;
 mod group_commit;
 mod lifecycle;
 mod readers;
@@ -442,6 +443,12 @@ impl Store {
     /// idempotency key was stored meanwhile.
     pub async fn commit(&self, commit: Commit) -> Result<()> {
         self.committer.commit(commit).await
+    }
+
+    /// Changes each time this process has written a commit batch: a hint for feed
+    /// readers that there may be more to read.
+    pub fn batches_written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committer.batches_written()
     }
 
     /// Commits and batches so far: how well group commit batches under the load seen.

@@ -152,7 +152,7 @@ pub(super) fn version(stored: i64) -> Result<u32> {
     u32::try_from(stored).map_err(|_| Error::Corrupt(format!("version {stored}")))
 }
 
-fn parse<T: FromStr>(stored: String) -> Result<T>
+pub(super) fn parse<T: FromStr>(stored: String) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {

@@ -151,10 +151,10 @@ pub(super) async fn taken_keys(
 
 /// A statement over rows of values: its text around the `VALUES` list, and how many
 /// values a row has. `$LAST` in `after` stands for one more value after the rows'.
-struct Statement {
-    before: &'static str,
-    after: &'static str,
-    columns: usize,
+pub(super) struct Statement {
+    pub(super) before: &'static str,
+    pub(super) after: &'static str,
+    pub(super) columns: usize,
 }
 
 const INSERT_INSTANCES: Statement = Statement {
@@ -230,7 +230,7 @@ const INSERT_IDEMPOTENCY: Statement = Statement {
 
 /// Runs `statement` over all `rows`, chunk by chunk, with `last` for `$LAST`; the
 /// rows affected in all.
-async fn execute_rows<'r, T>(
+pub(super) async fn execute_rows<'r, T>(
     tx: &mut impl WriteTx,
     rows: &'r [T],
     statement: Statement,

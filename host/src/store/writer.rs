@@ -42,6 +42,9 @@ pub(super) trait WriteTx {
     /// Runs a query whose rows are two text columns.
     async fn fetch_pairs(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<(String, String)>>;
 
+    /// Runs a query whose one row is one integer.
+    async fn fetch_int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64>;
+
     async fn commit(self) -> Result<()>;
 
     async fn rollback(self) -> Result<()>;
@@ -75,6 +78,10 @@ impl WriteTx for super::Tx<'_> {
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    async fn fetch_int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64> {
+        Ok(bind(sqlx::query(sql), args).fetch_one(&mut **self).await?.try_get(0)?)
     }
 
     async fn commit(self) -> Result<()> {
@@ -143,6 +150,15 @@ impl WriteTx for rusqlite::Transaction<'_> {
             pairs.push((row.get(0)?, row.get(1)?));
         }
         Ok(pairs)
+    }
+
+    async fn fetch_int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64> {
+        let mut statement = prepare(self, sql, args)?;
+        let mut rows = statement.raw_query();
+        match rows.next()? {
+            Some(row) => Ok(row.get(0)?),
+            None => Err(Error::Corrupt(format!("no row from: {sql}"))),
+        }
     }
 
     async fn commit(self) -> Result<()> {
