@@ -116,7 +116,7 @@ impl<D: Definition> Machine<D> {
         let mut machine = Self::new(instance_id, 0, now_ms)?;
         let request = InitRequest { context: machine.next_context(), input: input.to_string() };
         let outcome = crate::dispatch::init::<D>(&encode(&request));
-        machine.apply(CallKind::Init, &outcome, None)?;
+        machine.apply(CallKind::Init, &outcome, Closes::Nothing)?;
         Ok(machine)
     }
 
@@ -167,7 +167,7 @@ impl<D: Definition> Machine<D> {
             payload: payload.to_string(),
         };
         let outcome = crate::dispatch::on_action::<D>(&encode(&request));
-        self.apply(CallKind::Action(action), &outcome, None)
+        self.apply(CallKind::Action(action), &outcome, Closes::Nothing)
     }
 
     /// Reports `received` to the instance as the host would: an effect's result only
@@ -200,7 +200,8 @@ impl<D: Definition> Machine<D> {
             event: received.into_event(id),
         };
         let outcome = crate::dispatch::on_event::<D>(&encode(&request));
-        self.apply(CallKind::Event, &outcome, settles.as_deref())
+        let closes = settles.as_deref().map_or(Closes::Nothing, Closes::Effect);
+        self.apply(CallKind::Event, &outcome, closes)
     }
 
     /// `task.succeeded` for the open task `key`.
@@ -221,8 +222,11 @@ impl<D: Definition> Machine<D> {
     }
 
     /// An admin's cancel or force-complete.
+    /// As on the host: a failed instance can still be force-completed, and an accepted
+    /// cancel closes every open effect before the effects it asks for open.
     pub fn admin_override(&mut self, kind: OverrideKind, reason: &str) -> Result<(), Refusal> {
-        if self.status().is_some() {
+        let resolvable = kind == OverrideKind::ForceComplete && self.status() == Some(TerminalStatus::Failed);
+        if self.status().is_some() && !resolvable {
             return Err(Refusal::Finished);
         }
         let request = OverrideRequest {
@@ -233,7 +237,8 @@ impl<D: Definition> Machine<D> {
             reason: reason.into(),
         };
         let outcome = crate::dispatch::on_override::<D>(&encode(&request));
-        self.apply(CallKind::Override, &outcome, None)
+        let closes = if kind == OverrideKind::Cancel { Closes::Everything } else { Closes::Nothing };
+        self.apply(CallKind::Override, &outcome, closes)
     }
 
     /// The effects the last applied transition asked for.
@@ -341,19 +346,28 @@ impl<D: Definition> Machine<D> {
 
     /// Applies an outcome as the host does; `settles` is the key of the effect whose
     /// result the call reported.
-    fn apply(&mut self, call: CallKind<'_>, outcome: &[u8], settles: Option<&str>) -> Result<(), Refusal> {
+    fn apply(&mut self, call: CallKind<'_>, outcome: &[u8], closes: Closes<'_>) -> Result<(), Refusal> {
         match decode(outcome) {
             Outcome::Rejected(rejection) => {
                 // The host closes an effect whose result the definition refused.
-                self.close(settles);
+                if let Closes::Effect(key) = closes {
+                    self.close(key);
+                }
                 Err(Refusal::Rejected(rejection))
             }
             Outcome::Accepted(accepted) => {
                 self.manifest.check_outcome(call, &accepted.state).map_err(Refusal::BadOutcome)?;
-                let still_open =
-                    |key: &str| Some(key) != settles && self.open.iter().any(|effect| effect.key() == key);
+                let still_open = |key: &str| match closes {
+                    Closes::Everything => false,
+                    Closes::Effect(closed) if closed == key => false,
+                    _ => self.open.iter().any(|effect| effect.key() == key),
+                };
                 abi::check_effects(&accepted.effects, still_open).map_err(Refusal::BadEffects)?;
-                self.close(settles);
+                match closes {
+                    Closes::Nothing => {}
+                    Closes::Effect(key) => self.close(key),
+                    Closes::Everything => self.open.clear(),
+                }
                 // As the store does: cancels close open timers, then the new effects open.
                 for effect in &accepted.effects {
                     if let Effect::CancelTimer { key } = effect {
@@ -374,10 +388,8 @@ impl<D: Definition> Machine<D> {
         }
     }
 
-    fn close(&mut self, key: Option<&str>) {
-        if let Some(key) = key {
-            self.open.retain(|effect| effect.key() != key);
-        }
+    fn close(&mut self, key: &str) {
+        self.open.retain(|effect| effect.key() != key);
     }
 
     /// Applies an accepted, checked transition.
@@ -388,6 +400,16 @@ impl<D: Definition> Machine<D> {
         self.revision += 1;
         self.now_ms += TICK_MS;
     }
+}
+
+/// The open effects a transition closes, before the ones it asks for open.
+#[derive(Debug, Clone, Copy)]
+enum Closes<'a> {
+    Nothing,
+    /// The effect whose result it consumed.
+    Effect(&'a str),
+    /// An admin's cancel closes them all.
+    Everything,
 }
 
 fn kind_of(effect: &Effect) -> &'static str {

@@ -60,37 +60,6 @@ async fn book(server: &TestServer) -> String {
     created["id"].as_str().expect("id").to_owned()
 }
 
-/// The instance once it is finished, waiting on long-polls (at most 30 s).
-async fn finished(server: &TestServer, id: &str) -> Value {
-    let path = format!("/v1/instances/{id}");
-    let started = Instant::now();
-    let mut instance = server.get(&path).await.expect(200).json();
-    while instance["status"] == "running" {
-        assert!(started.elapsed() < Duration::from_secs(30), "still running after 30 s: {instance}");
-        let etag = format!("\"{}\"", instance["revision"]);
-        let headers = [("if-none-match", etag.as_str()), ("prefer", "wait=5")];
-        let polled = server.request(Method::GET, &path, &headers, None).await;
-        if polled.status == 200 {
-            instance = polled.json();
-        }
-    }
-    instance
-}
-
-/// `(trigger kind, trigger name, to_state)` of every history entry.
-async fn history(server: &TestServer, id: &str) -> Vec<(String, String, String)> {
-    let history = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
-    let text = |entry: &Value, field: &str| {
-        entry.pointer(field).and_then(Value::as_str).unwrap_or_default().to_owned()
-    };
-    history["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|entry| (text(entry, "/trigger/kind"), text(entry, "/trigger/name"), text(entry, "/to_state")))
-        .collect()
-}
-
 fn step(kind: &str, name: &str, to: &str) -> (String, String, String) {
     (kind.into(), name.into(), to.into())
 }
@@ -101,7 +70,7 @@ async fn a_trip_reserves_a_flight_then_a_hotel(backend: Backend) {
     participant.script(HOTELS, vec![Reply::Reserve]);
     let server = trip_server(backend, &participant, true).await;
     let id = book(&server).await;
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!((done["state"].as_str(), done["status"].as_str()), (Some("COMPLETED"), Some("completed")));
 
     let [flight] = participant.received(FLIGHTS).try_into().expect("one flight request");
@@ -125,7 +94,7 @@ async fn a_trip_reserves_a_flight_then_a_hotel(backend: Backend) {
     assert!(participant.received(CANCEL).is_empty(), "nothing to compensate");
 
     assert_eq!(
-        history(&server, &id).await,
+        server.steps(&id).await,
         [
             step("start", "init", "INITIATED"),
             step("effect", "task.succeeded", "FLIGHT_RESERVED"),
@@ -141,7 +110,7 @@ async fn a_refused_hotel_cancels_the_flight(backend: Backend) {
     participant.script(CANCEL, vec![Reply::Json(200, json!({}))]);
     let server = trip_server(backend, &participant, true).await;
     let id = book(&server).await;
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!((done["state"].as_str(), done["status"].as_str()), (Some("FAILED"), Some("failed")));
     assert_eq!(done["data"]["flight_cancelled"], true);
 
@@ -153,7 +122,7 @@ async fn a_refused_hotel_cancels_the_flight(backend: Backend) {
         json!({ "trip_id": "T-7", "reservation_id": format!("R-{}", flight.task_id()) })
     );
     assert_eq!(
-        history(&server, &id).await,
+        server.steps(&id).await,
         [
             step("start", "init", "INITIATED"),
             step("effect", "task.succeeded", "FLIGHT_RESERVED"),
@@ -174,7 +143,7 @@ async fn a_failing_participant_is_retried_under_one_task_id(backend: Backend) {
     participant.script(HOTELS, vec![Reply::Reserve]);
     let server = trip_server(backend, &participant, true).await;
     let id = book(&server).await;
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!(done["state"], "COMPLETED");
     let attempts = participant.received(FLIGHTS);
     let task_ids: Vec<&str> = attempts.iter().map(|attempt| attempt.task_id()).collect();
@@ -206,7 +175,7 @@ async fn an_attempt_that_hangs_times_out(backend: Backend) {
     participant.script(FLIGHTS, vec![Reply::Hang(Duration::from_secs(3))]);
     let server = trip_server(backend, &participant, true).await;
     let id = book(&server).await;
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!(done["state"], "FAILED");
     assert_eq!(participant.received(FLIGHTS).len(), 3, "every attempt timed out, then retries ran out");
     let entries = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
@@ -243,7 +212,7 @@ async fn a_participant_may_answer_202_and_report_later(backend: Backend) {
     let report = json!({ "status": "succeeded", "output": { "reservation_id": "H-late" } });
     let first = server.post(&path, "report-1", &report).await.expect(200).json();
     assert_eq!(first["status"], "applied");
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!(
         (done["state"].as_str(), done["data"]["hotel_reservation"].as_str()),
         (Some("COMPLETED"), Some("H-late"))
@@ -253,7 +222,7 @@ async fn a_participant_may_answer_202_and_report_later(backend: Backend) {
     assert_eq!(again["status"], "duplicate");
     let other = json!({ "status": "failed", "error": { "reason": "changed my mind" } });
     assert_problem(&server.post(&path, "report-3", &other).await, 409, "report-conflict");
-    assert_eq!(history(&server, &id).await.len(), 3, "the report was applied once");
+    assert_eq!(server.steps(&id).await.len(), 3, "the report was applied once");
     assert_eq!(participant.received(HOTELS).len(), 1, "a 202 is not retried");
 }
 
@@ -263,7 +232,7 @@ async fn a_task_bound_to_nobody_fails_as_unbound(backend: Backend) {
     participant.script(CANCEL, vec![Reply::Json(204, Value::Null)]);
     let server = trip_server(backend, &participant, false).await;
     let id = book(&server).await;
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!(
         (done["state"].as_str(), done["data"]["flight_cancelled"].as_bool()),
         (Some("FAILED"), Some(true))
@@ -282,13 +251,13 @@ async fn a_task_in_flight_survives_a_kill(backend: Backend) {
     let id = book(&server).await;
     let [held] = participant.wait_for(FLIGHTS, 1).await.try_into().expect("the first attempt");
     server.restart().await;
-    let done = finished(&server, &id).await;
+    let done = server.finished(&id).await;
     assert_eq!(done["state"], "COMPLETED");
     let attempts = participant.received(FLIGHTS);
     assert_eq!(attempts.len(), 2, "attempted again after the restart, not more");
     assert!(attempts.iter().all(|attempt| attempt.task_id() == held.task_id()), "under the same task_id");
     assert_eq!(participant.received(HOTELS).len(), 1, "and every later effect once");
-    assert_eq!(history(&server, &id).await.len(), 3);
+    assert_eq!(server.steps(&id).await.len(), 3);
 }
 
 async fn bad_reports_are_refused(backend: Backend) {
@@ -532,7 +501,7 @@ async fn a_child_starts_once_and_its_end_reaches_its_parent(backend: Backend) {
     let after = at_revision(&server, &parent, 3).await;
     let ended = json!([{ "key": "kid", "child_id": child_id, "status": "Completed", "state": "DONE" }]);
     assert_eq!(after["data"]["children"], ended);
-    assert_eq!(history(&server, &parent).await[2], step("effect", "child.completed", "IDLE"));
+    assert_eq!(server.steps(&parent).await[2], step("effect", "child.completed", "IDLE"));
     let diagnostics = server.get(&format!("/v1/instances/{parent}/diagnostics")).await.expect(200).json();
     assert_eq!(diagnostics["children"][0]["status"], "done");
     let listed = server.get(&children_path).await.expect(200).json();
@@ -550,12 +519,7 @@ async fn a_child_that_cannot_start_reaches_its_parent_as_failed(backend: Backend
         (ended["key"].as_str(), ended["status"].as_str(), ended["child_id"].as_str()),
         (Some("ghost"), Some("Failed"), Some(""))
     );
-    assert_eq!(history(&server, &parent).await[2], step("effect", "child.failed", "IDLE"));
-}
-
-async fn admin(server: &TestServer, id: &str, verb: &str, body: Value) -> crate::support::Response {
-    let body = serde_json::to_vec(&body).expect("json");
-    server.request(Method::POST, &format!("/v1/admin/instances/{id}/{verb}"), &[], Some(body)).await
+    assert_eq!(server.steps(&parent).await[2], step("effect", "child.failed", "IDLE"));
 }
 
 async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backend) {
@@ -579,7 +543,7 @@ async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backe
     server.act(&child_id, "wake", json!({ "key": "nap", "after_ms": 60_000 })).await.expect(200);
 
     let cancelled =
-        admin(&server, &parent, "cancel", json!({ "reason": "customer left" })).await.expect(200).json();
+        server.admin(&parent, "cancel", json!({ "reason": "customer left" })).await.expect(200).json();
     assert_eq!(
         (cancelled["state"].as_str(), cancelled["status"].as_str()),
         (Some("CANCELLED"), Some("cancelled"))
@@ -594,7 +558,7 @@ async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backe
         (last["trigger"]["payload"]["reason"].as_str(), last["actor"].as_str()),
         (Some("customer left"), Some("anonymous"))
     );
-    let child_now = finished(&server, &child_id).await;
+    let child_now = server.finished(&child_id).await;
     assert_eq!(
         (child_now["state"].as_str(), child_now["status"].as_str()),
         (Some("CANCELLED"), Some("cancelled"))
@@ -611,7 +575,7 @@ async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backe
         assert_eq!(diagnostics["open_timers"], json!([]));
     }
     assert_problem(
-        &admin(&server, &parent, "cancel", json!({ "reason": "again" })).await,
+        &server.admin(&parent, "cancel", json!({ "reason": "again" })).await,
         409,
         "instance-finished",
     );
@@ -624,20 +588,18 @@ async fn an_override_goes_through_the_definition(backend: Backend) {
     let id = book(&server).await;
     participant.wait_for(FLIGHTS, 1).await;
     // trip-booking keeps the SDK's default: force-complete moves to its completed state.
-    let forced = admin(&server, &id, "force-complete", json!({ "reason": "skip it" })).await;
+    let forced = server.admin(&id, "force-complete", json!({ "reason": "skip it" })).await;
     let forced = forced.expect(200).json();
     assert_eq!(forced["status"], "completed", "the SDK's default moves to the completed state");
-    assert_problem(&admin(&server, &id, "cancel", json!({ "reason": " " })).await, 400, "bad-request");
+    assert_problem(&server.admin(&id, "cancel", json!({ "reason": " " })).await, 400, "bad-request");
     assert_problem(
-        &admin(&server, &uuid::Uuid::new_v4().to_string(), "cancel", json!({ "reason": "x" })).await,
+        &server.admin(&uuid::Uuid::new_v4().to_string(), "cancel", json!({ "reason": "x" })).await,
         404,
         "not-found",
     );
     let (hostile, hostile_id) = timer_server(backend).await;
-    let done = admin(&hostile, &hostile_id, "force-complete", json!({ "reason": "enough" }))
-        .await
-        .expect(200)
-        .json();
+    let done =
+        hostile.admin(&hostile_id, "force-complete", json!({ "reason": "enough" })).await.expect(200).json();
     assert_eq!(
         (done["state"].as_str(), done["message"].as_str()),
         (Some("DONE"), Some("completed by an admin: enough"))

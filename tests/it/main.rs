@@ -19,5 +19,6 @@ mod http_contract;
 mod idempotency;
 mod instances;
 mod readiness;
+mod scenarios;
 mod shutdown;
 mod versions;

@@ -182,7 +182,10 @@ impl Service {
         actor: &str,
         key: Option<String>,
     ) -> Result<Change> {
-        if current.status.is_terminal() {
+        // A failed instance may still be force-completed (resolved by hand), if its
+        // definition agrees; anything else finished stays as it is.
+        let resolvable = kind == abi::OverrideKind::ForceComplete && current.status == Status::Failed;
+        if current.status.is_terminal() && !resolvable {
             return Err(Error::Finished(current.id.to_string()));
         }
         let module = self.module(&current.definition, current.definition_version).await?;
@@ -425,7 +428,8 @@ pub(super) fn outcome_change(
         updated_at: now,
         ..current
     };
-    let ends = !current_status.is_terminal() && status.is_terminal();
+    // A failed instance force-completed ends again, as completed.
+    let ends = status.is_terminal() && status != current_status;
     Ok(Change { view: view(manifest, next), history, effects, cancel_timers, ends })
 }
 
@@ -523,7 +527,7 @@ fn callback_row(instance: &Instance, url: &str, body: Vec<u8>) -> Effect {
         id: effect_id(instance.id, revision, CALLBACK_KEY),
         instance_id: instance.id,
         seq: revision.0,
-        key: CALLBACK_KEY.into(),
+        key: format!("{CALLBACK_KEY}:{}", revision.0),
         kind: EffectKind::Callback,
         name: Some(url.into()),
         input: Some(String::from_utf8_lossy(&body).into_owned()),
@@ -541,8 +545,9 @@ fn callback_row(instance: &Instance, url: &str, body: Vec<u8>) -> Effect {
     }
 }
 
-/// The key of the terminal callback, which no definition's key can clash with: the
-/// instance is finished, so none of its own effects open again.
+/// The terminal callback's key, followed by `:` and the revision that ended the
+/// instance (a failed instance that is force-completed ends twice). No definition's
+/// key can clash with it: `:` is not allowed in theirs.
 const CALLBACK_KEY: &str = "callback";
 
 /// The id of the effect `key` of the transition that produced `revision`: the same

@@ -287,6 +287,50 @@ impl TestServer {
             .expect("terminate the sessions")
     }
 
+    /// The instance once it is finished, waiting on long-polls (at most 30 s).
+    pub async fn finished(&self, id: &str) -> Value {
+        self.wait_until(id, |instance| instance["status"] != "running").await
+    }
+
+    /// The instance once `holds` is true of it, waiting on long-polls (at most 30 s).
+    pub async fn wait_until(&self, id: &str, holds: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/v1/instances/{id}");
+        let started = std::time::Instant::now();
+        let mut instance = self.get(&path).await.expect(200).json();
+        while !holds(&instance) {
+            assert!(started.elapsed() < Duration::from_secs(30), "not there after 30 s: {instance}");
+            let etag = format!("\"{}\"", instance["revision"]);
+            let headers = [("if-none-match", etag.as_str()), ("prefer", "wait=5")];
+            let polled = self.request(Method::GET, &path, &headers, None).await;
+            if polled.status == 200 {
+                instance = polled.json();
+            }
+        }
+        instance
+    }
+
+    /// `(trigger kind, trigger name, to_state)` of every history entry of `id`.
+    pub async fn steps(&self, id: &str) -> Vec<(String, String, String)> {
+        let history = self.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+        let text = |entry: &Value, field: &str| {
+            entry.pointer(field).and_then(Value::as_str).unwrap_or_default().to_owned()
+        };
+        history["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|entry| {
+                (text(entry, "/trigger/kind"), text(entry, "/trigger/name"), text(entry, "/to_state"))
+            })
+            .collect()
+    }
+
+    /// `POST /v1/admin/instances/{id}/{verb}` (`cancel`, `force-complete`) with `body`.
+    pub async fn admin(&self, id: &str, verb: &str, body: Value) -> Response {
+        let body = serde_json::to_vec(&body).expect("json");
+        self.request(Method::POST, &format!("/v1/admin/instances/{id}/{verb}"), &[], Some(body)).await
+    }
+
     /// Creates an instance of `definition` and returns its body.
     pub async fn create(&self, definition: &str, input: Value) -> Value {
         let key = uuid::Uuid::new_v4().to_string();
