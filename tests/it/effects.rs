@@ -14,6 +14,7 @@ both_backends!(
     a_participant_may_answer_202_and_report_later,
     a_task_bound_to_nobody_fails_as_unbound,
     a_task_in_flight_survives_a_kill,
+    a_lease_outlived_by_its_attempt_is_extended_so_no_other_host_takes_it,
     bad_reports_are_refused,
     a_timer_fires_once_after_its_delay,
     a_cancelled_timer_does_not_fire,
@@ -240,6 +241,23 @@ async fn a_task_bound_to_nobody_fails_as_unbound(backend: Backend) {
     let entries = server.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
     assert_eq!(entries["items"][2]["trigger"]["payload"]["error"]["kind"], "unbound");
     assert_eq!(participant.received(CANCEL).len(), 1);
+}
+
+async fn a_lease_outlived_by_its_attempt_is_extended_so_no_other_host_takes_it(backend: Backend) {
+    let participant = Participant::start().await;
+    // The attempt takes five leases' time; both hosts look for due effects every 50 ms.
+    participant.script(FLIGHTS, vec![Reply::Hang(Duration::from_millis(1_500))]);
+    let mut toml =
+        String::from("[effects]\npoll_interval_ms = 50\nlease_ms = 300\nattempt_timeout_ms = 5000\n");
+    toml.push_str(&format!("[tasks.\"flights.reserve\"]\nurl = \"{}\"\n", participant.url(FLIGHTS)));
+    let server = TestServer::start_with_config(backend, &toml).await;
+    server.deploy(module("trip-booking")).await.expect(201);
+    let other = server.another_host().await;
+    let id = book(&server).await;
+    let done = other.finished(&id).await;
+    // The participant answered 200 without a reservation id: the trip fails on it.
+    assert_eq!(done["state"], "FAILED");
+    assert_eq!(participant.received(FLIGHTS).len(), 1, "one attempt: the lease was kept for all of it");
 }
 
 async fn a_task_in_flight_survives_a_kill(backend: Backend) {

@@ -3,13 +3,19 @@
 //! - `modules`: build every definition (and test guest) to Wasm, into `target/modules`
 //!   and `target/test-modules`.
 //! - `serve [ARGS]`: build the modules and run `switchyard serve` on SQLite with the
-//!   example definitions deployed. Extra arguments go to `serve`.
+//!   example definitions deployed, every example task bound to the participant stub
+//!   (`switchyard-stub`, started beside it on [`STUB_LISTEN`]), so every example runs
+//!   end to end. Extra arguments go to `serve`; with `--config`, the stub is not started
+//!   and the config's bindings count.
 //! - `test`: build the modules and the server, then run the whole test suite.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Where the quick start's participant stub listens.
+const STUB_LISTEN: &str = "127.0.0.1:9090";
 
 /// Crates under `definitions/` are the examples the quick start deploys; the test
 /// guests only ever reach the tests.
@@ -88,7 +94,45 @@ fn serve(args: &[String]) -> Result {
     {
         serve.args(["--database", "sqlite://switchyard.db"]);
     }
-    run(serve.args(args))
+    let mut stub = None;
+    if !args.iter().any(|arg| arg.starts_with("--config")) && std::env::var_os("SWITCHYARD_CONFIG").is_none()
+    {
+        let (child, config) = start_stub()?;
+        stub = Some(child);
+        serve.arg("--config").arg(config);
+    }
+    let served = run(serve.args(args));
+    if let Some(mut stub) = stub {
+        let _ = stub.kill();
+        let _ = stub.wait();
+    }
+    served
+}
+
+/// Builds and starts the participant stub; returns it and a config file binding every
+/// example task to it.
+fn start_stub() -> Result<(std::process::Child, PathBuf)> {
+    run(cargo().args(["build", "--release", "--package", "switchyard-stub"]))?;
+    let binary =
+        paths().target.join("release").join(format!("switchyard-stub{}", std::env::consts::EXE_SUFFIX));
+    let printed = Command::new(&binary)
+        .args(["--listen", STUB_LISTEN, "--print-config"])
+        .output()
+        .map_err(|err| format!("{}: {err}", binary.display()))?;
+    if !printed.status.success() {
+        return Err(format!(
+            "the stub cannot listen on {STUB_LISTEN}: {}",
+            String::from_utf8_lossy(&printed.stderr)
+        ));
+    }
+    let config = paths().target.join("quickstart.toml");
+    std::fs::write(&config, &printed.stdout).map_err(|err| format!("{}: {err}", config.display()))?;
+    let child = Command::new(&binary)
+        .args(["--listen", STUB_LISTEN])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|err| format!("{}: {err}", binary.display()))?;
+    Ok((child, config))
 }
 
 fn test(args: &[String]) -> Result {

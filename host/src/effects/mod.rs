@@ -35,7 +35,7 @@ const BATCH: u32 = 64;
 pub struct Settings {
     /// This host's name in leases: stable across its restarts, unique among live hosts.
     pub host_id: String,
-    /// How long a lease lasts; longer than any attempt may take.
+    /// How long a lease lasts unless extended (the work on an effect extends it).
     pub lease: Duration,
     /// The longest sleep between two looks for due effects (the backstop to wake-ups).
     pub poll_every: Duration,
@@ -68,7 +68,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
         let full = leased.len() == BATCH as usize;
         for effect in leased {
             let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
-            tokio::spawn(async move { work(&service, &settings, &client, effect).await });
+            tokio::spawn(async move { keep_leased(&service, &settings, &client, effect).await });
         }
         if full {
             continue;
@@ -83,11 +83,35 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
             tokio::select! {
                 Some(effect) = handed_over.recv() => {
                     let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
-                    tokio::spawn(async move { work(&service, &settings, &client, effect).await });
+                    tokio::spawn(async move { keep_leased(&service, &settings, &client, effect).await });
                 }
                 () = tokio::time::sleep_until(look_again) => break,
                 () = service.outbox_written() => break,
                 _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+/// Works on one leased effect, extending the lease every third of its length for as
+/// long as the work takes (an attempt may outlast a lease), so no other host takes the
+/// effect up while this one still works on it.
+async fn keep_leased(service: &Service, settings: &Settings, client: &reqwest::Client, effect: Effect) {
+    let id = effect.id.clone();
+    let work = work(service, settings, client, effect);
+    tokio::pin!(work);
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + settings.lease / 3, settings.lease / 3);
+    loop {
+        tokio::select! {
+            () = &mut work => return,
+            _ = renew.tick() => {
+                let until = Timestamp(Timestamp::now().0.saturating_add(millis(settings.lease)));
+                match service.store().extend_effect_lease(&id, &settings.host_id, until).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(effect = %id, "the effect's lease was lost while working on it"),
+                    Err(err) => tracing::warn!(%err, effect = %id, "cannot extend the effect's lease"),
+                }
             }
         }
     }

@@ -108,6 +108,19 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Extends `owner`'s lease on an effect it still holds to `until`. False if it no
+    /// longer holds it (the effect was closed, or the lease ran out and was taken).
+    pub async fn extend_effect_lease(&self, id: &str, owner: &str, until: Timestamp) -> Result<bool> {
+        let extended =
+            sqlx::query("UPDATE effects SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3")
+                .bind(until.0)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *self.writing().await?)
+                .await?;
+        Ok(extended.rows_affected() == 1)
+    }
+
     /// Lets go of every lease `owner` holds: a host that restarts takes its effects
     /// up again at once instead of waiting for its old leases to expire.
     pub async fn release_effect_leases(&self, owner: &str) -> Result<u64> {

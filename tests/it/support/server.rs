@@ -84,12 +84,14 @@ impl TestServer {
         TestServer::new(database_url, scratch, postgres)
     }
 
-    /// A second server process on this one's database, as another host would run:
-    /// its own port, module cache and memory. Dropping it leaves the database alone.
+    /// A second server process on this one's database, with its flags, as another host
+    /// would run: its own port, module cache and memory. Dropping it leaves the database alone.
     pub async fn another_host(&self) -> TestServer {
         let scratch = scratch_folder(&uuid::Uuid::new_v4().simple().to_string());
         let mut host = TestServer::new(self.database_url.clone(), scratch, None);
-        host.spawn(&[]).await;
+        // The same flags, config file included: hosts of one deployment share a config.
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        host.spawn(&flags).await;
         host
     }
 
