@@ -146,6 +146,8 @@ struct TripflowReport {
     warmup_errors: u64,
     #[serde(flatten)]
     trips: tripflow::TripReport,
+    /// From the server's own histogram: commit → the task's first attempt.
+    commit_to_dispatch_ms: Option<tripflow::DispatchBound>,
     server_cpu_seconds: Option<f64>,
     database_cpu_seconds: Option<f64>,
     server_peak_rss_mib: Option<f64>,
@@ -313,8 +315,10 @@ async fn trips(
     let postgres = args.spawn == Some(Backend::Postgres);
     let cpu = || (server.cpu_seconds(), postgres.then(postgres_cpu_seconds).flatten());
     let (server_before, database_before) = cpu();
+    let dispatch_before = tripflow::dispatch_histogram(&client, url).await;
     let measured =
         tripflow::run(&client, url, participant, shape(args.warmup, args.instances), deadline, stop).await;
+    let dispatch_after = tripflow::dispatch_histogram(&client, url).await;
     let (server_after, database_after) = cpu();
     let spent = |before: Option<f64>, after: Option<f64>| before.zip(after).map(|(b, a)| round3(a - b));
     Ok(TripflowReport {
@@ -324,6 +328,9 @@ async fn trips(
         warmup: args.warmup,
         warmup_errors: warmup.errors,
         trips: measured,
+        commit_to_dispatch_ms: dispatch_before
+            .zip(dispatch_after)
+            .map(|(before, after)| tripflow::DispatchBound::between(&before, &after)),
         server_cpu_seconds: spent(server_before, server_after),
         database_cpu_seconds: spent(database_before, database_after),
         server_peak_rss_mib: server.peak_rss_mib().map(round3),

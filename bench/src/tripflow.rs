@@ -215,3 +215,48 @@ mod tests {
         assert_eq!(rfc3339_ms("yesterday"), None);
     }
 }
+
+/// The server's dispatch-delay histogram (`switchyard_task_dispatch_seconds`): the
+/// cumulative count at each bucket's upper bound, in ms (`+Inf` last, as infinity).
+pub async fn dispatch_histogram(client: &reqwest::Client, url: &str) -> Option<Vec<(f64, u64)>> {
+    let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
+    let buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("switchyard_task_dispatch_seconds_bucket{le=\"")?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().ok()? * 1000.0 };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect();
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+/// Commit → first attempt, from the histogram's growth between two readings: for each
+/// percentile, the upper bound of the bucket it falls in (so "at most"), in ms.
+#[derive(Debug, Serialize)]
+pub struct DispatchBound {
+    pub tasks: u64,
+    pub p50_at_most: Option<f64>,
+    pub p99_at_most: Option<f64>,
+}
+
+impl DispatchBound {
+    pub fn between(before: &[(f64, u64)], after: &[(f64, u64)]) -> DispatchBound {
+        let grown: Vec<(f64, u64)> = after
+            .iter()
+            .zip(before)
+            .map(|((bound, count), (_, earlier))| (*bound, count.saturating_sub(*earlier)))
+            .collect();
+        let tasks = grown.last().map_or(0, |(_, count)| *count);
+        let at = |p: f64| {
+            let rank = (p / 100.0 * tasks as f64).ceil().max(1.0) as u64;
+            grown
+                .iter()
+                .find(|(_, count)| *count >= rank)
+                .map(|(bound, _)| *bound)
+                .filter(|bound| bound.is_finite())
+        };
+        DispatchBound { tasks, p50_at_most: at(50.0), p99_at_most: at(99.0) }
+    }
+}

@@ -78,6 +78,8 @@ async fn a_trip_reserves_a_flight_then_a_hotel(backend: Backend) {
     let [hotel] = participant.received(HOTELS).try_into().expect("one hotel request");
     assert_eq!(done["data"]["flight_reservation"], format!("R-{}", flight.task_id()));
     assert_eq!(done["data"]["hotel_reservation"], format!("R-{}", hotel.task_id()));
+    // Both tasks were handed to the executor by the commits that asked for them.
+    assert_eq!(server.metric("switchyard_task_dispatch_seconds_count").await, 2.0);
     // What a participant receives.
     assert_eq!(flight.body["task"], "flights.reserve");
     assert_eq!(flight.body["instance_id"], id.as_str());

@@ -131,6 +131,23 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ] {
         text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     }
+    let name = "switchyard_task_dispatch_seconds";
+    text.push_str(&format!(
+        "# HELP {name} From the commit that asked for a task to its first attempt, for tasks \
+         handed over in memory.\n# TYPE {name} histogram\n"
+    ));
+    let mut cumulative = 0;
+    for (count, bound) in
+        snapshot.dispatch.iter().zip(crate::service::DISPATCH_BUCKETS_US.map(Some).into_iter().chain([None]))
+    {
+        cumulative += count;
+        let le = bound.map_or_else(|| "+Inf".to_owned(), |micros| format!("{}", micros as f64 / 1e6));
+        text.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
+    }
+    text.push_str(&format!(
+        "{name}_sum {}\n{name}_count {cumulative}\n",
+        snapshot.dispatch_sum_us as f64 / 1e6
+    ));
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

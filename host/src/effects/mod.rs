@@ -68,7 +68,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
         let full = leased.len() == BATCH as usize;
         for effect in leased {
             let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
-            tokio::spawn(async move { keep_leased(&service, &settings, &client, effect).await });
+            tokio::spawn(async move { keep_leased(&service, &settings, &client, effect, None).await });
         }
         if full {
             continue;
@@ -81,9 +81,9 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
         // Until then, effects this process committed arrive leased already.
         loop {
             tokio::select! {
-                Some(effect) = handed_over.recv() => {
+                Some((effect, committed)) = handed_over.recv() => {
                     let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
-                    tokio::spawn(async move { keep_leased(&service, &settings, &client, effect).await });
+                    tokio::spawn(async move { keep_leased(&service, &settings, &client, effect, Some(committed)).await });
                 }
                 () = tokio::time::sleep_until(look_again) => break,
                 () = service.outbox_written() => break,
@@ -96,9 +96,15 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
 /// Works on one leased effect, extending the lease every third of its length for as
 /// long as the work takes (an attempt may outlast a lease), so no other host takes the
 /// effect up while this one still works on it.
-async fn keep_leased(service: &Service, settings: &Settings, client: &reqwest::Client, effect: Effect) {
+async fn keep_leased(
+    service: &Service,
+    settings: &Settings,
+    client: &reqwest::Client,
+    effect: Effect,
+    committed: Option<std::time::Instant>,
+) {
     let id = effect.id.clone();
-    let work = work(service, settings, client, effect);
+    let work = work(service, settings, client, effect, committed);
     tokio::pin!(work);
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + settings.lease / 3, settings.lease / 3);
@@ -117,9 +123,16 @@ async fn keep_leased(service: &Service, settings: &Settings, client: &reqwest::C
     }
 }
 
-/// Does what is due on one leased effect.
+/// Does what is due on one leased effect; `committed` is when the commit that asked for
+/// it was acknowledged, if it was handed over by this process.
 #[tracing::instrument(skip_all, fields(effect = %effect.id, kind = effect.kind.as_str(), key = %effect.key))]
-async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, effect: Effect) {
+async fn work(
+    service: &Service,
+    settings: &Settings,
+    client: &reqwest::Client,
+    effect: Effect,
+    committed: Option<std::time::Instant>,
+) {
     let kept = effect.result.as_deref().and_then(kept_event);
     let attempts = effect.attempts;
     let outcome = match (effect.status, effect.kind, kept) {
@@ -140,7 +153,12 @@ async fn work(service: &Service, settings: &Settings, client: &reqwest::Client, 
             let error = TaskError { kind: FailureKind::Timeout, status: None, body: None, attempts };
             Some((Received::TaskFailed { key: effect.key.clone(), error }, attempts))
         }
-        (_, EffectKind::Task, _) => task::attempt(service, settings, client, &effect).await,
+        (_, EffectKind::Task, _) => {
+            if let Some(committed) = committed {
+                service.task_dispatched(committed.elapsed());
+            }
+            task::attempt(service, settings, client, &effect).await
+        }
         (_, EffectKind::Child, _) => start_child(service, settings, &effect).await,
         (_, EffectKind::Callback, _) => {
             callback::deliver(service, settings, client, &effect).await;

@@ -378,10 +378,11 @@ impl Service {
         }
         self.recent.committed(instance);
         self.changes.publish(instance.id, instance.revision);
+        let committed = std::time::Instant::now();
         for effect in handed_over {
             // Without an executor (it stopped), the lease runs out and the effect waits
             // for the next host to look.
-            let _ = self.handover.send(effect);
+            let _ = self.handover.send((effect, committed));
         }
         if wakes_executor {
             self.outbox.notify_one();

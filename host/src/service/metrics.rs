@@ -2,11 +2,20 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Upper bounds, in microseconds, of the dispatch-delay histogram's buckets (one more,
+/// unbounded, follows).
+pub const DISPATCH_BUCKETS_US: [u64; 12] =
+    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+
 #[derive(Debug, Default)]
 pub(super) struct Metrics {
     long_polls_waiting: AtomicU64,
     transitions_recomputed: AtomicU64,
     guest_calls: AtomicU64,
+    /// Tasks by dispatch delay: one count per bucket of [`DISPATCH_BUCKETS_US`], then
+    /// the unbounded one.
+    dispatch: [AtomicU64; DISPATCH_BUCKETS_US.len() + 1],
+    dispatch_sum_us: AtomicU64,
 }
 
 /// The figures at one moment.
@@ -23,6 +32,10 @@ pub struct MetricsSnapshot {
     pub commits: u64,
     pub commit_batches: u64,
     pub largest_commit_batch: u64,
+    /// Tasks by the delay from the commit that asked for them to their first attempt's
+    /// start, per bucket of [`DISPATCH_BUCKETS_US`] (not cumulative), and its sum.
+    pub dispatch: [u64; DISPATCH_BUCKETS_US.len() + 1],
+    pub dispatch_sum_us: u64,
 }
 
 /// Counts one parked long-poll until dropped.
@@ -41,6 +54,23 @@ impl Metrics {
 
     pub(super) fn guest_called(&self) {
         self.guest_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn dispatched(&self, delay: std::time::Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DISPATCH_BUCKETS_US
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(DISPATCH_BUCKETS_US.len());
+        self.dispatch[bucket].fetch_add(1, Ordering::Relaxed);
+        self.dispatch_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub(super) fn dispatch(&self) -> ([u64; DISPATCH_BUCKETS_US.len() + 1], u64) {
+        (
+            self.dispatch.each_ref().map(|count| count.load(Ordering::Relaxed)),
+            self.dispatch_sum_us.load(Ordering::Relaxed),
+        )
     }
 
     pub(super) fn guest_calls(&self) -> u64 {

@@ -19,7 +19,7 @@ mod results;
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
-pub use metrics::MetricsSnapshot;
+pub use metrics::{DISPATCH_BUCKETS_US, MetricsSnapshot};
 pub use posted::Posted;
 pub use results::{Delivered, Diagnostics, HOST_ACTOR, Reported, TaskReport, kept_event};
 
@@ -154,6 +154,10 @@ pub struct CallbackPolicy {
     pub render: fn(&InstanceView) -> Vec<u8>,
 }
 
+/// An effect due at once that this process committed, leased to it, and when the
+/// commit was acknowledged.
+pub type HandedOver = (crate::model::Effect, std::time::Instant);
+
 #[derive(Debug)]
 pub struct Service {
     store: Store,
@@ -169,8 +173,8 @@ pub struct Service {
     /// the executor looks at the outbox again.
     outbox: tokio::sync::Notify,
     /// Effects due now that this process committed, leased to it, for its executor.
-    handover: tokio::sync::mpsc::UnboundedSender<crate::model::Effect>,
-    handed_over: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::model::Effect>>>,
+    handover: tokio::sync::mpsc::UnboundedSender<HandedOver>,
+    handed_over: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<HandedOver>>>,
     leases: Leases,
     locks: locks::InstanceLocks,
     recent: RecentInstances,
@@ -215,8 +219,13 @@ impl Service {
 
     /// The effects this process commits that are due at once, leased to it: for the one
     /// executor of the process, which takes them once.
-    pub fn take_handover(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<crate::model::Effect>> {
+    pub fn take_handover(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<HandedOver>> {
         self.handed_over.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    }
+
+    /// A task's first attempt starts `delay` after the commit that asked for it.
+    pub fn task_dispatched(&self, delay: std::time::Duration) {
+        self.metrics.dispatched(delay);
     }
 
     /// Whether this process can serve: see [`Store::ready`].
@@ -226,7 +235,10 @@ impl Service {
 
     pub fn metrics(&self) -> MetricsSnapshot {
         let commits = self.store.commit_stats();
+        let (dispatch, dispatch_sum_us) = self.metrics.dispatch();
         MetricsSnapshot {
+            dispatch,
+            dispatch_sum_us,
             long_polls_waiting: self.metrics.long_polls_waiting(),
             transitions_recomputed: self.metrics.transitions_recomputed(),
             guest_calls: self.metrics.guest_calls(),
