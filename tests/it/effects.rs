@@ -25,6 +25,7 @@ both_backends!(
     a_child_starts_once_and_its_end_reaches_its_parent,
     a_child_that_cannot_start_reaches_its_parent_as_failed,
     an_admin_cancel_closes_open_effects_and_cancels_children,
+    children_left_running_under_a_cancelled_parent_are_cancelled_on_start,
     an_override_goes_through_the_definition,
     a_terminal_callback_is_signed_and_retried_until_delivered,
     a_callback_answered_410_is_not_retried,
@@ -540,6 +541,45 @@ async fn a_child_that_cannot_start_reaches_its_parent_as_failed(backend: Backend
         (Some("ghost"), Some("Failed"), Some(""))
     );
     assert_eq!(server.steps(&parent).await[2], step("effect", "child.failed", "IDLE"));
+}
+
+/// Spawns a `hostile` child of `parent` and returns its id once it is started.
+async fn spawned_child(server: &TestServer, parent: &str) -> String {
+    server
+        .act(parent, "spawn", json!({ "key": "kid", "definition": "hostile", "input": {} }))
+        .await
+        .expect(200);
+    let children_path = format!("/v1/instances?parent={parent}");
+    for _ in 0..1000 {
+        let child = server.get(&children_path).await.expect(200).json()["items"][0].clone();
+        if let Some(id) = child["id"].as_str() {
+            return id.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the child did not start within 10 s");
+}
+
+async fn children_left_running_under_a_cancelled_parent_are_cancelled_on_start(backend: Backend) {
+    let (mut server, parent) = timer_server(backend).await;
+    let child = spawned_child(&server, &parent).await;
+    server.stop().await;
+    // What a crash right after the parent's cancel committed leaves: the parent
+    // cancelled, its child still running.
+    let sql = "UPDATE instances SET state = 'CANCELLED', status = 'cancelled' WHERE id = $1";
+    assert_eq!(server.execute_sql(sql, &parent).await, 1);
+    let running = "UPDATE instances SET updated_at = updated_at WHERE id = $1 AND status = 'running'";
+    assert_eq!(server.execute_sql(running, &child).await, 1, "the child is still running");
+    server.start_again().await;
+    let done = server.finished(&child).await;
+    assert_eq!((done["state"].as_str(), done["status"].as_str()), (Some("CANCELLED"), Some("cancelled")));
+    let entries = server.get(&format!("/v1/instances/{child}/history")).await.expect(200).json();
+    let last = entries["items"].as_array().and_then(|items| items.last()).cloned().unwrap_or_default();
+    assert_eq!(
+        (last["trigger"]["name"].as_str(), last["actor"].as_str()),
+        (Some("cancel"), Some("switchyard"))
+    );
+    assert_eq!(last["trigger"]["payload"]["reason"], format!("its parent {parent} was cancelled"));
 }
 
 async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backend) {

@@ -55,7 +55,16 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
     let Some(mut handed_over) = service.take_handover() else {
         return tracing::error!("another executor runs in this process");
     };
+    // Children whose cancel a crash cut short: at start, then once per lease period.
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep += settings.lease;
+            let cancelled = service.cancel_orphaned_children().await;
+            if cancelled > 0 {
+                tracing::info!(cancelled, "cancelled children of cancelled instances");
+            }
+        }
         let now = Timestamp::now();
         let until = Timestamp(now.0.saturating_add(millis(settings.lease)));
         let leased = match service.store().lease_due_effects(&settings.host_id, now, until, BATCH).await {

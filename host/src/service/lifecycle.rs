@@ -369,8 +369,61 @@ impl Service {
         Ok(view)
     }
 
+    /// Cancels children still running under a cancelled parent (their cancel was cut
+    /// short by a crash), and theirs; how many it cancelled. The executor runs it at
+    /// start and then now and then.
+    pub async fn cancel_orphaned_children(&self) -> usize {
+        const BATCH: u32 = 100;
+        let mut cancelled = 0;
+        loop {
+            let orphans = match self.store.children_of_cancelled(BATCH).await {
+                Ok(orphans) => orphans,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot look for children of cancelled instances");
+                    return cancelled;
+                }
+            };
+            let mut progressed = false;
+            for (child, parent) in &orphans {
+                if self.cancel_child(*child, *parent, super::results::HOST_ACTOR).await {
+                    cancelled += 1;
+                    progressed = true;
+                }
+            }
+            // A child whose definition refuses its cancel stays running: do not ask again now.
+            if orphans.len() < BATCH as usize || !progressed {
+                return cancelled;
+            }
+        }
+    }
+
+    /// Cancels `child` of the cancelled `parent`, then its own running children.
+    /// Whether it was cancelled now.
+    async fn cancel_child(
+        &self,
+        child: crate::model::InstanceId,
+        parent: crate::model::InstanceId,
+        actor: &str,
+    ) -> bool {
+        let reason = format!("its parent {parent} was cancelled");
+        let trigger = Trigger::Override { kind: switchyard_guest::abi::OverrideKind::Cancel, reason };
+        let asked = Asked { actor, if_match: None, idempotent: None };
+        match self.transition(child, &trigger, asked).await {
+            Ok(_) => {
+                self.cancel_children(child, actor).await;
+                true
+            }
+            Err(Error::Finished(_)) => false,
+            Err(err) => {
+                tracing::warn!(%err, %child, "cannot cancel the child; it runs on");
+                false
+            }
+        }
+    }
+
     /// Cancels the running children of `id`, and theirs. Best effort after the parent's
-    /// commit: a child that cannot be cancelled now is logged and left running.
+    /// commit: a child that cannot be cancelled now is logged and left running, and
+    /// [`Service::cancel_orphaned_children`] tries again later.
     fn cancel_children<'a>(
         &'a self,
         id: crate::model::InstanceId,
@@ -383,14 +436,7 @@ impl Service {
             };
             let children = effects.iter().filter(|effect| effect.kind == crate::model::EffectKind::Child);
             for child in children.filter_map(|effect| effect.child_id) {
-                let reason = format!("its parent {id} was cancelled");
-                let trigger = Trigger::Override { kind: switchyard_guest::abi::OverrideKind::Cancel, reason };
-                let asked = Asked { actor, if_match: None, idempotent: None };
-                match self.transition(child, &trigger, asked).await {
-                    Ok(_) => self.cancel_children(child, actor).await,
-                    Err(Error::Finished(_)) => {}
-                    Err(err) => tracing::warn!(%err, %child, "cannot cancel the child; it runs on"),
-                }
+                self.cancel_child(child, id, actor).await;
             }
         })
     }

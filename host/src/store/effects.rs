@@ -73,6 +73,27 @@ impl Store {
         row.as_ref().map(rows::effect).transpose()
     }
 
+    /// Up to `limit` running instances whose parent is cancelled, with that parent: a
+    /// parent's cancel cancels its children after its own commit, so a crash in between
+    /// leaves them running.
+    pub async fn children_of_cancelled(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(crate::model::InstanceId, crate::model::InstanceId)>> {
+        let sql = format!(
+            "SELECT child.id, child.parent_id FROM instances child JOIN instances parent ON parent.id = child.parent_id
+             WHERE child.parent_id IS NOT NULL AND child.status = 'running' AND parent.status = 'cancelled'
+             LIMIT {limit}"
+        );
+        let rows = read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?;
+        rows.iter()
+            .map(|row| {
+                use sqlx::Row;
+                Ok((rows::parse(row.try_get("id")?)?, rows::parse(row.try_get("parent_id")?)?))
+            })
+            .collect()
+    }
+
     /// Every effect of an instance, in the order they were asked for.
     pub async fn effects_of(&self, instance: crate::model::InstanceId) -> Result<Vec<Effect>> {
         let sql = format!(

@@ -113,8 +113,26 @@ impl TestServer {
     /// with the same flags.
     pub async fn restart(&mut self) {
         self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Starts the process again after [`TestServer::stop`], with the same flags.
+    pub async fn start_again(&mut self) {
         let flags = self.flags.clone();
         self.spawn(&flags.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    }
+
+    /// Runs one statement with one text parameter on this server's database, to set up
+    /// the state a crash leaves behind; the rows it changed.
+    pub async fn execute_sql(&self, sql: &str, parameter: &str) -> u64 {
+        if let Some((server, database)) = self.postgres_database() {
+            let mut connection =
+                sqlx::PgConnection::connect(&format!("{server}/{database}")).await.expect("connect");
+            sqlx::query(sql).bind(parameter).execute(&mut connection).await.expect("execute").rows_affected()
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url).await.expect("connect");
+            sqlx::query(sql).bind(parameter).execute(&mut connection).await.expect("execute").rows_affected()
+        }
     }
 
     /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
