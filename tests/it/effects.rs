@@ -172,6 +172,12 @@ async fn a_failing_participant_is_retried_under_one_task_id(backend: Backend) {
     let deployed = server.get("/v1/definitions/trip-booking/versions/1").await.expect(200).json();
     assert_eq!(diagnostics["module_sha256"], deployed["sha256"]);
     assert_eq!(diagnostics["recent_calls"].as_array().map(Vec::len), Some(3));
+    let records = diagnostics["idempotency_records"].as_array().expect("idempotency records");
+    let kept: Vec<(&str, u64)> = records
+        .iter()
+        .filter_map(|record| Some((record["scope"].as_str()?, record["status"].as_u64()?)))
+        .collect();
+    assert_eq!(kept, [("POST /v1/definitions/trip-booking/instances", 201)], "the create's key");
 }
 
 async fn an_attempt_that_hangs_times_out(backend: Backend) {

@@ -13,6 +13,7 @@ both_backends!(
     deploys_accept_a_key,
     an_expired_key_counts_as_new,
     expired_records_are_swept,
+    diagnostics_list_the_responses_kept_for_an_instance,
 );
 
 const CREATE: &str = "/v1/definitions/document-processing/instances";
@@ -187,4 +188,33 @@ async fn expired_records_are_swept(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("the create's and the action's records were not swept:\n{}", server.log());
+}
+
+async fn diagnostics_list_the_responses_kept_for_an_instance(backend: Backend) {
+    let server = document_server(backend).await;
+    let created = server.post(CREATE, "create-diag", &create_body("s3://diag")).await.expect(201).json();
+    let id = created["id"].as_str().expect("id");
+    let action = format!("/v1/instances/{id}/actions/validate");
+    server.post(&action, "validate-diag", &json!({})).await.expect(200);
+    // A refusal is kept too; another instance's keys are not this one's.
+    server.post(&action, "validate-again", &json!({})).await.expect(409);
+    server.post(CREATE, "create-other", &create_body("s3://other")).await.expect(201);
+    let diagnostics = server.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
+    let kept: Vec<(&str, &str, u64)> = diagnostics["idempotency_records"]
+        .as_array()
+        .expect("idempotency_records")
+        .iter()
+        .filter_map(|record| {
+            Some((record["scope"].as_str()?, record["key"].as_str()?, record["status"].as_u64()?))
+        })
+        .collect();
+    let (create, action) = (format!("POST {CREATE}"), format!("POST {action}"));
+    assert_eq!(
+        kept,
+        [
+            (create.as_str(), "create-diag", 201),
+            (action.as_str(), "validate-diag", 200),
+            (action.as_str(), "validate-again", 409),
+        ]
+    );
 }

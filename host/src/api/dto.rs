@@ -2,8 +2,8 @@
 //! model and store types stay free to change.
 
 use crate::model::{
-    DefinitionVersion, Effect, EffectKind, EffectStatus, FeedItem, HistoryEntry, Instance, Migration,
-    PostedEvent, Status, Timestamp,
+    DefinitionVersion, Effect, EffectKind, EffectStatus, FeedItem, HistoryEntry, IdempotencyRecord, Instance,
+    Migration, PostedEvent, Status, Timestamp,
 };
 use crate::service::{DefinitionSummary, Diagnostics, InstanceView, VersionSummary};
 use serde::Serialize;
@@ -129,6 +129,17 @@ pub struct DiagnosticsDto<'a> {
     /// The terminal callback, once the instance has ended with a `callback_url`.
     callback_deliveries: Vec<EffectDto<'a>>,
     recent_calls: Vec<CallDto<'a>>,
+    /// The responses kept under the keys of its creation, actions and overrides.
+    idempotency_records: Vec<IdempotencyRecordDto<'a>>,
+}
+
+#[derive(Serialize)]
+struct IdempotencyRecordDto<'a> {
+    scope: &'a str,
+    key: &'a str,
+    /// The status of the response a replay gets.
+    status: u16,
+    created_at: String,
 }
 
 #[derive(Serialize)]
@@ -162,7 +173,7 @@ struct CallDto<'a> {
 }
 
 impl<'a> DiagnosticsDto<'a> {
-    pub fn new(diagnostics: &'a Diagnostics) -> Self {
+    pub fn new(diagnostics: &'a Diagnostics, records: &'a [IdempotencyRecord]) -> Self {
         let effects: Vec<&Effect> = diagnostics.effects.iter().collect();
         let open = |effect: &&Effect| {
             matches!(effect.status, EffectStatus::Pending | EffectStatus::Waiting | EffectStatus::Ready)
@@ -197,6 +208,15 @@ impl<'a> DiagnosticsDto<'a> {
                     module_sha256: &entry.module_sha256.0,
                     fuel_used: entry.fuel_used,
                     at: time(entry.at),
+                })
+                .collect(),
+            idempotency_records: records
+                .iter()
+                .map(|record| IdempotencyRecordDto {
+                    scope: &record.key.scope,
+                    key: &record.key.key,
+                    status: record.response.status,
+                    created_at: time(record.created_at),
                 })
                 .collect(),
         }

@@ -5,7 +5,7 @@ use super::extract::{Body, Path, Query};
 use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
 use super::{ANONYMOUS, AppState, stored_json};
-use crate::model::{InstanceFilter, InstanceId, Revision, StoredResponse};
+use crate::model::{IdempotencyKey, InstanceFilter, InstanceId, Revision, StoredResponse};
 use crate::service::{ActRequest, InstanceView, Posted, StartRequest};
 use axum::Router;
 use axum::extract::State;
@@ -250,7 +250,14 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result
 async fn diagnostics(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let diagnostics = state.service.diagnostics(id).await?;
-    Ok(axum::Json(DiagnosticsDto::new(&diagnostics)).into_response())
+    // The keys of its actions and overrides, and of its creation (scopes as `begin` has them).
+    let prefixes = [format!("POST /v1/instances/{id}/"), format!("POST /v1/admin/instances/{id}/")];
+    let created = diagnostics.created_with_key.as_ref().map(|key| IdempotencyKey {
+        scope: format!("POST /v1/definitions/{}/instances", diagnostics.instance.instance.definition),
+        key: key.clone(),
+    });
+    let records = state.service.idempotency_records_under(&prefixes, created.as_ref()).await?;
+    Ok(axum::Json(DiagnosticsDto::new(&diagnostics, &records)).into_response())
 }
 
 pub(super) fn instance_response(status: StatusCode, view: &InstanceView) -> StoredResponse {

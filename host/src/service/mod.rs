@@ -248,6 +248,15 @@ impl Service {
         }
     }
 
+    /// The live records whose scope starts with one of `prefixes`, or that are `exact`.
+    pub async fn idempotency_records_under(
+        &self,
+        prefixes: &[String],
+        exact: Option<&IdempotencyKey>,
+    ) -> Result<Vec<IdempotencyRecord>> {
+        Ok(self.store.idempotency_records_under(prefixes, exact, self.idempotency_cutoff()).await?)
+    }
+
     /// The response kept under `key`, if it is still within retention.
     pub async fn idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>> {
         Ok(self.store.idempotency_record(key, self.idempotency_cutoff()).await?)

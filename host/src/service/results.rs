@@ -43,6 +43,8 @@ pub struct Diagnostics {
     pub events: Vec<crate::model::PostedEvent>,
     /// The last history entries: which module ran each call, and the fuel it used.
     pub recent_calls: Vec<crate::model::HistoryEntry>,
+    /// The `Idempotency-Key` the instance was created with, if any.
+    pub created_with_key: Option<String>,
 }
 
 /// A participant's late report of a task it answered with 202.
@@ -138,8 +140,13 @@ impl Service {
         let events = self.store.posted_events(id).await?;
         let mut history = self.history(id).await?;
         let module_sha256 = history.last().map(|entry| entry.module_sha256.clone());
+        let created_with_key = history
+            .first()
+            .filter(|entry| entry.trigger.kind == crate::model::TriggerKind::Start)
+            .and_then(|entry| entry.trigger.id.clone());
         let recent = history.len().saturating_sub(RECENT_CALLS);
-        Ok(Diagnostics { instance, module_sha256, effects, events, recent_calls: history.split_off(recent) })
+        let recent_calls = history.split_off(recent);
+        Ok(Diagnostics { instance, module_sha256, effects, events, recent_calls, created_with_key })
     }
 }
 

@@ -458,6 +458,47 @@ impl Store {
 
     // --- idempotency -------------------------------------------------------------------
 
+    /// The live records (none older than `not_before`) whose scope starts with one of
+    /// `prefixes`, or that are `exact`, oldest first. The prefixes are matched with
+    /// `LIKE`, without an index: for diagnostics, not for requests.
+    pub async fn idempotency_records_under(
+        &self,
+        prefixes: &[String],
+        exact: Option<&IdempotencyKey>,
+        not_before: Timestamp,
+    ) -> Result<Vec<IdempotencyRecord>> {
+        let mut conditions: Vec<String> = (1..=prefixes.len()).map(|n| format!("scope LIKE ${n}")).collect();
+        if exact.is_some() {
+            conditions.push(format!(
+                "(scope = ${} AND idempotency_key = ${})",
+                prefixes.len() + 1,
+                prefixes.len() + 2
+            ));
+        }
+        if conditions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
+             WHERE created_at >= ${} AND ({}) ORDER BY created_at",
+            prefixes.len() + exact.map_or(1, |_| 3),
+            conditions.join(" OR ")
+        );
+        let query = || {
+            let query = prefixes.iter().fold(sqlx::query(&sql), |query, prefix| {
+                // `%` and `_` in a prefix are taken literally by nobody: ids have neither.
+                query.bind(format!("{prefix}%"))
+            });
+            let query = match exact {
+                Some(key) => query.bind(&key.scope).bind(&key.key),
+                None => query,
+            };
+            query.bind(not_before.0)
+        };
+        let found = read!(self, |pool| query().fetch_all(pool).await)?;
+        found.iter().map(rows::idempotency_record).collect()
+    }
+
     /// The record kept under `key`. One older than `not_before` has expired: it is
     /// deleted here, so that the key can be used afresh before the sweeper comes by.
     pub async fn idempotency_record(
