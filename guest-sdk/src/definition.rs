@@ -4,6 +4,7 @@ use crate::abi::{self, Effect, Manifest, OverrideKind, Rejection, RetryPolicy, T
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -160,6 +161,38 @@ pub enum FailureKind {
     Unbound,
 }
 
+/// For people: `refused`, `timed out`, `unreachable`, `retries used up` or
+/// `no participant bound`.
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::Http => "refused",
+            FailureKind::Timeout => "timed out",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Exhausted => "retries used up",
+            FailureKind::Unbound => "no participant bound",
+        })
+    }
+}
+
+/// For people, as definitions put it into messages and data: the kind, the HTTP status
+/// if there is one, and the attempts unless none was made, e.g.
+/// `refused, HTTP 409, after 1 attempt`, `timed out, after 3 attempts` or
+/// `no participant bound`. The body is left out.
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        if let Some(status) = self.status {
+            write!(f, ", HTTP {status}")?;
+        }
+        match self.attempts {
+            0 => Ok(()),
+            1 => f.write_str(", after 1 attempt"),
+            attempts => write!(f, ", after {attempts} attempts"),
+        }
+    }
+}
+
 impl Received {
     /// Reads a wire event: the host's own events by their names, anything else as an
     /// external event. A host event whose payload does not fit is refused.
@@ -312,3 +345,6 @@ impl<D> Transition<D> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,9 @@
 //! assert_eq!(light.state(), "ON");
 //! ```
 //!
+//! A definition that only runs one task and ends with its result need not be written
+//! out: [`single_task`] has it, given the names, texts and input validation.
+//!
 //! The wire format between host and guest is [`abi`]; `docs/abi.md` in the repository
 //! describes it for implementers in other languages.
 #![no_std]
@@ -58,6 +61,7 @@ pub mod dispatch;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod guest;
+pub mod single_task;
 pub mod testing;
 
 pub use abi::{Manifest, Rejection, TerminalStatus};

@@ -256,13 +256,10 @@ impl Definition for OrderFulfilment {
                 settle(&mut data, &key, Undo::Failed);
                 let note = if key == RELEASE {
                     let id = data.reservation_id.as_deref().unwrap_or_default();
-                    format!(
-                        "reservation {id} could not be released ({}): release it by hand",
-                        describe(&error)
-                    )
+                    format!("reservation {id} could not be released ({error}): release it by hand")
                 } else {
                     let id = data.payment_id.as_deref().unwrap_or_default();
-                    format!("payment {id} could not be refunded ({}): refund it by hand", describe(&error))
+                    format!("payment {id} could not be refunded ({error}): refund it by hand")
                 };
                 data.attention.push(note);
                 Ok(compensated(data))
@@ -532,20 +529,6 @@ fn failed(data: Data) -> Transition<Data> {
         "The order failed and needs attention (see attention in its data)"
     };
     Transition::to(FAILED, data).with_message(message)
-}
-
-fn describe(error: &TaskError) -> String {
-    let kind = match error.kind {
-        FailureKind::Http => "refused",
-        FailureKind::Timeout => "timed out",
-        FailureKind::Unreachable => "unreachable",
-        FailureKind::Exhausted => "retries used up",
-        FailureKind::Unbound => "no participant bound",
-    };
-    match error.status {
-        Some(status) => format!("{kind}, HTTP {status}, after {} attempts", error.attempts),
-        None => format!("{kind}, after {} attempts", error.attempts),
-    }
 }
 
 #[cfg(test)]

@@ -76,11 +76,11 @@ fn reserved() -> Received {
 }
 
 fn declined() -> Received {
-    failed(PAYMENT, "the payment could not be captured (refused, HTTP 402, after 1 attempts)")
+    failed(PAYMENT, "the payment could not be captured (refused, HTTP 402, after 1 attempt)")
 }
 
 fn out_of_stock() -> Received {
-    failed(INVENTORY, "the items could not be reserved (refused, HTTP 409, after 1 attempts)")
+    failed(INVENTORY, "the items could not be reserved (refused, HTTP 409, after 1 attempt)")
 }
 
 fn release() -> (&'static str, &'static str, Value) {
@@ -182,10 +182,7 @@ fn the_inventory_may_end_first() {
 fn a_failed_shipment_releases_and_refunds_once_then_fails() {
     let mut order = shipping();
     order
-        .deliver(failed(
-            SHIPMENT,
-            "the shipment could not be scheduled (refused, HTTP 422, after 1 attempts)",
-        ))
+        .deliver(failed(SHIPMENT, "the shipment could not be scheduled (refused, HTTP 422, after 1 attempt)"))
         .expect("taken");
     assert_eq!(order.state(), COMPENSATING);
     assert_eq!(order.message(), Some("The order failed; releasing the items and refunding the payment"));
@@ -208,9 +205,7 @@ fn a_failed_shipment_releases_and_refunds_once_then_fails() {
     assert_eq!((data.release, data.refund), (Some(Undo::Done), Some(Undo::Done)));
     assert_eq!(
         data.failure.as_deref(),
-        Some(
-            "the shipment failed: the shipment could not be scheduled (refused, HTTP 422, after 1 attempts)"
-        )
+        Some("the shipment failed: the shipment could not be scheduled (refused, HTTP 422, after 1 attempt)")
     );
     assert_eq!((data.payment_id.as_deref(), data.reservation_id.as_deref()), (Some("P-7"), Some("R-3")));
     assert!(data.attention.is_empty());
@@ -265,7 +260,7 @@ fn a_payment_declined_while_the_inventory_runs_waits_then_releases_it() {
     assert_eq!((data.release, data.refund), (Some(Undo::Done), None));
     assert_eq!(
         data.failure.as_deref(),
-        Some("the payment failed: the payment could not be captured (refused, HTTP 402, after 1 attempts)")
+        Some("the payment failed: the payment could not be captured (refused, HTTP 402, after 1 attempt)")
     );
     assert_eq!(data.shipment, None);
     assert!(data.attention.is_empty());
@@ -353,7 +348,7 @@ fn a_capture_that_timed_out_is_flagged_not_refunded() {
     let timed_out = ended(
         PAYMENT,
         TerminalStatus::Failed,
-        json!({ "failure": "the payment could not be captured (timed out, after 1 attempts)", "outcome_unknown": true }),
+        json!({ "failure": "the payment could not be captured (timed out, after 1 attempt)", "outcome_unknown": true }),
     );
     order.deliver(timed_out).expect("taken");
     assert_eq!(tasks(&order), [release()], "no refund for a payment without a payment_id");
@@ -377,8 +372,8 @@ fn a_failed_compensation_still_fails_and_says_what_needs_a_person() {
     assert_eq!(
         data.attention,
         [
-            "reservation R-3 could not be released (timed out, after 1 attempts): release it by hand",
-            "payment P-7 could not be refunded (refused, HTTP 409, after 1 attempts): refund it by hand",
+            "reservation R-3 could not be released (timed out, after 1 attempt): release it by hand",
+            "payment P-7 could not be refunded (refused, HTTP 409, after 1 attempt): refund it by hand",
         ]
     );
     assert_eq!(data.failure.as_deref(), Some("the shipment failed: no carrier"));

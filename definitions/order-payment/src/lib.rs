@@ -11,64 +11,60 @@
 //! (failed, `data.failure` and `data.error` say why), or `CANCELLED` by an admin.
 //! `data.outcome_unknown` is set when the capture failed in a way that leaves open
 //! whether the processor took the money: it timed out, or answered without a
-//! `payment_id`.
+//! `payment_id`. Data: `{order_id, amount, payment_id, failure, error,
+//! outcome_unknown}`.
 //!
 //! A refund is not this definition's work: a finished instance takes no more
 //! transitions, so whoever needs a captured payment back (the parent) runs
 //! `payments.refund` itself. Force-complete is refused: `COMPLETED` promises a
 //! `payment_id`, and an admin cannot give one.
+//!
+//! The behaviour is the SDK's [`switchyard_guest::single_task`]; this crate gives its
+//! names, texts and input.
 
-use serde_json::{Number, json};
+use serde_json::Number;
 use switchyard_guest::prelude::*;
-
-const CAPTURING: &str = "CAPTURING";
-const COMPLETED: &str = "COMPLETED";
-const FAILED: &str = "FAILED";
-const CANCELLED: &str = "CANCELLED";
-
-/// Effect key.
-const CAPTURE: &str = "capture";
+use switchyard_guest::single_task::{SingleTask, SingleTaskDefinition, Texts};
 
 /// The definition.
+pub type OrderPayment = SingleTaskDefinition<Payment>;
+
+/// The instance's data: [`Capture`]'s members, then `payment_id`, `failure`, `error`
+/// and `outcome_unknown`.
+pub type Data = switchyard_guest::single_task::Data<Payment>;
+
+/// What `order-payment` is: a [`SingleTask`].
 #[derive(Debug)]
-pub struct OrderPayment;
+pub struct Payment;
 
-#[derive(Debug, Deserialize)]
-pub struct Input {
-    pub order_id: String,
-    pub amount: Number,
-}
-
-/// The instance's data.
+/// The input, and once validated, the capture's parameters: the task's input and the
+/// data's first members.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Data {
+pub struct Capture {
     pub order_id: String,
     pub amount: Number,
-    /// The processor's id for the capture, once it succeeded.
-    pub payment_id: Option<String>,
-    /// Why the capture failed, once it has.
-    pub failure: Option<String>,
-    /// The task's error, when the participant failed it.
-    pub error: Option<TaskError>,
-    /// The capture failed, but the processor may have taken the money all the same.
-    pub outcome_unknown: bool,
 }
 
-impl Definition for OrderPayment {
-    type Input = Input;
-    type Data = Data;
+impl SingleTask for Payment {
+    type Input = Capture;
+    type Params = Capture;
+    const NAME: &'static str = "order-payment";
+    const VERSION: u32 = 1;
+    const RUNNING: &'static str = "CAPTURING";
+    const KEY: &'static str = "capture";
+    const TASK: &'static str = "payments.capture";
+    const ID: &'static str = "payment_id";
+    const TEXTS: Texts = Texts {
+        running: "Capturing the payment",
+        completed: "The payment is captured.",
+        succeeded: "Payment captured",
+        failed: "The payment could not be captured",
+        unconfirmed: "The capture was not confirmed",
+        cancelled: "An admin cancelled the capture.",
+        no_force_complete: "a payment is completed only by a capture with a payment_id; cancel it instead",
+    };
 
-    fn manifest() -> Manifest {
-        Manifest::builder("order-payment", 1)
-            .state(CAPTURING, "Capturing the payment.")
-            .terminal(COMPLETED, TerminalStatus::Completed, "The payment is captured.")
-            .terminal(FAILED, TerminalStatus::Failed, "The payment could not be captured.")
-            .terminal(CANCELLED, TerminalStatus::Cancelled, "An admin cancelled the capture.")
-            .initial(CAPTURING)
-            .build()
-    }
-
-    fn init(_ctx: &Context, input: Input) -> Result<Transition<Data>, Rejection> {
+    fn validate(input: Capture) -> Result<Capture, Rejection> {
         let order_id = input.order_id.trim();
         if order_id.is_empty() {
             return Err(Rejection::new("invalid_input", "order_id must not be empty"));
@@ -76,76 +72,7 @@ impl Definition for OrderPayment {
         if !input.amount.as_f64().is_some_and(|amount| amount > 0.0) {
             return Err(Rejection::new("invalid_input", "amount must be above 0"));
         }
-        let data = Data {
-            order_id: order_id.into(),
-            amount: input.amount,
-            payment_id: None,
-            failure: None,
-            error: None,
-            outcome_unknown: false,
-        };
-        let capture = json!({ "order_id": data.order_id, "amount": data.amount });
-        Ok(Transition::to(CAPTURING, data)
-            .task(CAPTURE, "payments.capture", capture)
-            .with_message("Capturing the payment"))
-    }
-
-    fn on_action(_ctx: &Context, call: ActionCall<Data>) -> Result<Transition<Data>, Rejection> {
-        Err(Rejection::new("no_actions", format!("order-payment takes no actions, not {}", call.action)))
-    }
-
-    fn on_event(_ctx: &Context, call: EventCall<Data>) -> Result<Transition<Data>, Rejection> {
-        let EventCall { state, mut data, event } = call;
-        match (state.as_str(), event) {
-            (CAPTURING, Received::TaskSucceeded { key, output }) if key == CAPTURE => {
-                match output.get("payment_id").and_then(|id| id.as_str()).filter(|id| !id.is_empty()) {
-                    Some(payment_id) => {
-                        data.payment_id = Some(payment_id.into());
-                        Ok(Transition::to(COMPLETED, data).with_message("Payment captured"))
-                    }
-                    None => {
-                        data.failure = Some("payments.capture answered without a payment_id".into());
-                        data.outcome_unknown = true;
-                        Ok(Transition::to(FAILED, data).with_message("The capture was not confirmed"))
-                    }
-                }
-            }
-            (CAPTURING, Received::TaskFailed { key, error }) if key == CAPTURE => {
-                data.failure = Some(format!("the payment could not be captured ({})", describe(&error)));
-                data.outcome_unknown = error.kind == FailureKind::Timeout;
-                data.error = Some(error);
-                Ok(Transition::to(FAILED, data).with_message("The payment could not be captured"))
-            }
-            (state, event) => Err(Rejection::new(
-                "unexpected_event",
-                format!("{state} does not expect {}", event.describe()),
-            )),
-        }
-    }
-
-    fn on_override(_ctx: &Context, call: OverrideCall<Data>) -> Result<Transition<Data>, Rejection> {
-        match call.kind {
-            OverrideKind::Cancel => Ok(Transition::to(CANCELLED, call.data)
-                .with_message(format!("cancelled by an admin: {}", call.reason))),
-            OverrideKind::ForceComplete => Err(Rejection::new(
-                "cannot_force_complete",
-                "a payment is completed only by a capture with a payment_id; cancel it instead",
-            )),
-        }
-    }
-}
-
-fn describe(error: &TaskError) -> String {
-    let kind = match error.kind {
-        FailureKind::Http => "refused",
-        FailureKind::Timeout => "timed out",
-        FailureKind::Unreachable => "unreachable",
-        FailureKind::Exhausted => "retries used up",
-        FailureKind::Unbound => "no participant bound",
-    };
-    match error.status {
-        Some(status) => format!("{kind}, HTTP {status}, after {} attempts", error.attempts),
-        None => format!("{kind}, after {} attempts", error.attempts),
+        Ok(Capture { order_id: order_id.into(), amount: input.amount })
     }
 }
 

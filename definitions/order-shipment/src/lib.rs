@@ -13,27 +13,33 @@
 //! (failed, `data.failure` and `data.error` say why), or `CANCELLED` by an admin.
 //! `data.outcome_unknown` is set when scheduling failed in a way that leaves open
 //! whether a shipment was scheduled: it timed out, or answered without a `tracking_id`.
+//! Data: `{order_id, address, items, tracking_id, failure, error, outcome_unknown}`.
 //!
 //! Force-complete is refused: `COMPLETED` promises a `tracking_id`, and an admin cannot
 //! give one.
+//!
+//! The behaviour is the SDK's [`switchyard_guest::single_task`]; this crate gives its
+//! names, texts and input.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchyard_guest::prelude::*;
-
-const SCHEDULING: &str = "SCHEDULING";
-const COMPLETED: &str = "COMPLETED";
-const FAILED: &str = "FAILED";
-const CANCELLED: &str = "CANCELLED";
-
-/// Effect key.
-const SCHEDULE: &str = "schedule";
+use switchyard_guest::single_task::{SingleTask, SingleTaskDefinition, Texts};
 
 /// The definition.
-#[derive(Debug)]
-pub struct OrderShipment;
+pub type OrderShipment = SingleTaskDefinition<Shipment>;
 
-#[derive(Debug, Deserialize)]
-pub struct Input {
+/// The instance's data: [`Schedule`]'s members, then `tracking_id`, `failure`, `error`
+/// and `outcome_unknown`.
+pub type Data = switchyard_guest::single_task::Data<Shipment>;
+
+/// What `order-shipment` is: a [`SingleTask`].
+#[derive(Debug)]
+pub struct Shipment;
+
+/// The input, and once validated, the shipment's parameters: the task's input and the
+/// data's first members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
     pub order_id: String,
     pub address: Value,
     pub items: Vec<Item>,
@@ -45,37 +51,26 @@ pub struct Item {
     pub qty: u32,
 }
 
-/// The instance's data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Data {
-    pub order_id: String,
-    pub address: Value,
-    pub items: Vec<Item>,
-    /// The carrier's tracking id, once the shipment is scheduled.
-    pub tracking_id: Option<String>,
-    /// Why scheduling failed, once it has.
-    pub failure: Option<String>,
-    /// The task's error, when the participant failed it.
-    pub error: Option<TaskError>,
-    /// Scheduling failed, but a shipment may have been scheduled all the same.
-    pub outcome_unknown: bool,
-}
+impl SingleTask for Shipment {
+    type Input = Schedule;
+    type Params = Schedule;
+    const NAME: &'static str = "order-shipment";
+    const VERSION: u32 = 1;
+    const RUNNING: &'static str = "SCHEDULING";
+    const KEY: &'static str = "schedule";
+    const TASK: &'static str = "shipping.schedule";
+    const ID: &'static str = "tracking_id";
+    const TEXTS: Texts = Texts {
+        running: "Scheduling the shipment",
+        completed: "The shipment is scheduled.",
+        succeeded: "Shipment scheduled",
+        failed: "The shipment could not be scheduled",
+        unconfirmed: "The shipment was not confirmed",
+        cancelled: "An admin cancelled the shipment.",
+        no_force_complete: "a shipment is completed only by the carrier's tracking_id; cancel it instead",
+    };
 
-impl Definition for OrderShipment {
-    type Input = Input;
-    type Data = Data;
-
-    fn manifest() -> Manifest {
-        Manifest::builder("order-shipment", 1)
-            .state(SCHEDULING, "Scheduling the shipment.")
-            .terminal(COMPLETED, TerminalStatus::Completed, "The shipment is scheduled.")
-            .terminal(FAILED, TerminalStatus::Failed, "The shipment could not be scheduled.")
-            .terminal(CANCELLED, TerminalStatus::Cancelled, "An admin cancelled the shipment.")
-            .initial(SCHEDULING)
-            .build()
-    }
-
-    fn init(_ctx: &Context, input: Input) -> Result<Transition<Data>, Rejection> {
+    fn validate(input: Schedule) -> Result<Schedule, Rejection> {
         let order_id = input.order_id.trim();
         if order_id.is_empty() {
             return Err(Rejection::new("invalid_input", "order_id must not be empty"));
@@ -91,77 +86,7 @@ impl Definition for OrderShipment {
                 format!("item {:?} (qty {}) needs a sku and a qty of at least 1", item.sku, item.qty);
             return Err(Rejection::new("invalid_input", reason));
         }
-        let data = Data {
-            order_id: order_id.into(),
-            address: input.address,
-            items: input.items,
-            tracking_id: None,
-            failure: None,
-            error: None,
-            outcome_unknown: false,
-        };
-        let schedule = json!({ "order_id": data.order_id, "address": data.address, "items": data.items });
-        Ok(Transition::to(SCHEDULING, data)
-            .task(SCHEDULE, "shipping.schedule", schedule)
-            .with_message("Scheduling the shipment"))
-    }
-
-    fn on_action(_ctx: &Context, call: ActionCall<Data>) -> Result<Transition<Data>, Rejection> {
-        Err(Rejection::new("no_actions", format!("order-shipment takes no actions, not {}", call.action)))
-    }
-
-    fn on_event(_ctx: &Context, call: EventCall<Data>) -> Result<Transition<Data>, Rejection> {
-        let EventCall { state, mut data, event } = call;
-        match (state.as_str(), event) {
-            (SCHEDULING, Received::TaskSucceeded { key, output }) if key == SCHEDULE => {
-                match output.get("tracking_id").and_then(|id| id.as_str()).filter(|id| !id.is_empty()) {
-                    Some(tracking_id) => {
-                        data.tracking_id = Some(tracking_id.into());
-                        Ok(Transition::to(COMPLETED, data).with_message("Shipment scheduled"))
-                    }
-                    None => {
-                        data.failure = Some("shipping.schedule answered without a tracking_id".into());
-                        data.outcome_unknown = true;
-                        Ok(Transition::to(FAILED, data).with_message("The shipment was not confirmed"))
-                    }
-                }
-            }
-            (SCHEDULING, Received::TaskFailed { key, error }) if key == SCHEDULE => {
-                data.failure = Some(format!("the shipment could not be scheduled ({})", describe(&error)));
-                data.outcome_unknown = error.kind == FailureKind::Timeout;
-                data.error = Some(error);
-                Ok(Transition::to(FAILED, data).with_message("The shipment could not be scheduled"))
-            }
-            (state, event) => Err(Rejection::new(
-                "unexpected_event",
-                format!("{state} does not expect {}", event.describe()),
-            )),
-        }
-    }
-
-    fn on_override(_ctx: &Context, call: OverrideCall<Data>) -> Result<Transition<Data>, Rejection> {
-        match call.kind {
-            OverrideKind::Cancel => Ok(Transition::to(CANCELLED, call.data)
-                .with_message(format!("cancelled by an admin: {}", call.reason))),
-            OverrideKind::ForceComplete => Err(Rejection::new(
-                "cannot_force_complete",
-                "a shipment is completed only by the carrier's tracking_id; cancel it instead",
-            )),
-        }
-    }
-}
-
-fn describe(error: &TaskError) -> String {
-    let kind = match error.kind {
-        FailureKind::Http => "refused",
-        FailureKind::Timeout => "timed out",
-        FailureKind::Unreachable => "unreachable",
-        FailureKind::Exhausted => "retries used up",
-        FailureKind::Unbound => "no participant bound",
-    };
-    match error.status {
-        Some(status) => format!("{kind}, HTTP {status}, after {} attempts", error.attempts),
-        None => format!("{kind}, after {} attempts", error.attempts),
+        Ok(Schedule { order_id: order_id.into(), address: input.address, items: input.items })
     }
 }
 

@@ -1,5 +1,9 @@
+//! What is `order-shipment`'s own: its task, input, id and texts. The behaviour it
+//! shares with every single-task definition is tested in `switchyard_guest::single_task`.
+
 use super::*;
-use switchyard_guest::abi::{Effect, OverrideKind};
+use serde_json::json;
+use switchyard_guest::abi::Effect;
 use switchyard_guest::testing::{Machine, Refusal};
 
 fn input() -> Value {
@@ -11,60 +15,36 @@ fn input() -> Value {
     })
 }
 
-fn start() -> Machine<OrderShipment> {
-    Machine::start(input()).expect("a shipment starts")
-}
-
 #[test]
 fn a_shipment_completes_with_the_tracking_id() {
-    let mut shipment = start();
-    assert_eq!(shipment.state(), SCHEDULING);
+    let mut shipment = Machine::<OrderShipment>::start(input()).expect("a shipment starts");
+    assert_eq!((shipment.state(), shipment.message()), ("SCHEDULING", Some("Scheduling the shipment")));
     let [Effect::Task(task)] = shipment.effects() else { panic!("one task: {:?}", shipment.effects()) };
-    assert_eq!((task.key.as_str(), task.name.as_str()), (SCHEDULE, "shipping.schedule"));
-    let input: Value = serde_json::from_str(&task.input).expect("task input is JSON");
-    assert_eq!(
-        input,
-        json!({ "order_id": "O-1", "address": { "city": "Lisbon" }, "items": [{ "sku": "A", "qty": 2 }] })
-    );
+    assert_eq!((task.key.as_str(), task.name.as_str()), ("schedule", "shipping.schedule"));
+    let sent: Value = serde_json::from_str(&task.input).expect("task input is JSON");
+    let order =
+        json!({ "order_id": "O-1", "address": { "city": "Lisbon" }, "items": [{ "sku": "A", "qty": 2 }] });
+    assert_eq!(sent, order, "the address is passed as sent");
 
-    shipment.task_succeeded(SCHEDULE, json!({ "tracking_id": "TRK-5" })).expect("taken");
-    assert_eq!(shipment.state(), COMPLETED);
-    assert_eq!(shipment.status(), Some(TerminalStatus::Completed));
+    shipment.task_succeeded("schedule", json!({ "tracking_id": "TRK-5" })).expect("taken");
+    assert_eq!((shipment.state(), shipment.message()), ("COMPLETED", Some("Shipment scheduled")));
+    let mut expected = order;
+    expected["tracking_id"] = json!("TRK-5");
+    expected["failure"] = Value::Null;
+    expected["error"] = Value::Null;
+    expected["outcome_unknown"] = json!(false);
+    let data: Value = serde_json::from_str(shipment.data_json()).expect("data is JSON");
+    assert_eq!(data, expected, "the data order-fulfilment reads");
+}
+
+#[test]
+fn an_answer_without_a_tracking_id_says_so() {
+    let mut shipment = Machine::<OrderShipment>::start(input()).expect("a shipment starts");
+    shipment.task_succeeded("schedule", Value::Null).expect("taken");
+    assert_eq!((shipment.state(), shipment.message()), ("FAILED", Some("The shipment was not confirmed")));
     let data = shipment.data();
-    assert_eq!(data.tracking_id.as_deref(), Some("TRK-5"));
-    assert_eq!((data.failure, data.error, data.outcome_unknown), (None, None, false));
-    assert!(shipment.effects().is_empty() && shipment.open_effects().is_empty());
-}
-
-#[test]
-fn a_failed_schedule_fails_with_the_reason() {
-    for kind in [
-        FailureKind::Http,
-        FailureKind::Timeout,
-        FailureKind::Unreachable,
-        FailureKind::Exhausted,
-        FailureKind::Unbound,
-    ] {
-        let mut shipment = start();
-        shipment.task_failed(SCHEDULE, kind).expect("taken");
-        assert_eq!(shipment.status(), Some(TerminalStatus::Failed), "{kind:?}");
-        let data = shipment.data();
-        assert_eq!(data.tracking_id, None);
-        assert!(
-            data.failure.is_some_and(|failure| failure.starts_with("the shipment could not be scheduled"))
-        );
-        assert_eq!(data.error.map(|error| error.kind), Some(kind));
-        assert_eq!(data.outcome_unknown, kind == FailureKind::Timeout, "only a timeout may have acted");
-        assert!(shipment.effects().is_empty());
-    }
-}
-
-#[test]
-fn an_answer_without_a_tracking_id_fails_with_the_outcome_unknown() {
-    let mut shipment = start();
-    shipment.task_succeeded(SCHEDULE, Value::Null).expect("taken");
-    assert_eq!(shipment.state(), FAILED);
-    assert!(shipment.data().outcome_unknown);
+    assert_eq!(data.failure.as_deref(), Some("shipping.schedule answered without a tracking_id"));
+    assert!(data.outcome_unknown);
 }
 
 #[test]
@@ -88,30 +68,4 @@ fn bad_input_is_refused() {
             "{input}: {refused:?}"
         );
     }
-}
-
-#[test]
-fn other_events_are_refused() {
-    let mut shipment = start();
-    let external = shipment.deliver(Received::External {
-        name: "carrier.update".into(),
-        id: "e1".into(),
-        payload: json!({}),
-    });
-    assert!(matches!(external, Err(Refusal::Rejected(rejection)) if rejection.code == "unexpected_event"));
-    assert_eq!(shipment.timer_fired("schedule"), Err(Refusal::NoOpenEffect("schedule".into())));
-    assert_eq!(shipment.state(), SCHEDULING, "nothing changed");
-}
-
-#[test]
-fn an_admin_may_cancel_but_not_force_complete() {
-    let mut shipment = start();
-    let refused = shipment.admin_override(OverrideKind::ForceComplete, "shipped by hand");
-    assert!(
-        matches!(refused, Err(Refusal::Rejected(rejection)) if rejection.code == "cannot_force_complete")
-    );
-    shipment.admin_override(OverrideKind::Cancel, "order withdrawn").expect("cancelled");
-    assert_eq!(shipment.status(), Some(TerminalStatus::Cancelled));
-    assert_eq!(shipment.message(), Some("cancelled by an admin: order withdrawn"));
-    assert_eq!(shipment.task_succeeded(SCHEDULE, json!({ "tracking_id": "T" })), Err(Refusal::Finished));
 }

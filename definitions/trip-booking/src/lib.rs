@@ -112,7 +112,7 @@ impl Definition for TripBooking {
                     .with_message("Flight reserved; reserving the hotel"))
             }
             (INITIATED, Received::TaskFailed { key, error }) if key == FLIGHT => {
-                data.failure = Some(format!("the flight could not be reserved ({})", describe(&error)));
+                data.failure = Some(format!("the flight could not be reserved ({error})"));
                 Ok(Transition::to(FAILED, data).with_message("The flight could not be reserved"))
             }
             (FLIGHT_RESERVED, Received::TaskSucceeded { key, output }) if key == HOTEL => {
@@ -120,7 +120,7 @@ impl Definition for TripBooking {
                 Ok(Transition::to(COMPLETED, data).with_message("Flight and hotel reserved"))
             }
             (FLIGHT_RESERVED, Received::TaskFailed { key, error }) if key == HOTEL => {
-                data.failure = Some(format!("the hotel could not be reserved ({})", describe(&error)));
+                data.failure = Some(format!("the hotel could not be reserved ({error})"));
                 let cancel = json!({ "trip_id": data.trip_id, "reservation_id": data.flight_reservation });
                 Ok(Transition::to(COMPENSATING, data)
                     .task(CANCEL_FLIGHT, "flights.cancel", cancel)
@@ -134,9 +134,8 @@ impl Definition for TripBooking {
             (COMPENSATING, Received::TaskFailed { key, error }) if key == CANCEL_FLIGHT => {
                 let reservation = data.flight_reservation.clone().unwrap_or_default();
                 data.failure = Some(format!(
-                    "{}; and flight reservation {reservation} could not be cancelled ({}): cancel it by hand",
+                    "{}; and flight reservation {reservation} could not be cancelled ({error}): cancel it by hand",
                     data.failure.as_deref().unwrap_or("the hotel could not be reserved"),
-                    describe(&error)
                 ));
                 Ok(Transition::to(FAILED, data)
                     .with_message("The flight could not be cancelled: it needs attention"))
@@ -152,20 +151,6 @@ impl Definition for TripBooking {
 /// The `reservation_id` a participant answered with, if it is a non-empty string.
 fn reservation_id(output: &Value) -> Option<String> {
     output.get("reservation_id")?.as_str().filter(|id| !id.is_empty()).map(String::from)
-}
-
-fn describe(error: &TaskError) -> String {
-    let kind = match error.kind {
-        FailureKind::Http => "refused",
-        FailureKind::Timeout => "timed out",
-        FailureKind::Unreachable => "unreachable",
-        FailureKind::Exhausted => "retries used up",
-        FailureKind::Unbound => "no participant bound",
-    };
-    match error.status {
-        Some(status) => format!("{kind}, HTTP {status}, after {} attempts", error.attempts),
-        None => format!("{kind}, after {} attempts", error.attempts),
-    }
 }
 
 #[cfg(test)]
