@@ -199,7 +199,7 @@ async fn commit_batch(writer: &mut impl Writer, batch: Vec<Pending>) {
 /// taken get [`Error::Duplicate`] and write nothing. `None` when the writing failed
 /// and the failure cannot be pinned on one commit: everything was rolled back. An
 /// error when the transaction could not be opened, rolled back or committed.
-async fn apply_together(writer: &mut impl Writer, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>> {
+async fn apply_together<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<Option<Vec<Result<()>>>> {
     let mut tx = writer.begin().await?;
     let commits: Vec<&Commit> = batch.iter().map(|pending| &pending.commit).collect();
     // A replayed request gets this far: its key decides, and it applies nothing. A
@@ -215,7 +215,8 @@ async fn apply_together(writer: &mut impl Writer, batch: &[Pending]) -> Result<O
         |commit: &Commit| commit.idempotency.as_ref().is_some_and(|record| taken.contains(&record.key));
     let fresh: Vec<&Commit> = commits.iter().copied().filter(|commit| !is_taken(commit)).collect();
     let written = match transition::apply(&mut tx, &fresh).await {
-        Ok(()) => feed::append(&mut tx, &fresh).await,
+        Ok(()) if !W::SERIAL => feed::append(&mut tx, &fresh).await,
+        Ok(()) => Ok(()),
         Err(err) => Err(err),
     };
     let mut failure = match written {
@@ -237,7 +238,7 @@ async fn apply_together(writer: &mut impl Writer, batch: &[Pending]) -> Result<O
 }
 
 /// Writes each commit in a savepoint, so a failure undoes that commit alone.
-async fn apply_isolated(writer: &mut impl Writer, batch: &[Pending]) -> Result<Vec<Result<()>>> {
+async fn apply_isolated<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<Vec<Result<()>>> {
     let mut tx = writer.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
@@ -249,13 +250,15 @@ async fn apply_isolated(writer: &mut impl Writer, batch: &[Pending]) -> Result<V
         tx.execute("RELEASE SAVEPOINT change", &[]).await?;
         outcomes.push(outcome);
     }
-    let written: Vec<&Commit> = batch
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, outcome)| outcome.is_ok())
-        .map(|(pending, _)| &pending.commit)
-        .collect();
-    feed::append(&mut tx, &written).await?;
+    if !W::SERIAL {
+        let written: Vec<&Commit> = batch
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(pending, _)| &pending.commit)
+            .collect();
+        feed::append(&mut tx, &written).await?;
+    }
     tx.commit().await?;
     Ok(outcomes)
 }

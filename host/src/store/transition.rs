@@ -10,7 +10,8 @@
 use super::writer::{Arg, WriteTx};
 use super::{Commit, Error, Result, lifecycle};
 use crate::model::{
-    Effect, EffectStatus, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Timestamp,
+    Effect, EffectStatus, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Status,
+    Timestamp,
 };
 use std::collections::HashSet;
 
@@ -35,7 +36,8 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
     if written != commits.len() as u64 {
         return Err(Error::RevisionConflict);
     }
-    let history: Vec<&HistoryEntry> = commits.iter().map(|commit| &commit.history).collect();
+    let history: Vec<(&HistoryEntry, Status)> =
+        commits.iter().map(|commit| (&commit.history, commit.instance.status)).collect();
     execute_rows(tx, &history, INSERT_HISTORY, bind_history, None).await?;
     // Close what the transitions consumed or cancelled before opening what they ask
     // for: a timer that fired, or was cancelled, may be set again under its key.
@@ -150,7 +152,8 @@ pub(super) async fn taken_keys(
 }
 
 /// A statement over rows of values: its text around the `VALUES` list, and how many
-/// values a row has. `$LAST` in `after` stands for one more value after the rows'.
+/// values a row has. `$LAST` in `before` or `after` stands for one more value after the
+/// rows'.
 pub(super) struct Statement {
     pub(super) before: &'static str,
     pub(super) after: &'static str,
@@ -205,9 +208,9 @@ const INSERT_EFFECTS: Statement = Statement {
 
 const INSERT_HISTORY: Statement = Statement {
     before: "INSERT INTO history (instance_id, seq, from_state, to_state, trigger_kind, trigger_name,
-             trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at) VALUES ",
+             trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at, status) VALUES ",
     after: "",
-    columns: 13,
+    columns: 14,
 };
 
 const SELECT_KEYS: Statement = Statement {
@@ -251,7 +254,7 @@ pub(super) async fn execute_rows<'r, T>(
 
 /// `rows` in one chunk, or, beyond [`EXACT_CHUNK`], in chunks of the largest power of
 /// two that fits, up to [`MAX_CHUNK`].
-fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+pub(super) fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         let size = match rest.len() {
@@ -267,9 +270,10 @@ fn chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
 
 impl Statement {
     /// The statement's text for `rows` rows: `($1, $2), ($3, $4)` and so on.
-    fn sql(&self, rows: usize) -> String {
+    pub(super) fn sql(&self, rows: usize) -> String {
+        let last = format!("${}", rows * self.columns + 1);
         let mut sql = String::with_capacity(self.before.len() + self.after.len() + rows * self.columns * 5);
-        sql.push_str(self.before);
+        sql.push_str(&self.before.replace("$LAST", &last));
         for row in 0..rows {
             sql.push_str(if row == 0 { "(" } else { ", (" });
             for column in 0..self.columns {
@@ -280,7 +284,7 @@ impl Statement {
             }
             sql.push(')');
         }
-        sql.push_str(&self.after.replace("$LAST", &format!("${}", rows * self.columns + 1)));
+        sql.push_str(&self.after.replace("$LAST", &last));
         sql
     }
 }
@@ -339,7 +343,8 @@ fn bind_effect<'a>(row: &'a (&Effect, Option<&(String, Timestamp)>), args: &mut 
     ]);
 }
 
-fn bind_history<'a>(entry: &'a &HistoryEntry, args: &mut Vec<Arg<'a>>) {
+fn bind_history<'a>(row: &'a (&HistoryEntry, Status), args: &mut Vec<Arg<'a>>) {
+    let (entry, status) = *row;
     args.extend([
         entry.instance_id.to_string().into(),
         entry.seq.into(),
@@ -354,6 +359,7 @@ fn bind_history<'a>(entry: &'a &HistoryEntry, args: &mut Vec<Arg<'a>>) {
         (&entry.module_sha256.0).into(),
         i64::try_from(entry.fuel_used).unwrap_or(i64::MAX).into(),
         entry.at.0.into(),
+        status.as_str().into(),
     ]);
 }
 

@@ -26,6 +26,10 @@ pub(super) enum Arg<'a> {
 
 /// A database that commit batches are written to.
 pub(super) trait Writer {
+    /// Whether the database itself runs one write transaction at a time (SQLite), so
+    /// that the order rows are inserted in is the order commits become visible in.
+    const SERIAL: bool;
+
     type Tx<'a>: WriteTx
     where
         Self: 'a;
@@ -42,9 +46,6 @@ pub(super) trait WriteTx {
     /// Runs a query whose rows are two text columns.
     async fn fetch_pairs(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<(String, String)>>;
 
-    /// Runs a query whose one row is one integer.
-    async fn fetch_int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64>;
-
     async fn commit(self) -> Result<()>;
 
     async fn rollback(self) -> Result<()>;
@@ -55,6 +56,7 @@ pub(super) trait WriteTx {
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
 
 impl Writer for AnyPool {
+    const SERIAL: bool = false;
     type Tx<'a> = super::Tx<'static>;
 
     async fn begin(&mut self) -> Result<Self::Tx<'_>> {
@@ -78,10 +80,6 @@ impl WriteTx for super::Tx<'_> {
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect::<Result<_, sqlx::Error>>()?)
-    }
-
-    async fn fetch_int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64> {
-        Ok(bind(sqlx::query(sql), args).fetch_one(&mut **self).await?.try_get(0)?)
     }
 
     async fn commit(self) -> Result<()> {
@@ -126,6 +124,7 @@ pub(super) fn open_sqlite(path: &Path) -> Result<rusqlite::Connection> {
 }
 
 impl Writer for rusqlite::Connection {
+    const SERIAL: bool = true;
     type Tx<'a> = rusqlite::Transaction<'a>;
 
     async fn begin(&mut self) -> Result<Self::Tx<'_>> {
@@ -150,15 +149,6 @@ impl WriteTx for rusqlite::Transaction<'_> {
             pairs.push((row.get(0)?, row.get(1)?));
         }
         Ok(pairs)
-    }
-
-    async fn fetch_int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<i64> {
-        let mut statement = prepare(self, sql, args)?;
-        let mut rows = statement.raw_query();
-        match rows.next()? {
-            Some(row) => Ok(row.get(0)?),
-            None => Err(Error::Corrupt(format!("no row from: {sql}"))),
-        }
     }
 
     async fn commit(self) -> Result<()> {
