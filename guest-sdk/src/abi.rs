@@ -533,6 +533,39 @@ pub fn is_symbol(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The override a definition gets by default: the instance moves to the manifest's
+/// first terminal state of the override's status (`cancelled`, or `completed` for a
+/// force-complete), with the message "cancelled by an admin: REASON". An instance that
+/// has ended already (a failed one, for a force-complete) is refused: resolving a
+/// finished instance is a definition's own decision. Both the SDK's default
+/// `on_override` and the host (for ABI-1 modules) use this. Returns (state, message).
+pub fn default_override(
+    manifest: &Manifest,
+    state: &str,
+    kind: OverrideKind,
+    reason: &str,
+) -> Result<(String, String), Rejection> {
+    if manifest.state(state).is_some_and(|state| state.terminal.is_some()) {
+        return Err(Rejection::new(
+            "instance_finished",
+            alloc::format!(
+                "the instance has ended in {state}; its definition does not resolve finished instances"
+            ),
+        ));
+    }
+    let (status, verb) = match kind {
+        OverrideKind::Cancel => (TerminalStatus::Cancelled, "cancelled"),
+        OverrideKind::ForceComplete => (TerminalStatus::Completed, "completed"),
+    };
+    let target = manifest.states.iter().find(|state| state.terminal == Some(status)).ok_or_else(|| {
+        Rejection::new(
+            "no_terminal_state",
+            alloc::format!("the definition has no state where it ends {verb}"),
+        )
+    })?;
+    Ok((target.name.clone(), alloc::format!("{verb} by an admin: {reason}")))
+}
+
 /// The guest call an outcome came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind<'a> {

@@ -40,24 +40,19 @@ pub trait Definition {
         ))
     }
 
-    /// An admin's cancel or force-complete. By default the instance moves, data
-    /// unchanged, to the manifest's first terminal state whose status is `cancelled`
-    /// (`completed` for force-complete), and the override is refused if there is none.
+    /// An admin's cancel or force-complete. By default ([`abi::default_override`]) the
+    /// instance moves, data unchanged, to the manifest's first terminal state whose
+    /// status is `cancelled` (`completed` for force-complete), and the override is
+    /// refused if there is none, or if the instance has ended already (a failed one may
+    /// be force-completed only by a definition that says how).
     fn on_override(
         ctx: &Context,
         call: OverrideCall<Self::Data>,
     ) -> Result<Transition<Self::Data>, Rejection> {
         let _ = ctx;
-        let (status, verb) = match call.kind {
-            OverrideKind::Cancel => (TerminalStatus::Cancelled, "cancelled"),
-            OverrideKind::ForceComplete => (TerminalStatus::Completed, "completed"),
-        };
-        let manifest = Self::manifest();
-        let state = manifest.states.iter().find(|state| state.terminal == Some(status)).ok_or_else(|| {
-            Rejection::new("no_terminal_state", format!("the definition has no state where it ends {verb}"))
-        })?;
-        Ok(Transition::to(&state.name, call.data)
-            .with_message(format!("{verb} by an admin: {}", call.reason)))
+        let (state, message) =
+            abi::default_override(&Self::manifest(), &call.state, call.kind, &call.reason)?;
+        Ok(Transition::to(&state, call.data).with_message(message))
     }
 
     /// Moves an instance of `from_version` (its state and data as that version left

@@ -15,7 +15,8 @@
 //!   with `outcome_unknown`: the participant answered, but not as agreed, so it may have
 //!   acted.
 //! - A failure ends in [`FAILED`] with the [`TaskError`] and a `failure` for people;
-//!   `outcome_unknown` when it timed out (the participant may have acted).
+//!   `outcome_unknown` when it timed out, ran out of retries or lost its connection (the
+//!   participant may have acted); a final refusal or no participant proves it did not.
 //! - An admin's cancel ends in [`CANCELLED`]. Force-complete is refused
 //!   (`cannot_force_complete`): `COMPLETED` promises an id, and an admin cannot give one.
 //! - There are no actions (`no_actions`), and any other event is refused
@@ -237,7 +238,10 @@ impl<T: SingleTask> Definition for SingleTaskDefinition<T> {
             }
             Received::TaskFailed { key, error } if state == T::RUNNING && key == T::KEY => {
                 data.failure = Some(format!("{} ({error})", lowercase_first(texts.failed)));
-                data.outcome_unknown = error.kind == FailureKind::Timeout;
+                // Only a final refusal (or no participant at all) proves nothing was done:
+                // a timeout, a retryable answer after an earlier attempt, or a connection
+                // broken mid-request may all follow work the participant did.
+                data.outcome_unknown = may_have_acted(error.kind);
                 data.error = Some(error);
                 Ok(Transition::to(FAILED, data).with_message(texts.failed))
             }
@@ -368,3 +372,8 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a task that failed this way may still have done its work.
+fn may_have_acted(kind: FailureKind) -> bool {
+    matches!(kind, FailureKind::Timeout | FailureKind::Exhausted | FailureKind::Unreachable)
+}

@@ -156,6 +156,14 @@ impl FileConfig {
         let secret =
             callbacks.secret.as_deref().map(Callbacks::secret).transpose().map_err(Error::Invalid)?;
         let allow_private_callbacks = callbacks.allow_private;
+        // A zero period would spin (or panic, for the lease's extension timer).
+        for (name, value) in
+            [("effects.lease_ms", effects.lease_ms), ("feed.poll_interval_ms", self.feed.poll_interval_ms)]
+        {
+            if value == Some(0) {
+                return Err(Error::Invalid(format!("{name} must be at least 1")));
+            }
+        }
         let effects = effects::Settings {
             host_id: self.host_id.unwrap_or_else(|| format!("{}:{}", hostname(), listen.port())),
             lease: millis(effects.lease_ms, 5 * 60 * 1000),

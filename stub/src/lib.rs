@@ -77,8 +77,9 @@ pub struct Work {
 /// What the stub has seen and done.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Ledger {
-    /// Every request, as (task, task_id), in the order received: attempts included.
-    pub requests: Vec<(String, String)>,
+    /// Every request, as (task, task_id, instance_id), in the order received: attempts
+    /// included.
+    pub requests: Vec<(String, String, String)>,
     /// The work done, in order: a task_id seen again is answered from memory, not done again.
     pub work: Vec<Work>,
     /// Charges made, per gateway: vendor_key → charge_id.
@@ -95,7 +96,12 @@ impl Ledger {
 
     /// Requests received for `task`, attempts included.
     pub fn requests_for(&self, task: &str) -> usize {
-        self.requests.iter().filter(|(name, _)| name == task).count()
+        self.requests.iter().filter(|(name, _, _)| name == task).count()
+    }
+
+    /// Requests received for `task` from `instance`, attempts included.
+    pub fn requests_from(&self, task: &str, instance: &str) -> usize {
+        self.requests.iter().filter(|(name, _, from)| name == task && from == instance).count()
     }
 
     /// Charges made for `vendor_key`, across every gateway.
@@ -223,7 +229,7 @@ async fn task(
     if !TASKS.contains(&task.as_str()) {
         return (StatusCode::NOT_FOUND, format!("the stub does not serve {task}")).into_response();
     }
-    lock(&shared.ledger).requests.push((task.clone(), request.task_id.clone()));
+    lock(&shared.ledger).requests.push((task.clone(), request.task_id.clone(), request.instance_id.clone()));
     if let Some((status, body)) = lock(&shared.answers).get(&request.task_id).cloned() {
         return reply(status, body);
     }
@@ -274,6 +280,12 @@ fn act(shared: &Arc<Shared>, task: &str, request: &Request, fault: Option<&Fault
         "flights.reserve" | "hotels.reserve" | "inventory.reserve" => {
             (200, json!({ "reservation_id": format!("R-{short}") }), true)
         }
+        // Undoing refers to what this participant did: an id it never gave out is refused.
+        "flights.cancel" | "inventory.release" | "payments.refund"
+            if !issued(shared, task, &request.input) =>
+        {
+            (404, json!({ "error": "no such reservation or payment" }), false)
+        }
         "flights.cancel" => (200, json!({ "cancelled": field("reservation_id") }), true),
         "inventory.release" => (200, json!({ "released": field("reservation_id") }), true),
         "payments.capture" if declines => (402, json!({ "error": "card declined" }), false),
@@ -311,6 +323,14 @@ fn act(shared: &Arc<Shared>, task: &str, request: &Request, fault: Option<&Fault
         lock(&shared.answers).insert(request.task_id.clone(), (status, body.clone()));
     }
     (status, body)
+}
+
+/// Whether the id that `task` undoes (`reservation_id`, or `payment_id` for a refund)
+/// is one this stub gave out.
+fn issued(shared: &Shared, task: &str, input: &Value) -> bool {
+    let field = if task == "payments.refund" { "payment_id" } else { "reservation_id" };
+    let Some(id) = input.get(field).and_then(Value::as_str) else { return false };
+    lock(&shared.answers).values().any(|(_, answer)| answer.get(field).and_then(Value::as_str) == Some(id))
 }
 
 fn gateway_call(task: &str) -> (&str, &str) {

@@ -20,6 +20,7 @@ both_backends!(
     a_cancelled_timer_does_not_fire,
     a_timer_due_while_the_server_is_down_fires_after_the_restart,
     events_apply_once_per_event_id_in_the_order_received,
+    an_event_the_definition_fails_on_is_kept_and_applied_later_in_order,
     a_refused_event_is_kept_and_changes_nothing,
     malformed_events_are_refused,
     a_child_starts_once_and_its_end_reaches_its_parent,
@@ -391,6 +392,70 @@ async fn post_event(server: &TestServer, id: &str, event: Value) -> crate::suppo
         .await
 }
 
+/// The events posted to `id`: (event_id, status, attempts).
+async fn posted(server: &TestServer, id: &str) -> Vec<(String, String, u64)> {
+    let events = server.get(&format!("/v1/instances/{id}/events")).await.expect(200).json();
+    events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|event| {
+            let text = |field: &str| event[field].as_str().unwrap_or_default().to_owned();
+            (text("event_id"), text("status"), event["attempts"].as_u64().unwrap_or_default())
+        })
+        .collect()
+}
+
+async fn an_event_the_definition_fails_on_is_kept_and_applied_later_in_order(backend: Backend) {
+    let effects =
+        "[effects]\npoll_interval_ms = 50\nretry = { initial_interval_ms = 20, max_interval_ms = 50 }\n";
+    // `busy` burns far more fuel than a call may use by default.
+    let mut server = TestServer::start_with_config(backend, effects).await;
+    server.deploy(module("hostile-guest")).await.expect(201);
+    let id = server.create("hostile", json!({})).await["id"].as_str().expect("id").to_owned();
+    let busy = json!({ "event_id": "e-1", "type": "busy", "payload": { "turns": 200_000_000u64 } });
+    let accepted = post_event(&server, &id, busy).await;
+    assert_eq!(accepted.status, 202, "{:?}", String::from_utf8_lossy(&accepted.body));
+    let accepted = accepted.json();
+    assert_eq!(accepted["status"], "accepted");
+    assert!(
+        accepted["received"]["last_error"].as_str().is_some_and(|error| error.contains("fuel")),
+        "{accepted}"
+    );
+    // A later event waits behind it, also accepted, rather than overtaking it.
+    let ping =
+        post_event(&server, &id, json!({ "event_id": "e-2", "type": "ping", "payload": { "n": 2 } })).await;
+    assert_eq!(
+        (ping.status.as_u16(), ping.json()["status"].as_str().map(String::from)),
+        (202, Some("accepted".into()))
+    );
+    // Tried again while the limit holds: kept, nothing applied.
+    for _ in 0..1000 {
+        if posted(&server, &id).await[0].2 >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = posted(&server, &id).await;
+    assert!(waiting[0].2 >= 3, "retried: {waiting:?}");
+    assert_eq!((waiting[0].1.as_str(), waiting[1].1.as_str()), ("accepted", "accepted"));
+    assert_eq!(server.get(&format!("/v1/instances/{id}")).await.expect(200).json()["revision"], 1);
+
+    // An operator raises the limit: both apply, in the order received.
+    server.rewrite_config(&format!("{effects}[guest]\n{}\n", crate::guest_limits::ENDLESS_FUEL));
+    server.restart().await;
+    let done = server
+        .wait_until(&id, |instance| {
+            instance["data"]["pings"].as_array().is_some_and(|pings| pings.len() == 2)
+        })
+        .await;
+    assert_eq!(done["data"]["pings"], json!([{ "turns": 200_000_000u64 }, { "n": 2 }]));
+    let names: Vec<String> = server.steps(&id).await.into_iter().skip(1).map(|(_, name, _)| name).collect();
+    assert_eq!(names, ["busy", "ping"]);
+    let applied = posted(&server, &id).await;
+    assert_eq!((applied[0].1.as_str(), applied[1].1.as_str()), ("applied", "applied"));
+}
+
 async fn events_apply_once_per_event_id_in_the_order_received(backend: Backend) {
     let (server, id) = timer_server(backend).await;
     for n in 0..5 {
@@ -574,6 +639,8 @@ async fn children_left_running_under_a_cancelled_parent_are_cancelled_on_start(b
     // cancelled, its child still running.
     let sql = "UPDATE instances SET state = 'CANCELLED', status = 'cancelled' WHERE id = $1";
     assert_eq!(server.execute_sql(sql, &parent).await, 1);
+    let closed = "UPDATE effects SET status = 'cancelled' WHERE instance_id = $1 AND kind = 'child'";
+    assert_eq!(server.execute_sql(closed, &parent).await, 1, "the cancel closed the child effect");
     let running = "UPDATE instances SET updated_at = updated_at WHERE id = $1 AND status = 'running'";
     assert_eq!(server.execute_sql(running, &child).await, 1, "the child is still running");
     server.start_again().await;

@@ -209,12 +209,15 @@ async fn diagnostics_list_the_responses_kept_for_an_instance(backend: Backend) {
         })
         .collect();
     let (create, action) = (format!("POST {CREATE}"), format!("POST {action}"));
+    // Records of one millisecond come in any order.
+    let mut kept = kept;
+    kept.sort();
     assert_eq!(
         kept,
         [
             (create.as_str(), "create-diag", 201),
-            (action.as_str(), "validate-diag", 200),
             (action.as_str(), "validate-again", 409),
+            (action.as_str(), "validate-diag", 200),
         ]
     );
 }

@@ -138,7 +138,9 @@ fn a_failed_task_fails_with_the_reason_and_the_error() {
         assert_eq!(data.id, None);
         assert_eq!(data.failure, Some(format!("the letter could not be posted ({why})")));
         assert_eq!(data.error.map(|error| error.kind), Some(kind));
-        assert_eq!(data.outcome_unknown, kind == FailureKind::Timeout, "only a timeout may have acted");
+        let may_have_acted =
+            matches!(kind, FailureKind::Timeout | FailureKind::Exhausted | FailureKind::Unreachable);
+        assert_eq!(data.outcome_unknown, may_have_acted, "{kind:?}");
         assert!(letter.effects().is_empty() && letter.open_effects().is_empty());
     }
 }

@@ -257,20 +257,36 @@ pub struct PostedEventDto<'a> {
     /// The history entry of the transition that applied it.
     seq: Option<i64>,
     received_at: String,
+    /// While `accepted`: tries so far, when the next is due and why the last failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<&'a str>,
 }
 
 impl<'a> PostedEventDto<'a> {
     pub fn new(event: &'a PostedEvent) -> Self {
         let refused = event.refused.as_ref();
+        let pending = event.pending.as_ref();
+        let status = match (refused, pending) {
+            (Some(_), _) => "refused",
+            (None, Some(_)) => "accepted",
+            (None, None) => "applied",
+        };
         PostedEventDto {
             event_id: &event.event_id,
             name: &event.name,
             payload: json(&event.payload),
-            status: if refused.is_some() { "refused" } else { "applied" },
+            status,
             code: refused.map(|(code, _)| code.as_str()),
             reason: refused.map(|(_, reason)| reason.as_str()),
             seq: event.seq,
             received_at: time(event.received_at),
+            attempts: pending.map(|pending| pending.attempts),
+            next_attempt_at: pending.map(|pending| time(pending.next_attempt_at)),
+            last_error: pending.map(|pending| pending.last_error.as_str()),
         }
     }
 }

@@ -3,10 +3,11 @@
 
 use super::AppState;
 use super::dto::FeedEventDto;
+use super::extract::Query;
 use super::problem::Problem;
 use crate::model::FeedItem;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT;
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -211,7 +211,8 @@ struct EventBody {
 
 /// Records an event once per `event_id` and applies it: 200 with `status` `applied`
 /// (and the instance), `refused` (with the definition's code and reason) or
-/// `duplicate`, so a sender that retries always gets a 2xx.
+/// `duplicate`; 202 `accepted` when it is applied later (the definition failed on it,
+/// or an earlier event waits). A sender that retries always gets a 2xx.
 async fn post_event(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -234,6 +235,16 @@ async fn post_event(
             "status": "duplicate",
             "received": PostedEventDto::new(kept),
         }),
+        Posted::Accepted(kept) => {
+            let event = PostedEventDto::new(kept);
+            return Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(
+                    serde_json::json!({ "event_id": event_id, "status": "accepted", "received": event }),
+                ),
+            )
+                .into_response());
+        }
     };
     Ok(axum::Json(body).into_response())
 }

@@ -19,8 +19,8 @@ pub use callback::{Callbacks, signature};
 use task::random;
 pub use task::{Binding, Participants, RetryOverride, RetryPolicy};
 
-use crate::model::{Effect, EffectKind, EffectStatus, Status, Timestamp};
-use crate::service::{self, Delivered, Service, kept_event};
+use crate::model::{Effect, EffectKind, EffectStatus, PendingEvent, Status, Timestamp};
+use crate::service::{self, Delivered, Retried, Service, kept_event};
 use crate::store::Progress;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,10 +60,13 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
     loop {
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep += settings.lease;
-            let cancelled = service.cancel_orphaned_children().await;
-            if cancelled > 0 {
-                tracing::info!(cancelled, "cancelled children of cancelled instances");
-            }
+            let service = service.clone();
+            tokio::spawn(async move {
+                let cancelled = service.cancel_orphaned_children().await;
+                if cancelled > 0 {
+                    tracing::info!(cancelled, "cancelled children of cancelled instances");
+                }
+            });
         }
         let now = Timestamp::now();
         let until = Timestamp(now.0.saturating_add(millis(settings.lease)));
@@ -74,6 +77,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
                 Vec::new()
             }
         };
+        retry_events(&service, &settings).await;
         let full = leased.len() == BATCH as usize;
         for effect in leased {
             let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
@@ -102,6 +106,37 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
     }
 }
 
+/// Tries again the posted events the definition failed on (the oldest waiting of each
+/// instance), one after another, and backs off those that fail again under the tasks'
+/// default retry policy (without its attempt limit: an event is not given up).
+async fn retry_events(service: &Service, settings: &Settings) {
+    let due = match service.store().due_accepted_events(Timestamp::now(), BATCH).await {
+        Ok(due) => due,
+        Err(err) => return tracing::warn!(%err, "cannot look for events to apply"),
+    };
+    for event in due {
+        let failure = match service.retry_event(&event).await {
+            Ok(Retried::Applied) => {
+                tracing::info!(instance = %event.instance_id, event_id = %event.event_id, "a waiting event was applied");
+                continue;
+            }
+            Ok(Retried::Refused) => continue,
+            Ok(Retried::Failed(failure)) => failure,
+            Err(err) => err.to_string(),
+        };
+        let attempts = event.pending.as_ref().map_or(0, |pending| pending.attempts).saturating_add(1);
+        let wait = settings.participants.retry.backoff(attempts, random());
+        let pending = PendingEvent {
+            attempts,
+            next_attempt_at: Timestamp(Timestamp::now().0.saturating_add(millis(wait))),
+            last_error: failure,
+        };
+        if let Err(err) = service.store().reschedule_event(&event, &pending).await {
+            tracing::warn!(%err, "cannot reschedule the event; it is tried again at once");
+        }
+    }
+}
+
 /// Works on one leased effect, extending the lease every third of its length for as
 /// long as the work takes (an attempt may outlast a lease), so no other host takes the
 /// effect up while this one still works on it.
@@ -124,7 +159,8 @@ async fn keep_leased(
                 let until = Timestamp(Timestamp::now().0.saturating_add(millis(settings.lease)));
                 match service.store().extend_effect_lease(&id, &settings.host_id, until).await {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(effect = %id, "the effect's lease was lost while working on it"),
+                    // Another host has it now (or it closed): leave it to that host.
+                    Ok(false) => return tracing::warn!(effect = %id, "the effect's lease was lost; stopped working on it"),
                     Err(err) => tracing::warn!(%err, effect = %id, "cannot extend the effect's lease"),
                 }
             }

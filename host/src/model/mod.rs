@@ -273,7 +273,18 @@ pub struct PostedEvent {
     pub refused: Option<(String, String)>,
     /// The revision of the transition that applied it.
     pub seq: Option<i64>,
+    /// `Some` while it waits to be applied: the definition failed on it so far.
+    pub pending: Option<PendingEvent>,
     pub received_at: Timestamp,
+}
+
+/// A kept event not applied yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// Tries to apply it so far, the one at posting included.
+    pub attempts: u32,
+    pub next_attempt_at: Timestamp,
+    pub last_error: String,
 }
 
 /// A stored name that no enum variant spells.

@@ -351,6 +351,7 @@ impl Service {
             payload: event.payload,
             refused: None,
             seq: Some(history.seq),
+            pending: None,
             received_at,
         });
         let commit = Commit {
@@ -442,21 +443,14 @@ fn default_override(
     kind: abi::OverrideKind,
     reason: &str,
 ) -> Outcome {
-    let (status, verb) = match kind {
-        abi::OverrideKind::Cancel => (abi::TerminalStatus::Cancelled, "cancelled"),
-        abi::OverrideKind::ForceComplete => (abi::TerminalStatus::Completed, "completed"),
-    };
-    match manifest.states.iter().find(|state| state.terminal == Some(status)) {
-        Some(state) => Outcome::Accepted(Accepted {
-            state: state.name.clone(),
+    match abi::default_override(manifest, &current.state, kind, reason) {
+        Ok((state, message)) => Outcome::Accepted(Accepted {
+            state,
             data: current.data.clone(),
-            message: Some(format!("{verb} by an admin: {reason}")),
+            message: Some(message),
             effects: Vec::new(),
         }),
-        None => Outcome::Rejected(abi::Rejection::new(
-            "no_terminal_state",
-            format!("the definition has no state where it ends {verb}"),
-        )),
+        Err(rejection) => Outcome::Rejected(rejection),
     }
 }
 

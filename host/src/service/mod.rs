@@ -20,7 +20,7 @@ pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
 pub use metrics::{DISPATCH_BUCKETS_US, MetricsSnapshot};
-pub use posted::Posted;
+pub use posted::{Posted, Retried};
 pub use results::{Delivered, Diagnostics, HOST_ACTOR, Reported, TaskReport, kept_event};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};

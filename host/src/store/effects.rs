@@ -73,7 +73,8 @@ impl Store {
         row.as_ref().map(rows::effect).transpose()
     }
 
-    /// Up to `limit` running instances whose parent is cancelled, with that parent: a
+    /// Up to `limit` running children whose parent's admin cancel closed their child
+    /// effect, and that were not sent a cancel of their own yet, with that parent: a
     /// parent's cancel cancels its children after its own commit, so a crash in between
     /// leaves them running.
     pub async fn children_of_cancelled(
@@ -81,8 +82,12 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<(crate::model::InstanceId, crate::model::InstanceId)>> {
         let sql = format!(
-            "SELECT child.id, child.parent_id FROM instances child JOIN instances parent ON parent.id = child.parent_id
-             WHERE child.parent_id IS NOT NULL AND child.status = 'running' AND parent.status = 'cancelled'
+            "SELECT child.id, child.parent_id FROM effects spawned
+             JOIN instances child ON child.id = spawned.child_id
+             WHERE spawned.kind = 'child' AND spawned.status = 'cancelled' AND spawned.child_id IS NOT NULL
+               AND child.status = 'running'
+               AND NOT EXISTS (SELECT 1 FROM history cancel WHERE cancel.instance_id = child.id
+                                 AND cancel.trigger_kind = 'admin' AND cancel.trigger_name = 'cancel')
              LIMIT {limit}"
         );
         let rows = read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?;

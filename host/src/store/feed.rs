@@ -30,7 +30,10 @@ const APPEND: Statement = Statement {
     columns: 3,
 };
 
-const COLUMNS: &str = "i.definition, h.status, h.instance_id, h.seq, h.from_state, h.to_state, h.trigger_kind,
+/// A history row written before entries recorded their status (an older host) counts
+/// as running unless it is the instance's last.
+const COLUMNS: &str = "i.definition,
+     COALESCE(h.status, CASE WHEN h.seq = i.revision THEN i.status ELSE 'running' END) AS status, h.instance_id, h.seq, h.from_state, h.to_state, h.trigger_kind,
      h.trigger_name, h.trigger_id, h.payload, h.actor, h.definition_version, h.module_sha256, h.fuel_used, h.at";
 
 /// Numbers the transitions of `commits` in the open PostgreSQL transaction; call it

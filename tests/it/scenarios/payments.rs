@@ -162,6 +162,11 @@ async fn under_every_fault_the_gateways_charge_a_payment_at_most_once(backend: B
             let payment = settled(&server, &id).await;
             let vendor_key = payment["data"]["vendor_key"].as_str().expect("vendor_key");
             let charges = stub.ledger().charges_for(vendor_key);
+            // The gateway dedups by vendor_key; the host must not even ask twice.
+            assert!(
+                stub.ledger().requests_from("gateway.alpha.charge", &id) <= 1,
+                "case {case}: alpha asked twice"
+            );
             let what = format!("case {case}: charge {charge_fault:?}, status {status_fault:?}: {payment}");
             assert!(charges <= 1, "charged {charges} times; {what}");
             match payment["state"].as_str() {

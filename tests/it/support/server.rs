@@ -282,6 +282,14 @@ impl TestServer {
         panic!("{name} never reached the expected value within 30 s; log:\n{}", self.log());
     }
 
+    /// Replaces the content of the config file this server was started with (its
+    /// `--config`), for its next start.
+    pub fn rewrite_config(&self, toml: &str) {
+        let path =
+            self.flags.iter().skip_while(|flag| *flag != "--config").nth(1).expect("started with --config");
+        std::fs::write(path, toml).expect("config file");
+    }
+
     /// A config file for this server's next start, kept in its scratch folder.
     pub fn config_file(&self, toml: &str) -> String {
         let path = self.scratch.join(format!("config-{}.toml", uuid::Uuid::new_v4().simple()));

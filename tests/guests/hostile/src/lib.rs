@@ -112,6 +112,12 @@ impl Definition for Hostile {
                 data.pings.push(payload);
                 Ok(Transition::to("IDLE", data).with_message("pinged"))
             }
+            // Burns fuel (`{"turns": N}`), then records the payload as a ping.
+            Received::External { name, payload, .. } if name == "busy" => {
+                busy(payload["turns"].as_u64().unwrap_or_default());
+                data.pings.push(payload);
+                Ok(Transition::to("IDLE", data).with_message("busy, then pinged"))
+            }
             other => Err(Rejection::new(
                 "unexpected_event",
                 format!("hostile does not expect {}", other.describe()),
