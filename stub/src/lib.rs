@@ -113,6 +113,8 @@ impl Ledger {
 #[derive(Debug, Default)]
 struct Shared {
     ledger: Mutex<Ledger>,
+    /// Woken whenever the ledger changes.
+    changed: tokio::sync::Notify,
     faults: Mutex<HashMap<String, Fault>>,
     /// Answers given, by task_id: the same task again gets the same answer.
     answers: Mutex<HashMap<String, (u16, Value)>>,
@@ -166,16 +168,23 @@ impl Stub {
         lock(&self.shared.ledger).clone()
     }
 
-    /// Waits, at most 30 s, until the ledger satisfies `holds`; returns it.
+    /// Waits, at most 30 s, until the ledger satisfies `holds`; returns it. Wakes on
+    /// each change of the ledger.
     pub async fn wait_for(&self, what: &str, holds: impl Fn(&Ledger) -> bool) -> Ledger {
-        for _ in 0..3000 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // Registered before the ledger is read, so no change slips in between.
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let ledger = self.ledger();
             if holds(&ledger) {
                 return ledger;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!("the stub's ledger never showed {what} within 30 s: {ledger:?}");
+            }
         }
-        panic!("the stub's ledger never showed {what} within 30 s: {:?}", self.ledger());
     }
 
     /// Serves until the process is stopped.
@@ -229,7 +238,9 @@ async fn task(
     if !TASKS.contains(&task.as_str()) {
         return (StatusCode::NOT_FOUND, format!("the stub does not serve {task}")).into_response();
     }
-    lock(&shared.ledger).requests.push((task.clone(), request.task_id.clone(), request.instance_id.clone()));
+    record(&shared, |ledger| {
+        ledger.requests.push((task.clone(), request.task_id.clone(), request.instance_id.clone()));
+    });
     if let Some((status, body)) = lock(&shared.answers).get(&request.task_id).cloned() {
         return reply(status, body);
     }
@@ -317,7 +328,7 @@ fn act(shared: &Arc<Shared>, task: &str, request: &Request, fault: Option<&Fault
             instance_id: request.instance_id.clone(),
             input: request.input.clone(),
         };
-        lock(&shared.ledger).work.push(work);
+        record(shared, |ledger| ledger.work.push(work));
     }
     if status < 400 {
         lock(&shared.answers).insert(request.task_id.clone(), (status, body.clone()));
@@ -344,10 +355,10 @@ fn charge(shared: &Shared, gateway: &str, vendor_key: &str, declines: bool, shor
         lock(&shared.declined).entry(gateway.into()).or_default().push(vendor_key.into());
         return json!({ "result": "declined" });
     }
-    let mut ledger = lock(&shared.ledger);
-    let charges = ledger.charges.entry(gateway.into()).or_default();
-    let charge_id =
-        charges.entry(vendor_key.into()).or_insert_with(|| format!("ch-{gateway}-{short}")).clone();
+    let charge_id = record(shared, |ledger| {
+        let charges = ledger.charges.entry(gateway.into()).or_default();
+        charges.entry(vendor_key.into()).or_insert_with(|| format!("ch-{gateway}-{short}")).clone()
+    });
     json!({ "result": "charged", "charge_id": charge_id })
 }
 
@@ -381,7 +392,7 @@ fn accept_job(shared: &Arc<Shared>, task: &str, request: &Request, fault: Option
         tokio::time::sleep(shared.report_delay).await;
         for _ in 0..times {
             let status = deliver(&shared.client, &url, &report).await;
-            lock(&shared.ledger).reports.push((url.clone(), status));
+            record(&shared, |ledger| ledger.reports.push((url.clone(), status)));
         }
     });
 }
@@ -401,6 +412,13 @@ async fn deliver(client: &reqwest::Client, url: &str, report: &Value) -> u16 {
 fn reply(status: u16, body: Value) -> Response {
     (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body))
         .into_response()
+}
+
+/// Changes the ledger and wakes whoever waits on it.
+fn record<T>(shared: &Shared, change: impl FnOnce(&mut Ledger) -> T) -> T {
+    let changed = change(&mut lock(&shared.ledger));
+    shared.changed.notify_waiters();
+    changed
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
