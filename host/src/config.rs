@@ -101,6 +101,10 @@ pub struct EffectsConfig {
     pub report_timeout_ms: Option<u64>,
     #[serde(default)]
     pub retry: RetryOverride,
+    /// PEM files of certificate authorities trusted for `https://` participants and
+    /// callbacks, besides the public roots (a private CA, say).
+    #[serde(default)]
+    pub ca_certificates: Vec<PathBuf>,
 }
 
 /// `[migrations]`: the pace of bulk migrations.
@@ -164,7 +168,19 @@ impl FileConfig {
                 return Err(Error::Invalid(format!("{name} must be at least 1")));
             }
         }
+        let trusted = effects
+            .ca_certificates
+            .iter()
+            .map(|path| {
+                let pem = std::fs::read(path)
+                    .map_err(|err| Error::Invalid(format!("{}: {err}", path.display())))?;
+                reqwest::Certificate::from_pem(&pem).map_err(|err| {
+                    Error::Invalid(format!("{}: not a PEM certificate: {err}", path.display()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let effects = effects::Settings {
+            trusted,
             host_id: self.host_id.unwrap_or_else(|| format!("{}:{}", hostname(), listen.port())),
             lease: millis(effects.lease_ms, 5 * 60 * 1000),
             poll_every: millis(effects.poll_interval_ms, 1000),

@@ -14,6 +14,7 @@ both_backends!(
     a_participant_may_answer_202_and_report_later,
     a_task_bound_to_nobody_fails_as_unbound,
     a_task_in_flight_survives_a_kill,
+    an_https_participant_is_reached_only_when_its_certificate_is_trusted,
     a_lease_outlived_by_its_attempt_is_extended_so_no_other_host_takes_it,
     bad_reports_are_refused,
     a_timer_fires_once_after_its_delay,
@@ -268,6 +269,49 @@ async fn a_lease_outlived_by_its_attempt_is_extended_so_no_other_host_takes_it(b
     // The participant answered 200 without a reservation id: the trip fails on it.
     assert_eq!(done["state"], "FAILED");
     assert_eq!(participant.received(FLIGHTS).len(), 1, "one attempt: the lease was kept for all of it");
+}
+
+async fn an_https_participant_is_reached_only_when_its_certificate_is_trusted(backend: Backend) {
+    let participant = crate::support::tls::TlsParticipant::start().await;
+    let ca = std::env::temp_dir().join(format!("switchyard-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&ca, &participant.certificate_pem).expect("the certificate file");
+    let config = |trusted: bool| {
+        let mut toml = String::from(
+            "[effects]\npoll_interval_ms = 50\nretry = { max_attempts = 2, initial_interval_ms = 20, max_interval_ms = 50 }\n",
+        );
+        if trusted {
+            toml.push_str(&format!("ca_certificates = [{:?}]\n", ca.display().to_string()));
+        }
+        for task in ["flights.reserve", "hotels.reserve"] {
+            toml.push_str(&format!("[tasks.\"{task}\"]\nurl = \"{}/reserve\"\n", participant.base_url));
+        }
+        toml
+    };
+    let trusting = TestServer::start_with_config(backend, &config(true)).await;
+    trusting.deploy(module("trip-booking")).await.expect(201);
+    let id = book(&trusting).await;
+    let done = trusting.finished(&id).await;
+    assert_eq!(
+        (done["state"].as_str(), done["data"]["hotel_reservation"].as_str()),
+        (Some("COMPLETED"), Some("R-TLS"))
+    );
+    assert_eq!(participant.requests(), 2);
+
+    // Without the certificate trusted, the handshake fails: unreachable, nothing sent.
+    let wary = TestServer::start_with_config(backend, &config(false)).await;
+    wary.deploy(module("trip-booking")).await.expect(201);
+    let id = book(&wary).await;
+    let done = wary.finished(&id).await;
+    assert_eq!(done["state"], "FAILED");
+    let history = wary.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    let error = &history["items"][1]["trigger"]["payload"]["error"];
+    assert_eq!(error["kind"], "unreachable", "{error}");
+    assert!(
+        error["body"].as_str().is_some_and(|body| body.to_lowercase().contains("certificate")),
+        "{error}"
+    );
+    assert_eq!(participant.requests(), 2, "no request reached the participant");
+    let _ = std::fs::remove_file(&ca);
 }
 
 async fn a_task_in_flight_survives_a_kill(backend: Backend) {

@@ -41,6 +41,8 @@ pub struct Settings {
     pub poll_every: Duration,
     pub participants: Participants,
     pub callbacks: Callbacks,
+    /// Certificate authorities trusted for `https://` besides the public roots.
+    pub trusted: Vec<reqwest::Certificate>,
 }
 
 /// Runs effects until `stop` turns true.
@@ -51,7 +53,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
         Ok(released) => tracing::info!(released, "took back this host's effects"),
         Err(err) => tracing::warn!(%err, "cannot take back this host's effects; they wait for their leases"),
     }
-    let client = task::client();
+    let client = task::client(&settings.trusted);
     let Some(mut handed_over) = service.take_handover() else {
         return tracing::error!("another executor runs in this process");
     };

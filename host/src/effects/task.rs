@@ -99,14 +99,18 @@ struct TaskOptions {
     report_timeout_ms: Option<u64>,
 }
 
-/// The one HTTP client of every participant: connections are kept and reused.
-pub(super) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The one HTTP client of every participant: connections are kept and reused; `https://`
+/// is verified against the public roots and `trusted`.
+pub(super) fn client(trusted: &[reqwest::Certificate]) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
         // A participant's redirect is an answer, not an instruction to follow.
         .redirect(reqwest::redirect::Policy::none())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_default()
+        .pool_idle_timeout(Duration::from_secs(60));
+    let builder = trusted.iter().cloned().fold(builder, reqwest::ClientBuilder::add_root_certificate);
+    builder.build().unwrap_or_else(|err| {
+        tracing::error!(%err, "cannot build the participants' HTTP client; using one without extra roots");
+        reqwest::Client::default()
+    })
 }
 
 /// What one attempt came to.

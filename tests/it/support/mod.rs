@@ -3,6 +3,7 @@
 
 pub mod participant;
 mod server;
+pub mod tls;
 
 pub use participant::{Participant, Reply};
 
