@@ -702,20 +702,7 @@ async fn children_left_running_under_a_cancelled_parent_are_cancelled_on_start(b
 async fn an_admin_cancel_closes_open_effects_and_cancels_children(backend: Backend) {
     let (server, parent) = timer_server(backend).await;
     server.act(&parent, "wake", json!({ "key": "alarm", "after_ms": 60_000 })).await.expect(200);
-    server
-        .act(&parent, "spawn", json!({ "key": "kid", "definition": "hostile", "input": {} }))
-        .await
-        .expect(200);
-    let children_path = format!("/v1/instances?parent={parent}");
-    let mut child = Value::Null;
-    for _ in 0..1000 {
-        child = server.get(&children_path).await.expect(200).json()["items"][0].clone();
-        if child.is_object() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let child_id = child["id"].as_str().expect("a child").to_owned();
+    let child_id = spawned_child(&server, &parent).await;
     // The child's own open timer is closed too when it is cancelled.
     server.act(&child_id, "wake", json!({ "key": "nap", "after_ms": 60_000 })).await.expect(200);
 

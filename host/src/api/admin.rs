@@ -45,7 +45,7 @@ async fn migrate_instance(
     let request =
         body.json::<MigrateBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
     let reason = required_reason(request.reason)?;
-    let scope = format!("POST /v1/admin/instances/{id}/migrate");
+    let scope = idempotency::admin_scope(id, "migrate");
     let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
@@ -169,7 +169,7 @@ async fn admin_override(
         OverrideKind::Cancel => "cancel",
         OverrideKind::ForceComplete => "force-complete",
     };
-    let scope = format!("POST /v1/admin/instances/{id}/{verb}");
+    let scope = idempotency::admin_scope(id, verb);
     let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,

@@ -14,7 +14,7 @@
 
 use super::AppState;
 use super::problem::Problem;
-use crate::model::{IdempotencyKey, StoredResponse};
+use crate::model::{IdempotencyKey, InstanceId, StoredResponse};
 use crate::service::{self, Idempotent, InstanceView};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -80,6 +80,22 @@ pub struct Claim {
     fingerprint: String,
     state: AppState,
     _guard: InFlightGuard,
+}
+
+/// The scope of a create's key (method and concrete path).
+pub fn create_scope(definition: &str) -> String {
+    format!("POST /v1/definitions/{definition}/instances")
+}
+
+/// The scope of an action's key; with an empty `action`, the prefix of all of them.
+pub fn action_scope(id: InstanceId, action: &str) -> String {
+    format!("POST /v1/instances/{id}/actions/{action}")
+}
+
+/// The scope of an admin operation's key (`migrate`, `cancel`, `force-complete`); with
+/// an empty `operation`, the prefix of all of them.
+pub fn admin_scope(id: InstanceId, operation: &str) -> String {
+    format!("POST /v1/admin/instances/{id}/{operation}")
 }
 
 /// Refuses a busy key, replays a kept response (for an [`Endpoint::Operation`]), refuses a

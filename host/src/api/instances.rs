@@ -57,7 +57,7 @@ async fn create(
     {
         return Err(Problem::bad_request("callback_url must be an http or https URL"));
     }
-    let scope = format!("POST /v1/definitions/{name}/instances");
+    let scope = idempotency::create_scope(&name);
     let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Transition).await {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
@@ -91,7 +91,7 @@ async fn act(
     let id = parse_id(&id)?;
     let payload = body.json::<ActBody>()?.and_then(|body| body.payload);
     let if_match = if_match(&headers)?;
-    let scope = format!("POST /v1/instances/{id}/actions/{action}");
+    let scope = idempotency::action_scope(id, &action);
     // The same body under another If-Match is another request.
     let request =
         [headers.get(header::IF_MATCH).map_or(&b""[..], HeaderValue::as_bytes), b"\n", &body.0].concat();
@@ -261,10 +261,10 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result
 async fn diagnostics(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let diagnostics = state.service.diagnostics(id).await?;
-    // The keys of its actions and overrides, and of its creation (scopes as `begin` has them).
-    let prefixes = [format!("POST /v1/instances/{id}/"), format!("POST /v1/admin/instances/{id}/")];
+    // The keys of its actions and admin operations, and of its creation.
+    let prefixes = [idempotency::action_scope(id, ""), idempotency::admin_scope(id, "")];
     let created = diagnostics.created_with_key.as_ref().map(|key| IdempotencyKey {
-        scope: format!("POST /v1/definitions/{}/instances", diagnostics.instance.instance.definition),
+        scope: idempotency::create_scope(&diagnostics.instance.instance.definition),
         key: key.clone(),
     });
     let records = state.service.idempotency_records_under(&prefixes, created.as_ref()).await?;
