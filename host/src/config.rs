@@ -2,6 +2,7 @@
 //! environment variables and flags (which `main` resolves with clap).
 
 use crate::effects::{self, Binding, Callbacks, Participants, RetryOverride, RetryPolicy};
+use crate::model::{ApiKey, Caller, Role};
 use crate::runtime::Limits;
 use crate::service::MigrationPace;
 use serde::Deserialize;
@@ -33,6 +34,16 @@ pub struct Config {
     pub effects: effects::Settings,
     /// Whether a `callback_url` may name a loopback, private or link-local address.
     pub allow_private_callbacks: bool,
+    pub auth: Auth,
+}
+
+/// Who may call the API (SPEC §6).
+#[derive(Debug, Clone)]
+pub struct Auth {
+    /// With none, the server is open: every caller acts as admin, named `anonymous`.
+    pub keys: Vec<ApiKey>,
+    /// Whether `GET /metrics` answers without a key.
+    pub open_metrics: bool,
 }
 
 /// The config file's shape; every field optional.
@@ -64,6 +75,31 @@ pub struct FileConfig {
     pub callbacks: CallbacksConfig,
     #[serde(default)]
     pub feed: FeedConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: API keys and what is open without one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// `GET /metrics` without a key [default: true].
+    pub open_metrics: Option<bool>,
+    /// Serve without keys on an address other than loopback (`--insecure-open`).
+    #[serde(default)]
+    pub insecure_open: bool,
+}
+
+/// `[[auth.keys]]`: one API key, stored as its SHA-256, never in clear.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub name: String,
+    pub role: String,
+    /// Hex of the SHA-256 of the key.
+    pub sha256: String,
 }
 
 /// `[feed]`: the transition feed's live stream.
@@ -160,6 +196,7 @@ impl FileConfig {
         let secret =
             callbacks.secret.as_deref().map(Callbacks::secret).transpose().map_err(Error::Invalid)?;
         let allow_private_callbacks = callbacks.allow_private;
+        let auth = self.auth.check(listen)?;
         // A zero period would spin (or panic, for the lease's extension timer).
         for (name, value) in
             [("effects.lease_ms", effects.lease_ms), ("feed.poll_interval_ms", self.feed.poll_interval_ms)]
@@ -199,6 +236,7 @@ impl FileConfig {
         };
         Ok(Config {
             listen,
+            auth,
             allow_private_callbacks,
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
@@ -227,6 +265,49 @@ impl FileConfig {
             },
             effects,
         })
+    }
+}
+
+impl AuthConfig {
+    /// Checks the keys, and that a server without keys listens on loopback only
+    /// (unless `insecure_open`).
+    fn check(self, listen: SocketAddr) -> Result<Auth, Error> {
+        let mut keys: Vec<ApiKey> = Vec::with_capacity(self.keys.len());
+        for key in self.keys {
+            let invalid = |what: String| Error::Invalid(format!("auth.keys {:?}: {what}", key.name));
+            let name_ok = !key.name.is_empty()
+                && key.name.len() <= 64
+                && key.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+            if !name_ok {
+                return Err(invalid("a name is 1 to 64 letters, digits, '.', '_', '@' or '-'".into()));
+            }
+            if key.name == Caller::ANONYMOUS || key.name == Caller::HOST {
+                return Err(invalid("that name is reserved".into()));
+            }
+            let role = key
+                .role
+                .parse::<Role>()
+                .map_err(|_| invalid(format!("role {:?} is none of client, deployer, admin", key.role)))?;
+            let sha256 = hex::decode(key.sha256.trim())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| invalid("sha256 must be 64 hex digits: the SHA-256 of the key".into()))?;
+            if keys.iter().any(|other| other.name == key.name) {
+                return Err(invalid("the name is given twice".into()));
+            }
+            if keys.iter().any(|other| other.sha256 == sha256) {
+                return Err(invalid("the same key is listed twice".into()));
+            }
+            keys.push(ApiKey { name: key.name, role, sha256 });
+        }
+        if keys.is_empty() && !listen.ip().is_loopback() && !self.insecure_open {
+            return Err(Error::Invalid(format!(
+                "no API keys are configured ([[auth.keys]]) and the server would listen on {listen}, \
+                 not on loopback: anyone who reaches it could deploy, migrate and cancel; configure keys, \
+                 listen on 127.0.0.1, or pass --insecure-open"
+            )));
+        }
+        Ok(Auth { keys, open_metrics: self.open_metrics.unwrap_or(true) })
     }
 }
 

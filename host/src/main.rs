@@ -15,7 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server.
+    /// Run the server. A flag given twice takes its last value.
+    #[command(args_override_self = true)]
     Serve {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, env = "SWITCHYARD_LISTEN")]
@@ -32,6 +33,10 @@ enum Command {
         /// A TOML file with these settings and more; flags and environment win over it.
         #[arg(long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve without API keys on an address other than loopback: anyone who can
+        /// reach it acts as admin.
+        #[arg(long, env = "SWITCHYARD_INSECURE_OPEN")]
+        insecure_open: bool,
     },
     /// Deploy a definition module to a running server.
     Deploy {
@@ -39,6 +44,9 @@ enum Command {
         file: PathBuf,
         #[arg(long, env = "SWITCHYARD_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
+        /// An API key with the deployer role (not needed by a server without keys).
+        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
 }
 
@@ -55,8 +63,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Serve { listen, database, modules, module_cache, config } => {
-            let file = config.as_deref().map(FileConfig::read).transpose()?.unwrap_or_default();
+        Command::Serve { listen, database, modules, module_cache, config, insecure_open } => {
+            let mut file = config.as_deref().map(FileConfig::read).transpose()?.unwrap_or_default();
+            file.auth.insecure_open |= insecure_open;
             let file = FileConfig {
                 listen: listen.or(file.listen),
                 database: database.or(file.database),
@@ -71,20 +80,18 @@ async fn main() -> anyhow::Result<()> {
             switchyard::server::serve(listener, config, shutdown_signal()).await?;
             Ok(())
         }
-        Command::Deploy { file, server } => deploy(&file, &server).await,
+        Command::Deploy { file, server, api_key } => deploy(&file, &server, api_key.as_deref()).await,
     }
 }
 
-async fn deploy(file: &std::path::Path, server: &str) -> anyhow::Result<()> {
+async fn deploy(file: &std::path::Path, server: &str, api_key: Option<&str>) -> anyhow::Result<()> {
     let wasm = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
     let url = format!("{}/v1/definitions", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/wasm")
-        .body(wasm)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let mut request = reqwest::Client::new().post(&url).header("content-type", "application/wasm");
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.body(wasm).send().await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     println!("{body}");

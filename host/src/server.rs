@@ -1,6 +1,7 @@
 //! Runs the server: store, service, start-up deploys, the API and background chores.
 
 use crate::config::Config;
+use crate::model::Caller;
 use crate::service::{self, Service, Settings};
 use crate::{api, effects, store};
 use std::future::Future;
@@ -62,6 +63,7 @@ pub async fn serve(
         max_wait: config.max_wait,
         feed_poll: config.feed_poll,
         stopping: stopping.clone(),
+        keys: api::Keys::new(&config.auth.keys, config.auth.open_metrics),
     };
     let app = api::router(service.clone(), api_settings);
     tracing::info!(listen = %listener.local_addr()?, database = %redact(&config.database), "serving");
@@ -105,11 +107,14 @@ async fn deploy_folder(service: &Service, dir: &Path) -> Result<(), Error> {
         }
     }
     paths.sort();
+    let caller = Caller::host();
     for path in paths {
         let wasm =
             tokio::fs::read(&path).await.map_err(|source| Error::Read { path: path.clone(), source })?;
-        let deployed =
-            service.deploy(wasm).await.map_err(|source| Error::Deploy { path: path.clone(), source })?;
+        let deployed = service
+            .deploy(&caller, wasm, None)
+            .await
+            .map_err(|source| Error::Deploy { path: path.clone(), source })?;
         let version = &deployed.version;
         tracing::info!(path = %path.display(), name = %version.name, version = version.version, created = deployed.created, "module ready");
     }

@@ -179,7 +179,7 @@ async fn a_failing_participant_is_retried_under_one_task_id(backend: Backend) {
         .iter()
         .filter_map(|record| Some((record["scope"].as_str()?, record["status"].as_u64()?)))
         .collect();
-    assert_eq!(kept, [("POST /v1/definitions/trip-booking/instances", 201)], "the create's key");
+    assert_eq!(kept, [("POST /v1/definitions/trip-booking/instances by anonymous", 201)], "the create's key");
 }
 
 async fn an_attempt_that_hangs_times_out(backend: Backend) {

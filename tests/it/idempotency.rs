@@ -1,6 +1,7 @@
 //! `Idempotency-Key`: replays, reuse with another body, concurrency, scoping.
 
-use crate::support::{Backend, TestServer, assert_problem, module};
+use crate::support::{Backend, Response, TestServer, assert_problem, module};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 both_backends!(
@@ -14,6 +15,7 @@ both_backends!(
     an_expired_key_counts_as_new,
     expired_records_are_swept,
     diagnostics_list_the_responses_kept_for_an_instance,
+    operations_under_one_key_on_two_hosts_take_effect_once,
 );
 
 const CREATE: &str = "/v1/definitions/document-processing/instances";
@@ -208,7 +210,8 @@ async fn diagnostics_list_the_responses_kept_for_an_instance(backend: Backend) {
             Some((record["scope"].as_str()?, record["key"].as_str()?, record["status"].as_u64()?))
         })
         .collect();
-    let (create, action) = (format!("POST {CREATE}"), format!("POST {action}"));
+    // Scoped to the caller too: everyone is `anonymous` on a server without keys.
+    let (create, action) = (format!("POST {CREATE} by anonymous"), format!("POST {action} by anonymous"));
     // Records of one millisecond come in any order.
     let mut kept = kept;
     kept.sort();
@@ -220,4 +223,54 @@ async fn diagnostics_list_the_responses_kept_for_an_instance(backend: Backend) {
             (action.as_str(), "validate-diag", 200),
         ]
     );
+}
+
+/// Deploys, bulk migrations and deletions keep their key in their own transaction: the
+/// same request sent to two hosts at once takes effect once, and both answer alike.
+async fn operations_under_one_key_on_two_hosts_take_effect_once(backend: Backend) {
+    let first = document_server(backend).await;
+    let second = first.another_host().await;
+    let hosts = [&first, &second];
+
+    let v2 = module("document-processing-v2");
+    let (a, b) = to_both(hosts, Method::POST, "/v1/definitions", "deploy-v2", v2).await;
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (201, 201), "{}", String::from_utf8_lossy(&b.body));
+    assert_eq!(a.body, b.body, "one deploy, its response given twice");
+
+    let bulk = json!({
+        "definition": "document-processing", "from_version": 1, "to_version": 2, "dry_run": true, "reason": "once"
+    });
+    for round in 0..5 {
+        let body = serde_json::to_vec(&bulk).expect("json");
+        let (a, b) =
+            to_both(hosts, Method::POST, "/v1/admin/migrations", &format!("bulk-{round}"), body).await;
+        let (a, b) = (a.expect(202).json(), b.expect(202).json());
+        assert_eq!(a["id"], b["id"], "one migration per key");
+    }
+    let count = "UPDATE migrations SET reason = reason WHERE definition = $1";
+    assert_eq!(first.execute_sql(count, "document-processing").await, 5, "five keys, five migrations");
+
+    let retire = "/v1/definitions/document-processing/versions/1/retire";
+    first.request(Method::POST, retire, &[], None).await.expect(200);
+    let delete = "/v1/definitions/document-processing/versions/1";
+    let (a, b) = to_both(hosts, Method::DELETE, delete, "delete-v1", Vec::new()).await;
+    assert_eq!((a.status.as_u16(), b.status.as_u16()), (204, 204), "{}", String::from_utf8_lossy(&b.body));
+    let replays =
+        [&a, &b].iter().filter(|answer| answer.header("idempotent-replayed") == Some("true")).count();
+    assert_eq!(replays, 1, "one deletion, replayed to the other");
+}
+
+/// Sends one request to both hosts at once, under `key`.
+async fn to_both(
+    hosts: [&TestServer; 2],
+    method: Method,
+    path: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> (Response, Response) {
+    let headers = [("idempotency-key", key), ("content-type", "application/json")];
+    tokio::join!(
+        hosts[0].request(method.clone(), path, &headers, Some(body.clone())),
+        hosts[1].request(method, path, &headers, Some(body)),
+    )
 }

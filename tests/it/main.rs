@@ -6,6 +6,7 @@
 #[macro_use]
 mod support;
 
+mod auth;
 mod connections;
 mod crash;
 mod definitions;
@@ -21,4 +22,5 @@ mod instances;
 mod readiness;
 mod scenarios;
 mod shutdown;
+mod version_races;
 mod versions;

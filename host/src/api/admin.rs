@@ -5,7 +5,8 @@ use super::extract::{Body, Path};
 use super::idempotency::{self, Begun, Endpoint};
 use super::instances::{instance_response, parse_id};
 use super::problem::Problem;
-use super::{ANONYMOUS, AppState, stored_json};
+use super::{AppState, stored_json};
+use crate::model::{Caller, Migration};
 use crate::service::{BulkMigration, InstanceView, MigrateInstance, Override};
 use axum::Router;
 use axum::extract::State;
@@ -37,6 +38,7 @@ struct MigrateBody {
 /// instance and writes nothing.
 async fn migrate_instance(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -46,11 +48,12 @@ async fn migrate_instance(
         body.json::<MigrateBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
     let reason = required_reason(request.reason)?;
     let scope = idempotency::admin_scope(id, "migrate");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &body.0, Endpoint::Operation).await
+    {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
-    let migrate = MigrateInstance { id, to_version: request.to_version, reason, actor: ANONYMOUS.into() };
+    let migrate = MigrateInstance { id, to_version: request.to_version, reason, caller };
     if request.dry_run {
         let outcome = state.service.migrate_instance_dry_run(&migrate).await;
         let outcome = outcome.map(|view| {
@@ -63,7 +66,7 @@ async fn migrate_instance(
     let render = |view: &InstanceView| instance_response(StatusCode::OK, view);
     let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
     let outcome = state.service.migrate_instance(&migrate, idempotent.as_ref()).await;
-    Ok(idempotency::finish_transition(claim, outcome, &render).await)
+    Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
 #[derive(Deserialize)]
@@ -81,6 +84,7 @@ struct BulkBody {
 /// Starts a bulk migration: 202 and the operation, to poll at its `Location`.
 async fn start_migration(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -92,6 +96,7 @@ async fn start_migration(
     let claim = match idempotency::begin(
         &state,
         &headers,
+        &caller,
         "POST /v1/admin/migrations".into(),
         &body.0,
         Endpoint::Operation,
@@ -108,22 +113,28 @@ async fn start_migration(
         states: request.states,
         dry_run: request.dry_run,
         reason,
-        actor: ANONYMOUS.into(),
+        caller,
     };
-    let outcome = state.service.start_migration(bulk).await.map(|migration| {
+    let render = |migration: &Migration| {
         let location = format!("/v1/admin/migrations/{}", migration.id);
         stored_json(
             StatusCode::ACCEPTED,
-            &MigrationDto::new(&migration, &[]),
+            &MigrationDto::new(migration, &[]),
             vec![("location".into(), location)],
         )
-    });
-    Ok(idempotency::finish(claim, outcome).await)
+    };
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let outcome = state.service.start_migration(bulk, idempotent.as_ref()).await;
+    Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
-async fn show_migration(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn show_migration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = id.parse().map_err(|_| Problem::not_found(format!("no migration {id}")))?;
-    let (migration, failures) = state.service.migration(id).await?;
+    let (migration, failures) = state.service.migration(&caller, id).await?;
     Ok(axum::Json(MigrationDto::new(&migration, &failures)).into_response())
 }
 
@@ -135,26 +146,29 @@ struct OverrideBody {
 
 async fn cancel(
     state: State<AppState>,
+    caller: Caller,
     id: Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    admin_override(state, id, headers, body, OverrideKind::Cancel).await
+    admin_override(state, caller, id, headers, body, OverrideKind::Cancel).await
 }
 
 async fn force_complete(
     state: State<AppState>,
+    caller: Caller,
     id: Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    admin_override(state, id, headers, body, OverrideKind::ForceComplete).await
+    admin_override(state, caller, id, headers, body, OverrideKind::ForceComplete).await
 }
 
 /// Cancels or force-completes an instance through its definition, which may refuse
 /// (422 with its code and reason). History records the override, actor and reason.
 async fn admin_override(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -170,15 +184,16 @@ async fn admin_override(
         OverrideKind::ForceComplete => "force-complete",
     };
     let scope = idempotency::admin_scope(id, verb);
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &body.0, Endpoint::Operation).await
+    {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
     let render = |view: &InstanceView| instance_response(StatusCode::OK, view);
     let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
-    let request = Override { id, kind, reason, actor: ANONYMOUS.into() };
+    let request = Override { id, kind, reason, caller };
     let outcome = state.service.admin_override(&request, idempotent.as_ref()).await;
-    Ok(idempotency::finish_transition(claim, outcome, &render).await)
+    Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
 /// Admin overrides are audited: they need a reason.

@@ -5,7 +5,8 @@ use super::extract::{Body, Path};
 use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
 use super::{AppState, stored_json};
-use crate::model::StoredResponse;
+use crate::model::{Caller, DefinitionVersion, StoredResponse};
+use crate::service::{DefinitionSummary, Deployed};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -23,19 +24,26 @@ pub fn router(max_module_bytes: usize) -> Router<AppState> {
 }
 
 /// The body is the module's bytes. 201 for a new version, 200 for the same bytes again.
-async fn deploy(State(state): State<AppState>, headers: HeaderMap, Body(wasm): Body) -> Response {
+async fn deploy(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Body(wasm): Body,
+) -> Response {
     let scope = "POST /v1/definitions".to_owned();
-    let claim = match idempotency::begin(&state, &headers, scope, &wasm, Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &wasm, Endpoint::Operation).await {
         Begun::Done(response) => return response,
         Begun::Run(claim) => claim,
     };
-    let outcome = state.service.deploy(wasm.to_vec()).await.map(|deployed| {
+    let render = |deployed: &Deployed| {
         let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
         let version = &deployed.version;
         let location = format!("/v1/definitions/{}/versions/{}", version.name, version.version);
         stored_json(status, &VersionDto::new(version), vec![("location".into(), location)])
-    });
-    idempotency::finish(claim, outcome).await
+    };
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let outcome = state.service.deploy(&caller, wasm.to_vec(), idempotent.as_ref()).await;
+    idempotency::finish_change(claim, outcome, &render).await
 }
 
 async fn list(State(state): State<AppState>) -> Result<Response, Problem> {
@@ -67,6 +75,7 @@ struct PinBody {
 /// Pins the version new instances get.
 async fn pin(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -75,47 +84,55 @@ async fn pin(
         .json::<PinBody>()?
         .ok_or_else(|| Problem::bad_request("a JSON body {\"version\": N} is required"))?;
     let scope = format!("PUT /v1/definitions/{name}/default-version");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &body.0, Endpoint::Operation).await
+    {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };
-    let outcome = state.service.pin_version(&name, request.version).await;
-    let outcome =
-        outcome.map(|summary| stored_json(StatusCode::OK, &DefinitionDto::new(&summary), Vec::new()));
-    Ok(idempotency::finish(claim, outcome).await)
+    let render =
+        |summary: &DefinitionSummary| stored_json(StatusCode::OK, &DefinitionDto::new(summary), Vec::new());
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let outcome = state.service.pin_version(&caller, &name, request.version, idempotent.as_ref()).await;
+    Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
 /// No new instances on the version; running ones carry on.
 async fn retire(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, version)): Path<(String, u32)>,
     headers: HeaderMap,
 ) -> Response {
     let scope = format!("POST /v1/definitions/{name}/versions/{version}/retire");
-    let claim = match idempotency::begin(&state, &headers, scope, &[], Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &[], Endpoint::Operation).await {
         Begun::Done(response) => return response,
         Begun::Run(claim) => claim,
     };
-    let outcome = state.service.retire_version(&name, version).await;
-    let outcome = outcome.map(|retired| stored_json(StatusCode::OK, &VersionDto::new(&retired), Vec::new()));
-    idempotency::finish(claim, outcome).await
+    let render =
+        |retired: &DefinitionVersion| stored_json(StatusCode::OK, &VersionDto::new(retired), Vec::new());
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let outcome = state.service.retire_version(&caller, &name, version, idempotent.as_ref()).await;
+    idempotency::finish_change(claim, outcome, &render).await
 }
 
 /// Deletes a retired version without running instances.
 async fn delete_version(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, version)): Path<(String, u32)>,
     headers: HeaderMap,
 ) -> Response {
     let scope = format!("DELETE /v1/definitions/{name}/versions/{version}");
-    let claim = match idempotency::begin(&state, &headers, scope, &[], Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &[], Endpoint::Operation).await {
         Begun::Done(response) => return response,
         Begun::Run(claim) => claim,
     };
-    let outcome = state.service.delete_version(&name, version).await.map(|()| StoredResponse {
+    let render = |(): &()| StoredResponse {
         status: StatusCode::NO_CONTENT.as_u16(),
         headers: Vec::new(),
         body: Vec::new(),
-    });
-    idempotency::finish(claim, outcome).await
+    };
+    let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
+    let outcome = state.service.delete_version(&caller, &name, version, idempotent.as_ref()).await;
+    idempotency::finish_change(claim, outcome, &render).await
 }

@@ -1,21 +1,26 @@
 //! `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header).
 //!
-//! A key is scoped to the endpoint and target (the method and concrete path). The first
+//! A key is scoped to the endpoint and target (the method and concrete path) and to the
+//! caller, so two callers never see each other's responses. The first
 //! request under a key runs; its response (success, or a final client error) is kept
 //! and replayed byte for byte to later requests with the same body. A request with
 //! the same key and another body gets 422; one that arrives while the first is still
-//! running gets 409. Transitions store the record in their own commit, so a key is
-//! never recorded without its effect, nor the other way round.
+//! running gets 409. Every change (a transition, a deploy, a pin, a retirement, a
+//! deletion, a bulk migration) stores the record in its own transaction, so a key is
+//! never recorded without its effect, nor the other way round, across crashes and
+//! hosts: a second host that ran the same request finds the key taken as it commits,
+//! its transaction undone, and replays the first one's response. What writes nothing
+//! (a refusal, a dry run, a no-op) keeps its response in a write of its own.
 //!
 //! A transition is not looked up before it runs ([`Endpoint::Transition`]): its commit
 //! finds the key taken and writes nothing, and the kept response is replayed then. A
-//! first request, the common case, thus costs no extra read. Other requests, whose
-//! effects are not undone with a failed commit, look the key up first.
+//! first request, the common case, thus costs no extra read. Other requests look the
+//! key up first, which spares a replay the work (a deploy compiles).
 
 use super::AppState;
 use super::problem::Problem;
-use crate::model::{IdempotencyKey, InstanceId, StoredResponse};
-use crate::service::{self, Idempotent, InstanceView};
+use crate::model::{Caller, IdempotencyKey, InstanceId, StoredResponse};
+use crate::service::{self, Idempotent};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::Digest;
@@ -104,6 +109,7 @@ pub fn admin_scope(id: InstanceId, operation: &str) -> String {
 pub async fn begin(
     state: &AppState,
     headers: &HeaderMap,
+    caller: &Caller,
     scope: String,
     request: &[u8],
     endpoint: Endpoint,
@@ -129,7 +135,7 @@ pub async fn begin(
             return Begun::Done(Problem::bad_request(detail).into_response());
         }
     };
-    let key = IdempotencyKey { scope, key: key.to_owned() };
+    let key = IdempotencyKey { scope: by(scope, &caller.name), key: key.to_owned() };
     let fingerprint = hex::encode(sha2::Sha256::digest(request));
     let Some(guard) = state.in_flight.claim(&key) else {
         return Begun::Done(in_progress().into_response());
@@ -142,21 +148,23 @@ pub async fn begin(
     Begun::Run(Some(Claim { key, fingerprint, state: state.clone(), _guard: guard }))
 }
 
+/// A scope narrowed to one caller's keys.
+pub fn by(scope: String, caller: &str) -> String {
+    format!("{scope} by {caller}")
+}
+
 impl Claim {
-    /// For a transition, which stores the record in its own commit.
-    pub fn idempotent<'a>(
-        &self,
-        render: &'a (dyn Fn(&InstanceView) -> StoredResponse + Sync),
-    ) -> Idempotent<'a> {
+    /// For a change, which stores the record in its own transaction.
+    pub fn idempotent<'a, T>(&self, render: &'a (dyn Fn(&T) -> StoredResponse + Sync)) -> Idempotent<'a, T> {
         Idempotent { key: self.key.clone(), fingerprint: self.fingerprint.clone(), render }
     }
 }
 
-/// Answers a transition, whose success the service already stored under the key.
-pub async fn finish_transition(
+/// Answers a change, whose success the service already stored under the key.
+pub async fn finish_change<T>(
     claim: Option<Claim>,
-    outcome: Result<InstanceView, service::Error>,
-    render: &(dyn Fn(&InstanceView) -> StoredResponse + Sync),
+    outcome: Result<T, service::Error>,
+    render: &(dyn Fn(&T) -> StoredResponse + Sync),
 ) -> Response {
     match outcome {
         Ok(view) => into_response(render(&view)),
@@ -164,7 +172,8 @@ pub async fn finish_transition(
     }
 }
 
-/// Answers a request that is not a transition, keeping its response under the key.
+/// Answers a request that changes nothing (or nothing twice), keeping its response
+/// under the key.
 pub async fn finish(claim: Option<Claim>, outcome: Result<StoredResponse, service::Error>) -> Response {
     match (outcome, claim) {
         (Ok(response), Some(claim)) => remember(claim, response).await,

@@ -4,8 +4,8 @@ use super::dto::{DiagnosticsDto, HistoryDto, InstanceDto, InstancePage, PostedEv
 use super::extract::{Body, Path, Query};
 use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
-use super::{ANONYMOUS, AppState, stored_json};
-use crate::model::{IdempotencyKey, InstanceFilter, InstanceId, Revision, StoredResponse};
+use super::{AppState, stored_json};
+use crate::model::{Caller, IdempotencyKey, InstanceFilter, InstanceId, Revision, StoredResponse};
 use crate::service::{ActRequest, InstanceView, Posted, StartRequest};
 use axum::Router;
 use axum::extract::State;
@@ -46,6 +46,7 @@ struct CreateBody {
 
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -58,10 +59,11 @@ async fn create(
         return Err(Problem::bad_request("callback_url must be an http or https URL"));
     }
     let scope = idempotency::create_scope(&name);
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Transition).await {
-        Begun::Done(response) => return Ok(response),
-        Begun::Run(claim) => claim,
-    };
+    let claim =
+        match idempotency::begin(&state, &headers, &caller, scope, &body.0, Endpoint::Transition).await {
+            Begun::Done(response) => return Ok(response),
+            Begun::Run(claim) => claim,
+        };
     let render = |view: &InstanceView| instance_response(StatusCode::CREATED, view);
     let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
     let start = StartRequest {
@@ -69,10 +71,10 @@ async fn create(
         version: request.version,
         input: request.input.map_or_else(|| "null".to_owned(), |input| input.get().to_owned()),
         callback_url: request.callback_url,
-        actor: ANONYMOUS.into(),
+        actor: caller.name,
     };
     let outcome = state.service.start(start, idempotent.as_ref()).await;
-    Ok(idempotency::finish_transition(claim, outcome, &render).await)
+    Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
 #[derive(Deserialize)]
@@ -84,6 +86,7 @@ struct ActBody {
 
 async fn act(
     State(state): State<AppState>,
+    caller: Caller,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -95,10 +98,11 @@ async fn act(
     // The same body under another If-Match is another request.
     let request =
         [headers.get(header::IF_MATCH).map_or(&b""[..], HeaderValue::as_bytes), b"\n", &body.0].concat();
-    let claim = match idempotency::begin(&state, &headers, scope, &request, Endpoint::Transition).await {
-        Begun::Done(response) => return Ok(response),
-        Begun::Run(claim) => claim,
-    };
+    let claim =
+        match idempotency::begin(&state, &headers, &caller, scope, &request, Endpoint::Transition).await {
+            Begun::Done(response) => return Ok(response),
+            Begun::Run(claim) => claim,
+        };
     let render = |view: &InstanceView| instance_response(StatusCode::OK, view);
     let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
     let request = ActRequest {
@@ -106,10 +110,10 @@ async fn act(
         action,
         payload: payload.map_or_else(|| "null".to_owned(), |payload| payload.get().to_owned()),
         if_match,
-        actor: ANONYMOUS.into(),
+        caller,
     };
     let outcome = state.service.act(request, idempotent.as_ref()).await;
-    Ok(idempotency::finish_transition(claim, outcome, &render).await)
+    Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
 /// `GET` with `If-None-Match` (304 when unchanged) and `Prefer: wait=N`, which holds
@@ -215,6 +219,7 @@ struct EventBody {
 /// or an earlier event waits). A sender that retries always gets a 2xx.
 async fn post_event(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -222,7 +227,7 @@ async fn post_event(
     let request = body.json::<EventBody>()?.ok_or_else(|| Problem::bad_request("a JSON body is required"))?;
     let payload = request.payload.map_or_else(|| "null".to_owned(), |payload| payload.get().to_owned());
     let event_id = request.event_id.clone();
-    let posted = state.service.post_event(id, request.event_id, request.name, payload, ANONYMOUS).await?;
+    let posted = state.service.post_event(id, request.event_id, request.name, payload, &caller).await?;
     let body = match &posted {
         Posted::Applied(view) => {
             serde_json::json!({ "event_id": event_id, "status": "applied", "instance": InstanceDto::new(view) })
@@ -258,13 +263,17 @@ async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result
 
 /// Why an instance stands where it does: its effects (open and closed, with attempts,
 /// next attempt and last error), timers, children, events, and its recent calls.
-async fn diagnostics(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn diagnostics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
-    let diagnostics = state.service.diagnostics(id).await?;
+    let diagnostics = state.service.diagnostics(&caller, id).await?;
     // The keys of its actions and admin operations, and of its creation.
     let prefixes = [idempotency::action_scope(id, ""), idempotency::admin_scope(id, "")];
-    let created = diagnostics.created_with_key.as_ref().map(|key| IdempotencyKey {
-        scope: idempotency::create_scope(&diagnostics.instance.instance.definition),
+    let created = diagnostics.created_with_key.as_ref().map(|(creator, key)| IdempotencyKey {
+        scope: idempotency::by(idempotency::create_scope(&diagnostics.instance.instance.definition), creator),
         key: key.clone(),
     });
     let records = state.service.idempotency_records_under(&prefixes, created.as_ref()).await?;

@@ -4,6 +4,7 @@
 //! [`crate::service`] and never to the store or the runtime.
 
 mod admin;
+mod auth;
 mod correlation;
 mod definitions;
 mod dto;
@@ -14,6 +15,7 @@ mod instances;
 mod problem;
 mod tasks;
 
+pub use auth::Keys;
 pub use problem::Problem;
 
 use crate::model::StoredResponse;
@@ -26,9 +28,6 @@ use axum::routing::get;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Who acts, until API keys with roles exist.
-const ANONYMOUS: &str = "anonymous";
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -43,6 +42,8 @@ pub struct Settings {
     pub feed_poll: Duration,
     /// Becomes true when the server begins to shut down: streams end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The API keys; with none, the server is open.
+    pub keys: Keys,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // After routing, so that the route's pattern decides the role it needs.
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(settings.keys), auth::middleware))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

@@ -125,7 +125,7 @@ impl From<service::Error> for Problem {
             E::NoMigrationPath { .. } => {
                 Problem::new(StatusCode::CONFLICT, "no-migration-path", "No migration path", detail)
             }
-            E::VersionRetired { .. } => {
+            E::VersionRetired { .. } | E::VersionGone => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "version-retired", "Version retired", detail)
             }
             E::UnknownAction { .. } => {
@@ -176,6 +176,9 @@ impl From<service::Error> for Problem {
                 "The definition failed; the instance is unchanged",
                 detail,
             ),
+            E::Forbidden(forbidden) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+                .with("required_role", json!(forbidden.required.as_str()))
+                .with("role", json!(forbidden.role.as_str())),
             E::Contention => Problem::new(StatusCode::CONFLICT, "contention", "Contention", detail),
             E::KeyTaken => {
                 Problem::new(StatusCode::CONFLICT, "idempotency-key-in-use", "Idempotency key in use", detail)

@@ -4,6 +4,7 @@ use super::extract::{Body, Path};
 use super::idempotency::{self, Begun, Endpoint};
 use super::problem::Problem;
 use super::{AppState, stored_json};
+use crate::model::Caller;
 use crate::service::{Delivered, Reported, TaskReport};
 use axum::Router;
 use axum::extract::State;
@@ -37,6 +38,7 @@ struct ReportBody {
 /// again is 200 `duplicate`, another one 409, an unknown task 404.
 async fn report(
     State(state): State<AppState>,
+    caller: Caller,
     Path(task_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -48,7 +50,8 @@ async fn report(
         ReportStatus::Failed => TaskReport::Failed(request.error),
     };
     let scope = format!("POST /v1/tasks/{task_id}/result");
-    let claim = match idempotency::begin(&state, &headers, scope, &body.0, Endpoint::Operation).await {
+    let claim = match idempotency::begin(&state, &headers, &caller, scope, &body.0, Endpoint::Operation).await
+    {
         Begun::Done(response) => return Ok(response),
         Begun::Run(claim) => claim,
     };

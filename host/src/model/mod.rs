@@ -2,6 +2,10 @@
 //!
 //! Invariant: no I/O and no HTTP or SQL knowledge here.
 
+mod caller;
+
+pub use caller::{ApiKey, Caller, Forbidden, Role};
+
 use std::fmt;
 use std::str::FromStr;
 use switchyard_guest::abi::{Manifest, TerminalStatus};

@@ -1,7 +1,7 @@
 //! Deploying definition modules and describing what is deployed.
 
-use super::{Error, Result, Service};
-use crate::model::{DefinitionVersion, ModuleHash, Status, Timestamp};
+use super::{Error, Idempotent, Result, Service};
+use crate::model::{Caller, DefinitionVersion, ModuleHash, Role, Status, Timestamp};
 use crate::store;
 use std::sync::Arc;
 
@@ -21,6 +21,23 @@ pub struct DefinitionSummary {
     pub versions: Vec<VersionSummary>,
 }
 
+impl DefinitionSummary {
+    /// The summary once `version` is pinned (`None`: unpinned). The default rule is the
+    /// store's ([`crate::store::Store::start_version`]): the pinned version, else the
+    /// highest one not retired.
+    pub(super) fn pinned(mut self, version: Option<u32>) -> DefinitionSummary {
+        let highest = self
+            .versions
+            .iter()
+            .filter(|summary| summary.version.retired_at.is_none())
+            .map(|summary| summary.version.version)
+            .max();
+        self.pinned_version = version;
+        self.default_version = version.or(highest);
+        self
+    }
+}
+
 #[derive(Debug)]
 pub struct VersionSummary {
     pub version: DefinitionVersion,
@@ -32,10 +49,18 @@ impl Service {
     /// Validates and stores a module. The same bytes again are not an error; other
     /// bytes under a deployed name and version are.
     #[tracing::instrument(skip_all, fields(bytes = wasm.len()))]
-    pub async fn deploy(&self, wasm: Vec<u8>) -> Result<Deployed> {
+    pub async fn deploy(
+        &self,
+        caller: &Caller,
+        wasm: Vec<u8>,
+        idempotent: Option<&Idempotent<'_, Deployed>>,
+    ) -> Result<Deployed> {
+        caller.require(Role::Deployer)?;
         let sha256 = ModuleHash::of(&wasm);
         if let Some(version) = self.store.definition_version_with_hash(&sha256).await? {
-            return Ok(Deployed { version, created: false });
+            let deployed = Deployed { version, created: false };
+            self.keep_response(idempotent, &deployed).await?;
+            return Ok(deployed);
         }
         let wasm = Arc::<[u8]>::from(wasm);
         let module = self.compile(wasm.clone()).await?;
@@ -47,18 +72,23 @@ impl Service {
             deployed_at: Timestamp::now(),
             retired_at: None,
         };
-        match self.store.insert_definition_version(&version, &wasm).await {
+        let deployed = Deployed { version, created: true };
+        let record = idempotent.map(|idempotent| idempotent.record(&deployed, deployed.version.deployed_at));
+        let Deployed { version, .. } = &deployed;
+        match self.store.insert_definition_version(version, &wasm, self.keyed(record.as_ref())).await {
             Ok(()) => {
                 tracing::info!(name = %version.name, version = version.version, sha256 = %version.sha256, "deployed");
                 self.keep_artifact(&module).await;
                 self.modules.insert(&version.name, version.version, Arc::new(module));
-                Ok(Deployed { version, created: true })
+                Ok(deployed)
             }
             Err(store::Error::Duplicate) => {
                 let existing = self.store.definition_version(&version.name, version.version).await?;
                 match existing {
                     Some(existing) if existing.sha256 == version.sha256 => {
-                        Ok(Deployed { version: existing, created: false })
+                        let deployed = Deployed { version: existing, created: false };
+                        self.keep_response(idempotent, &deployed).await?;
+                        Ok(deployed)
                     }
                     Some(existing) => Err(Error::VersionConflict {
                         name: existing.name,

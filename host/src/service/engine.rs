@@ -10,8 +10,8 @@
 use super::instances::{Idempotent, InstanceView};
 use super::{Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
-    Effect, EffectKind, EffectStatus, HistoryEntry, IdempotencyRecord, Instance, InstanceId, PostedEvent,
-    Revision, Status, Timestamp, Trigger as Cause, TriggerKind,
+    Caller, Effect, EffectKind, EffectStatus, HistoryEntry, Instance, InstanceId, PostedEvent, Revision,
+    Role, Status, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::{self, Called, Entry, LoadedModule};
 use crate::store::{self, Commit, Settle};
@@ -77,7 +77,7 @@ impl Trigger {
 /// Who asked, and under which conditions.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Asked<'a> {
-    pub actor: &'a str,
+    pub caller: &'a Caller,
     /// Refuse unless the instance is still at this revision.
     pub if_match: Option<Revision>,
     pub idempotent: Option<&'a Idempotent<'a>>,
@@ -93,6 +93,8 @@ pub(super) struct Change {
     pub cancel_timers: Vec<String>,
     /// Whether the change ends the instance: its terminal callback is then due.
     pub ends: bool,
+    /// Whether it moves the instance to another version (a migration).
+    pub migrates: bool,
 }
 
 impl Service {
@@ -146,7 +148,7 @@ impl Service {
         let current = check_revision(current, asked.if_match)?;
         let base_revision = current.revision;
         let key = asked.idempotent.map(|idempotent| idempotent.key.key.clone());
-        let change = self.compute(current, trigger, asked.actor, key).await?;
+        let change = self.compute(current, trigger, asked.caller, key).await?;
         self.try_commit(change, base_revision, trigger, asked).await
     }
 
@@ -156,12 +158,13 @@ impl Service {
         &self,
         current: Instance,
         trigger: &Trigger,
-        actor: &str,
+        caller: &Caller,
         key: Option<String>,
     ) -> Result<Change> {
+        let actor = caller.name.as_str();
         match trigger {
             Trigger::Action { action, payload } => {
-                self.action_change(current, action, payload, actor, key).await
+                self.action_change(current, action, payload, caller, key).await
             }
             Trigger::Event { event, .. } => self.event_change(current, event, actor).await,
             Trigger::Migrate { to_version, reason, migration } => {
@@ -217,7 +220,7 @@ impl Service {
         current: Instance,
         action: &str,
         payload: &str,
-        actor: &str,
+        caller: &Caller,
         key: Option<String>,
     ) -> Result<Change> {
         let module = self.module(&current.definition, current.definition_version).await?;
@@ -237,6 +240,9 @@ impl Service {
                 allowed_actions,
             });
         }
+        if manifest.action(action).is_some_and(|declared| declared.admin_only) {
+            caller.require(Role::Admin)?;
+        }
         let (now, revision) = (Timestamp::now(), current.revision.next());
         let request = ActionRequest {
             context: context(current.id, current.definition_version, revision, now),
@@ -248,7 +254,7 @@ impl Service {
         let called = self.call_outcome(module.clone(), Entry::OnAction, request).await?;
         let cause =
             Cause { kind: TriggerKind::Action, name: action.into(), id: key, payload: payload.into() };
-        outcome_change(current, &module, CallKind::Action(action), called, cause, actor, now)
+        outcome_change(current, &module, CallKind::Action(action), called, cause, &caller.name, now)
     }
 
     async fn event_change(&self, current: Instance, event: &abi::Event, actor: &str) -> Result<Change> {
@@ -319,17 +325,12 @@ impl Service {
         closes: Closes,
         idempotent: Option<&Idempotent<'_>>,
     ) -> store::Result<InstanceView> {
-        let Change { view, history, mut effects, cancel_timers, ends } = change;
+        let Change { view, history, mut effects, cancel_timers, ends, migrates } = change;
         let instance = &view.instance;
         if ends && let Some(url) = &instance.callback_url {
             effects.push(callback_row(instance, url, (self.callbacks.render)(&view)));
         }
-        let idempotency = idempotent.map(|idempotent| IdempotencyRecord {
-            key: idempotent.key.clone(),
-            fingerprint: idempotent.fingerprint.clone(),
-            response: (idempotent.render)(&view),
-            created_at: instance.updated_at,
-        });
+        let idempotency = idempotent.map(|idempotent| idempotent.record(&view, instance.updated_at));
         // Effects due now go to this process's executor, leased to it in the commit;
         // the executor looks at the outbox again for effects due later and for a
         // child's end, which its parent's effect waits for.
@@ -369,6 +370,7 @@ impl Service {
             cancels_effects: closes.cancels_effects,
             // Only effects due at once are leased; a commit without any leases nothing.
             leased_to: (!handed_over.is_empty()).then(|| (self.leases.owner.clone(), lease_until)),
+            onto_version: base_revision.is_none() || migrates,
         };
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
@@ -432,7 +434,7 @@ pub(super) fn outcome_change(
     };
     // A failed instance force-completed ends again, as completed.
     let ends = status.is_terminal() && status != current_status;
-    Ok(Change { view: view(manifest, next), history, effects, cancel_timers, ends })
+    Ok(Change { view: view(manifest, next), history, effects, cancel_timers, ends, migrates: false })
 }
 
 /// What the SDK's default `on_override` answers, for modules that have none: the
@@ -571,6 +573,7 @@ pub(super) fn commit_error(err: store::Error) -> Error {
         store::Error::EffectKeyInUse => Error::BadEffects(abi::EffectError::OpenKey),
         store::Error::EffectClosed => Error::EffectClosed,
         store::Error::EventDuplicate => Error::EventDuplicate,
+        store::Error::VersionGone => Error::VersionGone,
         other => other.into(),
     }
 }

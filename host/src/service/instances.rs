@@ -3,8 +3,8 @@
 use super::engine::{self, Asked, Trigger};
 use super::{Error, Result, Service};
 use crate::model::{
-    Effect, HistoryEntry, IdempotencyKey, Instance, InstanceFilter, InstanceId, Revision, Status,
-    StoredResponse, Timestamp, Trigger as Cause, TriggerKind,
+    Caller, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter, InstanceId,
+    Revision, Status, StoredResponse, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::Entry;
 use std::time::Duration;
@@ -37,18 +37,31 @@ pub struct ActRequest {
     pub payload: String,
     /// Refuse unless the instance is still at this revision.
     pub if_match: Option<Revision>,
-    pub actor: String,
+    pub caller: Caller,
 }
 
-/// An idempotency key to store with the transition, and how to render its response.
-pub struct Idempotent<'a> {
+/// An idempotency key to store with a change (a transition, or an operation such as a
+/// deploy) in the change's own transaction, and how to render the response it keeps.
+pub struct Idempotent<'a, T = InstanceView> {
     pub key: IdempotencyKey,
     /// SHA-256 of the request body.
     pub fingerprint: String,
-    pub render: &'a (dyn Fn(&InstanceView) -> StoredResponse + Sync),
+    pub render: &'a (dyn Fn(&T) -> StoredResponse + Sync),
 }
 
-impl std::fmt::Debug for Idempotent<'_> {
+impl<T> Idempotent<'_, T> {
+    /// The record that answers later requests under the key with `value`'s response.
+    pub(super) fn record(&self, value: &T, at: Timestamp) -> IdempotencyRecord {
+        IdempotencyRecord {
+            key: self.key.clone(),
+            fingerprint: self.fingerprint.clone(),
+            response: (self.render)(value),
+            created_at: at,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Idempotent<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Idempotent").field("key", &self.key).finish_non_exhaustive()
     }
@@ -109,7 +122,7 @@ impl Service {
             version,
             input: effect.input.clone().unwrap_or_else(|| "null".into()),
             callback_url: None,
-            actor: super::HOST_ACTOR.into(),
+            actor: Caller::HOST.into(),
         };
         let parent = Some((effect.instance_id, effect.id.clone()));
         self.start_as(child_id(effect), request, parent, None).await
@@ -164,7 +177,7 @@ impl Service {
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         let trigger = Trigger::Action { action: request.action, payload: request.payload };
-        let asked = Asked { actor: &request.actor, if_match: request.if_match, idempotent };
+        let asked = Asked { caller: &request.caller, if_match: request.if_match, idempotent };
         self.transition(request.id, &trigger, asked).await
     }
 
@@ -176,10 +189,10 @@ impl Service {
         id: InstanceId,
         event: abi::Event,
         settles: Option<(String, u32)>,
-        actor: &str,
     ) -> Result<InstanceView> {
         let trigger = Trigger::Event { event, settles, posted: None };
-        self.transition(id, &trigger, Asked { actor, if_match: None, idempotent: None }).await
+        let host = Caller::host();
+        self.transition(id, &trigger, Asked { caller: &host, if_match: None, idempotent: None }).await
     }
 
     pub async fn instance(&self, id: InstanceId) -> Result<InstanceView> {

@@ -5,11 +5,11 @@ use super::engine::{self, Asked, Change, Trigger};
 use super::instances::{Idempotent, InstanceView};
 use super::{DefinitionSummary, Error, MAX_ATTEMPTS, Result, Service};
 use crate::model::{
-    DefinitionVersion, HistoryEntry, Instance, Migration, MigrationStatus, MigrationStep, Status, Timestamp,
-    Trigger as Cause, TriggerKind,
+    Caller, DefinitionVersion, HistoryEntry, Instance, Migration, MigrationStatus, MigrationStep, Role,
+    Status, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::{self, Entry};
-use crate::store::Deletion;
+use crate::store::{Deletion, Pinning, Retirement};
 use std::sync::Arc;
 use switchyard_guest::abi::{CallKind, MigrateOutcome, MigrateRequest};
 
@@ -32,7 +32,7 @@ pub struct MigrateInstance {
     pub id: crate::model::InstanceId,
     pub to_version: u32,
     pub reason: String,
-    pub actor: String,
+    pub caller: Caller,
 }
 
 /// A bulk migration as requested.
@@ -44,39 +44,70 @@ pub struct BulkMigration {
     pub states: Option<Vec<String>>,
     pub dry_run: bool,
     pub reason: String,
-    pub actor: String,
+    pub caller: Caller,
 }
 
 impl Service {
     /// Pins the version new instances of `name` get; `None` returns to the highest
-    /// non-retired version.
-    pub async fn pin_version(&self, name: &str, version: Option<u32>) -> Result<DefinitionSummary> {
-        match version {
-            Some(version) => {
-                let pinned = self.definition_version(name, version).await?;
-                if pinned.retired_at.is_some() {
-                    return Err(Error::VersionRetired { name: name.into(), version });
-                }
+    /// non-retired version. A retired version cannot be pinned.
+    pub async fn pin_version(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: Option<u32>,
+        idempotent: Option<&Idempotent<'_, DefinitionSummary>>,
+    ) -> Result<DefinitionSummary> {
+        caller.require(Role::Admin)?;
+        let pinned = self.definition(name).await?.pinned(version);
+        let record = idempotent.map(|idempotent| idempotent.record(&pinned, Timestamp::now()));
+        let not_found = |version| Error::VersionNotFound { name: name.into(), version };
+        match self.store.pin_version(name, version, self.keyed(record.as_ref())).await? {
+            Pinning::Pinned => Ok(pinned),
+            Pinning::NoDefinition => Err(Error::DefinitionNotFound(name.into())),
+            Pinning::NoVersion => Err(not_found(version.unwrap_or_default())),
+            Pinning::Retired => {
+                Err(Error::VersionRetired { name: name.into(), version: version.unwrap_or_default() })
             }
-            None => drop(self.definition(name).await?),
         }
-        self.store.set_pinned_version(name, version).await?;
-        self.definition(name).await
     }
 
-    /// Stops new instances on a version; running ones carry on.
-    pub async fn retire_version(&self, name: &str, version: u32) -> Result<DefinitionVersion> {
-        self.definition_version(name, version).await?;
-        if self.store.pinned_version(name).await? == Some(version) {
-            return Err(Error::VersionPinned { name: name.into(), version });
+    /// Stops new instances on a version; running ones carry on. A pinned version
+    /// cannot be retired.
+    pub async fn retire_version(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: u32,
+        idempotent: Option<&Idempotent<'_, DefinitionVersion>>,
+    ) -> Result<DefinitionVersion> {
+        caller.require(Role::Admin)?;
+        let mut retired = self.definition_version(name, version).await?;
+        let at = retired.retired_at.unwrap_or_else(Timestamp::now);
+        retired.retired_at = Some(at);
+        let record = idempotent.map(|idempotent| idempotent.record(&retired, at));
+        match self.store.retire_version(name, version, at, self.keyed(record.as_ref())).await? {
+            Retirement::Retired => Ok(retired),
+            Retirement::Already(at) => {
+                retired.retired_at = Some(at);
+                self.keep_response(idempotent, &retired).await?;
+                Ok(retired)
+            }
+            Retirement::NotFound => Err(Error::VersionNotFound { name: name.into(), version }),
+            Retirement::Pinned => Err(Error::VersionPinned { name: name.into(), version }),
         }
-        self.store.retire_definition_version(name, version, Timestamp::now()).await?;
-        self.definition_version(name, version).await
     }
 
     /// Deletes a retired version no running instance uses.
-    pub async fn delete_version(&self, name: &str, version: u32) -> Result<()> {
-        match self.store.delete_definition_version(name, version).await? {
+    pub async fn delete_version(
+        &self,
+        caller: &Caller,
+        name: &str,
+        version: u32,
+        idempotent: Option<&Idempotent<'_, ()>>,
+    ) -> Result<()> {
+        caller.require(Role::Admin)?;
+        let record = idempotent.map(|idempotent| idempotent.record(&(), Timestamp::now()));
+        match self.store.delete_definition_version(name, version, self.keyed(record.as_ref())).await? {
             Deletion::Deleted => {
                 self.forget_version(name, version);
                 Ok(())
@@ -97,20 +128,23 @@ impl Service {
         request: &MigrateInstance,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
+        request.caller.require(Role::Admin)?;
         let trigger = Trigger::Migrate {
             to_version: request.to_version,
             reason: request.reason.clone(),
             migration: None,
         };
-        self.transition(request.id, &trigger, Asked { actor: &request.actor, if_match: None, idempotent })
-            .await
+        let asked = Asked { caller: &request.caller, if_match: None, idempotent };
+        self.transition(request.id, &trigger, asked).await
     }
 
     /// What migrating would produce, written nowhere.
     pub async fn migrate_instance_dry_run(&self, request: &MigrateInstance) -> Result<InstanceView> {
+        request.caller.require(Role::Admin)?;
         let current = self.stored_instance(request.id).await?;
-        let change =
-            self.migration_change(current, request.to_version, &request.reason, &request.actor, None).await?;
+        let change = self
+            .migration_change(current, request.to_version, &request.reason, &request.caller.name, None)
+            .await?;
         Ok(change.view)
     }
 
@@ -199,14 +233,20 @@ impl Service {
             effects: Vec::new(),
             cancel_timers: Vec::new(),
             ends: false,
+            migrates: true,
         })
     }
 
     // --- bulk migrations ---------------------------------------------------------------
 
     /// Checks the request and starts the migration in the background.
-    pub async fn start_migration(self: &Arc<Self>, request: BulkMigration) -> Result<Migration> {
-        let BulkMigration { definition, from_version, to_version, states, dry_run, reason, actor } = request;
+    pub async fn start_migration(
+        self: &Arc<Self>,
+        request: BulkMigration,
+        idempotent: Option<&Idempotent<'_, Migration>>,
+    ) -> Result<Migration> {
+        request.caller.require(Role::Admin)?;
+        let BulkMigration { definition, from_version, to_version, states, dry_run, reason, caller } = request;
         self.definition_version(&definition, from_version).await?;
         let target = self.definition_version(&definition, to_version).await?;
         if target.retired_at.is_some() {
@@ -224,7 +264,7 @@ impl Service {
             states,
             dry_run,
             reason,
-            actor,
+            actor: caller.name,
             status: MigrationStatus::Running,
             total: 0,
             migrated: 0,
@@ -236,17 +276,26 @@ impl Service {
             finished_at: None,
         };
         migration.total = self.store.count_migration_candidates(&migration).await?;
-        self.store.insert_migration(&migration).await?;
+        let record = idempotent.map(|idempotent| idempotent.record(&migration, now));
+        self.store.insert_migration(&migration, self.keyed(record.as_ref())).await?;
         tokio::spawn(self.clone().run_migration(migration.id));
         Ok(migration)
     }
 
     /// A migration with the `(instance id, reason)` of each failure.
-    pub async fn migration(&self, id: uuid::Uuid) -> Result<(Migration, Vec<(String, String)>)> {
-        let migration =
-            self.store.migration(id).await?.ok_or_else(|| Error::MigrationNotFound(id.to_string()))?;
+    pub async fn migration(
+        &self,
+        caller: &Caller,
+        id: uuid::Uuid,
+    ) -> Result<(Migration, Vec<(String, String)>)> {
+        caller.require(Role::Admin)?;
+        let migration = self.stored_migration(id).await?;
         let failures = self.store.migration_failures(id).await?;
         Ok((migration, failures))
+    }
+
+    async fn stored_migration(&self, id: uuid::Uuid) -> Result<Migration> {
+        self.store.migration(id).await?.ok_or_else(|| Error::MigrationNotFound(id.to_string()))
     }
 
     /// Picks up the migrations a previous run of the server left unfinished.
@@ -268,7 +317,7 @@ impl Service {
 
     async fn migrate_batches(&self, id: uuid::Uuid) -> Result<()> {
         loop {
-            let (migration, _) = self.migration(id).await?;
+            let migration = self.stored_migration(id).await?;
             let batch = self
                 .store
                 .migration_candidates(&migration, migration.cursor, self.migration_pace.batch)
@@ -286,7 +335,7 @@ impl Service {
             tokio::task::yield_now().await;
             tokio::time::sleep(self.migration_pace.pause).await;
         }
-        let (migration, _) = self.migration(id).await?;
+        let migration = self.stored_migration(id).await?;
         // Instances that finished or moved on before their turn were never picked up.
         let skipped = (migration.total - migration.migrated - migration.failed).max(migration.skipped);
         self.store.finish_migration(id, skipped, Timestamp::now()).await?;
@@ -308,7 +357,9 @@ impl Service {
             reason: migration.reason.clone(),
             migration: Some(migration.id),
         };
-        let asked = Asked { actor: &migration.actor, if_match: None, idempotent: None };
+        // Only an admin starts a migration; it runs on as that admin.
+        let caller = Caller { name: migration.actor.clone(), role: Role::Admin };
+        let asked = Asked { caller: &caller, if_match: None, idempotent: None };
         let _serialised = self.locks.lock(id).await;
         let mut current = instance;
         for _ in 0..MAX_ATTEMPTS {
@@ -319,7 +370,7 @@ impl Service {
                 return Ok(MigrationStep::Skipped);
             }
             let base_revision = current.revision;
-            let change = match self.compute(current, &trigger, asked.actor, None).await {
+            let change = match self.compute(current, &trigger, asked.caller, None).await {
                 Ok(change) => change,
                 Err(err @ (Error::Store(_) | Error::Internal(_))) => return Err(err),
                 Err(refused) => return Ok(MigrationStep::Failed(refused.to_string())),
@@ -327,8 +378,12 @@ impl Service {
             if migration.dry_run {
                 return Ok(MigrationStep::Migrated);
             }
-            if self.try_commit(change, base_revision, &trigger, asked).await?.is_some() {
-                return Ok(MigrationStep::Migrated);
+            match self.try_commit(change, base_revision, &trigger, asked).await {
+                Ok(Some(_)) => return Ok(MigrationStep::Migrated),
+                Ok(None) => {}
+                Err(err @ (Error::Store(_) | Error::Internal(_))) => return Err(err),
+                // The target version was retired or deleted meanwhile.
+                Err(refused) => return Ok(MigrationStep::Failed(refused.to_string())),
             }
             current = self.stored_instance(id).await?;
         }
@@ -347,7 +402,7 @@ pub struct Override {
     pub id: crate::model::InstanceId,
     pub kind: switchyard_guest::abi::OverrideKind,
     pub reason: String,
-    pub actor: String,
+    pub caller: Caller,
 }
 
 impl Service {
@@ -360,11 +415,12 @@ impl Service {
         request: &Override,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
+        request.caller.require(Role::Admin)?;
         let trigger = Trigger::Override { kind: request.kind, reason: request.reason.clone() };
-        let asked = Asked { actor: &request.actor, if_match: None, idempotent };
+        let asked = Asked { caller: &request.caller, if_match: None, idempotent };
         let view = self.transition(request.id, &trigger, asked).await?;
         if request.kind == switchyard_guest::abi::OverrideKind::Cancel {
-            self.cancel_children(request.id, &request.actor).await;
+            self.cancel_children(request.id, &request.caller).await;
         }
         Ok(view)
     }
@@ -385,7 +441,7 @@ impl Service {
             };
             let mut progressed = false;
             for (child, parent) in &orphans {
-                if self.cancel_child(*child, *parent, super::results::HOST_ACTOR).await {
+                if self.cancel_child(*child, *parent, &Caller::host()).await {
                     cancelled += 1;
                     progressed = true;
                 }
@@ -403,14 +459,14 @@ impl Service {
         &self,
         child: crate::model::InstanceId,
         parent: crate::model::InstanceId,
-        actor: &str,
+        caller: &Caller,
     ) -> bool {
         let reason = format!("its parent {parent} was cancelled");
         let trigger = Trigger::Override { kind: switchyard_guest::abi::OverrideKind::Cancel, reason };
-        let asked = Asked { actor, if_match: None, idempotent: None };
+        let asked = Asked { caller, if_match: None, idempotent: None };
         match self.transition(child, &trigger, asked).await {
             Ok(_) => {
-                self.cancel_children(child, actor).await;
+                self.cancel_children(child, caller).await;
                 true
             }
             Err(Error::Finished(_)) => false,
@@ -427,7 +483,7 @@ impl Service {
     fn cancel_children<'a>(
         &'a self,
         id: crate::model::InstanceId,
-        actor: &'a str,
+        caller: &'a Caller,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             let effects = match self.store.effects_of(id).await {
@@ -436,7 +492,7 @@ impl Service {
             };
             let children = effects.iter().filter(|effect| effect.kind == crate::model::EffectKind::Child);
             for child in children.filter_map(|effect| effect.child_id) {
-                self.cancel_child(child, id, actor).await;
+                self.cancel_child(child, id, caller).await;
             }
         })
     }

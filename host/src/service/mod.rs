@@ -21,7 +21,7 @@ pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
 pub use metrics::{DISPATCH_BUCKETS_US, MetricsSnapshot};
 pub use posted::{Posted, Retried};
-pub use results::{Delivered, Diagnostics, HOST_ACTOR, Reported, TaskReport, kept_event};
+pub use results::{Delivered, Diagnostics, Reported, TaskReport, kept_event};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};
@@ -51,6 +51,8 @@ pub enum Error {
     VersionNotFound { name: String, version: u32 },
     #[error("{name} version {version} is retired: it takes no new instances")]
     VersionRetired { name: String, version: u32 },
+    #[error("the version was retired or deleted meanwhile: it takes no new instances")]
+    VersionGone,
     #[error("{name} version {version} is pinned for new instances; pin another version first")]
     VersionPinned { name: String, version: u32 },
     #[error("{name} version {version} is not retired; retire it before deleting it")]
@@ -91,6 +93,8 @@ pub enum Error {
     TaskNotFound(String),
     #[error("task {0} was reported with another result already")]
     ReportConflict(String),
+    #[error("this needs the {} role; the caller's is {}", .0.required.as_str(), .0.role.as_str())]
+    Forbidden(crate::model::Forbidden),
     #[error("the instance is changing too fast; retry")]
     Contention,
     #[error("this idempotency key was used by a concurrent request that finished first")]
@@ -101,9 +105,19 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<crate::model::Forbidden> for Error {
+    fn from(forbidden: crate::model::Forbidden) -> Self {
+        Error::Forbidden(forbidden)
+    }
+}
+
 impl From<store::Error> for Error {
     fn from(err: store::Error) -> Self {
-        Error::Store(err)
+        match err {
+            store::Error::KeyTaken => Error::KeyTaken,
+            store::Error::VersionGone => Error::VersionGone,
+            other => Error::Store(other),
+        }
     }
 }
 
@@ -274,6 +288,19 @@ impl Service {
             Err(store::Error::Duplicate) => Err(Error::KeyTaken),
             other => Ok(other?),
         }
+    }
+
+    /// Keeps `value`'s response under `idempotent`'s key, for an operation that
+    /// succeeded without writing anything (so nothing can be done twice).
+    async fn keep_response<T>(&self, idempotent: Option<&Idempotent<'_, T>>, value: &T) -> Result<()> {
+        let Some(idempotent) = idempotent else { return Ok(()) };
+        let response = (idempotent.render)(value);
+        self.remember(idempotent.key.clone(), idempotent.fingerprint.clone(), response).await
+    }
+
+    /// `record` as an operation keeps it in its own transaction.
+    fn keyed<'r>(&self, record: Option<&'r IdempotencyRecord>) -> Option<store::Keyed<'r>> {
+        record.map(|record| store::Keyed { record, expired_before: self.idempotency_cutoff() })
     }
 
     /// Deletes idempotency records past retention; returns how many.

@@ -4,7 +4,7 @@
 use super::engine::{Asked, Trigger};
 use super::instances::InstanceView;
 use super::{Error, Result, Service};
-use crate::model::{InstanceId, PendingEvent, PostedEvent, Timestamp};
+use crate::model::{Caller, InstanceId, PendingEvent, PostedEvent, Timestamp};
 use switchyard_guest::abi;
 
 /// The longest event id taken.
@@ -38,14 +38,14 @@ pub enum Retried {
 impl Service {
     /// Applies the event `name` with id `event_id` and `payload` (JSON text) to
     /// instance `id`, once per event id.
-    #[tracing::instrument(skip(self, payload, actor))]
+    #[tracing::instrument(skip(self, payload, caller))]
     pub async fn post_event(
         &self,
         id: InstanceId,
         event_id: String,
         name: String,
         payload: String,
-        actor: &str,
+        caller: &Caller,
     ) -> Result<Posted> {
         if event_id.is_empty()
             || event_id.len() > MAX_EVENT_ID
@@ -86,7 +86,7 @@ impl Service {
             return self.keep(kept).await;
         }
         let trigger = Trigger::Event { event, settles: None, posted: Some(received_at) };
-        match self.transition(id, &trigger, Asked { actor, if_match: None, idempotent: None }).await {
+        match self.transition(id, &trigger, Asked { caller, if_match: None, idempotent: None }).await {
             Ok(view) => Ok(Posted::Applied(view)),
             Err(Error::EventDuplicate) => self.duplicate(id, &kept.event_id).await,
             Err(err) => match refusal(err)? {
@@ -116,7 +116,8 @@ impl Service {
             settles: None,
             posted: Some(event.received_at),
         };
-        let asked = Asked { actor: super::results::HOST_ACTOR, if_match: None, idempotent: None };
+        let host = Caller::host();
+        let asked = Asked { caller: &host, if_match: None, idempotent: None };
         match self.transition(event.instance_id, &trigger, asked).await {
             // Applied here, or by another host meanwhile.
             Ok(_) | Err(Error::EventDuplicate) => Ok(Retried::Applied),

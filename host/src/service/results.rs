@@ -2,14 +2,11 @@
 //! or kept with the effect until they can be.
 
 use super::{Error, Result, Service};
-use crate::model::{Effect, EffectKind, EffectStatus, Timestamp};
+use crate::model::{Caller, Effect, EffectKind, EffectStatus, Role, Timestamp};
 use crate::store::Progress;
 use std::time::Duration;
 use switchyard_guest::abi;
 use switchyard_guest::{FailureKind, Received, TaskError};
-
-/// Who delivers effects' results, in history.
-pub const HOST_ACTOR: &str = "switchyard";
 
 /// How long a result that could not be delivered (the guest failed on it, the store
 /// was away) waits before the next try.
@@ -43,8 +40,8 @@ pub struct Diagnostics {
     pub events: Vec<crate::model::PostedEvent>,
     /// The last history entries: which module ran each call, and the fuel it used.
     pub recent_calls: Vec<crate::model::HistoryEntry>,
-    /// The `Idempotency-Key` the instance was created with, if any.
-    pub created_with_key: Option<String>,
+    /// Who created the instance and the `Idempotency-Key` it used, if any.
+    pub created_with_key: Option<(String, String)>,
 }
 
 /// A participant's late report of a task it answered with 202.
@@ -75,7 +72,7 @@ impl Service {
         let event = received.into_event(effect.id.clone());
         let result = super::engine::event_json(&event);
         let settles = Some((effect.id.clone(), attempts));
-        let delivered = self.deliver(effect.instance_id, event, settles, HOST_ACTOR).await;
+        let delivered = self.deliver(effect.instance_id, event, settles).await;
         let now = Timestamp::now();
         let (status, due_at, note, outcome) = match delivered {
             Ok(_) => return Ok(Delivered::Applied),
@@ -134,7 +131,8 @@ impl Service {
     }
 
     /// Everything there is to know about why an instance stands where it does.
-    pub async fn diagnostics(&self, id: crate::model::InstanceId) -> Result<Diagnostics> {
+    pub async fn diagnostics(&self, caller: &Caller, id: crate::model::InstanceId) -> Result<Diagnostics> {
+        caller.require(Role::Admin)?;
         let instance = self.instance(id).await?;
         let effects = self.store.effects_of(id).await?;
         let events = self.store.posted_events(id).await?;
@@ -143,7 +141,7 @@ impl Service {
         let created_with_key = history
             .first()
             .filter(|entry| entry.trigger.kind == crate::model::TriggerKind::Start)
-            .and_then(|entry| entry.trigger.id.clone());
+            .and_then(|entry| Some((entry.actor.clone(), entry.trigger.id.clone()?)));
         let recent = history.len().saturating_sub(RECENT_CALLS);
         let recent_calls = history.split_off(recent);
         Ok(Diagnostics { instance, module_sha256, effects, events, recent_calls, created_with_key })

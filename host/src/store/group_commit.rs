@@ -214,7 +214,7 @@ async fn apply_together<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<
     let is_taken =
         |commit: &Commit| commit.idempotency.as_ref().is_some_and(|record| taken.contains(&record.key));
     let fresh: Vec<&Commit> = commits.iter().copied().filter(|commit| !is_taken(commit)).collect();
-    let written = match transition::apply(&mut tx, &fresh).await {
+    let written = match transition::apply(&mut tx, &fresh, share_lock::<W>()).await {
         Ok(()) if !W::SERIAL => feed::append(&mut tx, &fresh).await,
         Ok(()) => Ok(()),
         Err(err) => Err(err),
@@ -237,13 +237,19 @@ async fn apply_together<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<
     Ok(Some(outcomes.collect()))
 }
 
+/// How a statement keeps the rows it reads from being deleted until the commit: not
+/// at all on a database that writes one transaction at a time.
+fn share_lock<W: Writer>() -> &'static str {
+    if W::SERIAL { "" } else { " FOR KEY SHARE" }
+}
+
 /// Writes each commit in a savepoint, so a failure undoes that commit alone.
 async fn apply_isolated<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<Vec<Result<()>>> {
     let mut tx = writer.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
         tx.execute("SAVEPOINT change", &[]).await?;
-        let outcome = transition::apply(&mut tx, &[&pending.commit]).await;
+        let outcome = transition::apply(&mut tx, &[&pending.commit], share_lock::<W>()).await;
         if outcome.is_err() {
             tx.execute("ROLLBACK TO SAVEPOINT change", &[]).await?;
         }

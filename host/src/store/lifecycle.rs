@@ -1,8 +1,28 @@
 //! The version lifecycle: pinning, retiring, deleting, and bulk migrations.
 
 use super::writer::WriteTx;
-use super::{Error, Result, Store, rows};
+use super::{Error, Keyed, Result, Store, Tx, claim, rows};
 use crate::model::{Instance, InstanceId, Migration, MigrationStep, Timestamp};
+
+/// What [`Store::pin_version`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinning {
+    Pinned,
+    NoDefinition,
+    NoVersion,
+    Retired,
+}
+
+/// What [`Store::retire_version`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retirement {
+    Retired,
+    /// Retired before, at this time; nothing was written.
+    Already(Timestamp),
+    NotFound,
+    /// The version is pinned for new instances.
+    Pinned,
+}
 
 /// What [`Store::delete_definition_version`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,42 +35,80 @@ pub enum Deletion {
 }
 
 impl Store {
-    /// Pins the version new instances of `name` get; `None` returns to the default.
-    pub async fn set_pinned_version(&self, name: &str, version: Option<u32>) -> Result<()> {
+    /// Pins the version new instances of `name` get (`None` returns to the default),
+    /// unless it is retired. Pinning and retiring both lock the definition's row
+    /// first, so neither decides on what the other is changing.
+    pub async fn pin_version(
+        &self,
+        name: &str,
+        version: Option<u32>,
+        keyed: Option<Keyed<'_>>,
+    ) -> Result<Pinning> {
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
+        claim(&mut tx, keyed).await?;
+        if lock_definition(&mut tx, name, self.for_update()).await?.is_none() {
+            return Ok(Pinning::NoDefinition);
+        }
+        if let Some(version) = version {
+            match retired_at(&mut tx, name, version, "").await? {
+                None => return Ok(Pinning::NoVersion),
+                Some(Some(_)) => return Ok(Pinning::Retired),
+                Some(None) => {}
+            }
+        }
         sqlx::query("UPDATE definitions SET pinned_version = $1 WHERE name = $2")
             .bind(version.map(i64::from))
             .bind(name)
-            .execute(&mut *self.writing().await?)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(Pinning::Pinned)
     }
 
-    /// Marks a version retired (once: the first time is kept).
-    pub async fn retire_definition_version(&self, name: &str, version: u32, at: Timestamp) -> Result<()> {
-        sqlx::query(
-            "UPDATE definition_versions SET retired_at = $1
-             WHERE name = $2 AND version = $3 AND retired_at IS NULL",
-        )
-        .bind(at.0)
-        .bind(name)
-        .bind(i64::from(version))
-        .execute(&mut *self.writing().await?)
-        .await?;
-        Ok(())
-    }
-
-    /// Deletes a retired version that no running instance uses, in one transaction
-    /// so that no instance can start on it meanwhile.
-    pub async fn delete_definition_version(&self, name: &str, version: u32) -> Result<Deletion> {
+    /// Marks a version retired at `at`, unless it is pinned (the first retirement is
+    /// kept).
+    pub async fn retire_version(
+        &self,
+        name: &str,
+        version: u32,
+        at: Timestamp,
+        keyed: Option<Keyed<'_>>,
+    ) -> Result<Retirement> {
         let mut writing = self.writing().await?;
         let mut tx = writing.begin().await?;
-        let retired: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT retired_at FROM definition_versions WHERE name = $1 AND version = $2")
-                .bind(name)
-                .bind(i64::from(version))
-                .fetch_optional(&mut *tx)
-                .await?;
-        match retired {
+        claim(&mut tx, keyed).await?;
+        let pinned = lock_definition(&mut tx, name, self.for_update()).await?.flatten();
+        match retired_at(&mut tx, name, version, self.for_update()).await? {
+            None => return Ok(Retirement::NotFound),
+            Some(Some(at)) => return Ok(Retirement::Already(Timestamp(at))),
+            Some(None) if pinned == Some(i64::from(version)) => return Ok(Retirement::Pinned),
+            Some(None) => {}
+        }
+        sqlx::query("UPDATE definition_versions SET retired_at = $1 WHERE name = $2 AND version = $3")
+            .bind(at.0)
+            .bind(name)
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Retirement::Retired)
+    }
+
+    /// Deletes a retired version that no running instance uses. The version's row is
+    /// locked first: a start or migration onto it ([`super::Commit::onto_version`])
+    /// locks it too, so either the instance is counted here or its commit finds the
+    /// version gone.
+    pub async fn delete_definition_version(
+        &self,
+        name: &str,
+        version: u32,
+        keyed: Option<Keyed<'_>>,
+    ) -> Result<Deletion> {
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
+        claim(&mut tx, keyed).await?;
+        match retired_at(&mut tx, name, version, self.for_update()).await? {
             None => return Ok(Deletion::NotFound),
             Some(None) => return Ok(Deletion::NotRetired),
             Some(Some(_)) => {}
@@ -66,11 +124,6 @@ impl Store {
             return Ok(Deletion::StillRunning(running));
         }
         sqlx::query("DELETE FROM definition_versions WHERE name = $1 AND version = $2")
-            .bind(name)
-            .bind(i64::from(version))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE definitions SET pinned_version = NULL WHERE name = $1 AND pinned_version = $2")
             .bind(name)
             .bind(i64::from(version))
             .execute(&mut *tx)
@@ -109,13 +162,17 @@ impl Store {
         Ok(read!(self, |pool| query().fetch_one(pool).await)?)
     }
 
-    pub async fn insert_migration(&self, migration: &Migration) -> Result<()> {
+    /// Stores a new migration, with `keyed`'s record in the same transaction.
+    pub async fn insert_migration(&self, migration: &Migration, keyed: Option<Keyed<'_>>) -> Result<()> {
         let states = migration
             .states
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
             .map_err(|err| Error::Corrupt(err.to_string()))?;
+        let mut writing = self.writing().await?;
+        let mut tx = writing.begin().await?;
+        claim(&mut tx, keyed).await?;
         sqlx::query(
             "INSERT INTO migrations (id, definition, from_version, to_version, states, dry_run, reason, actor,
                  status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at)
@@ -132,8 +189,9 @@ impl Store {
         .bind(migration.status.as_str())
         .bind(migration.total)
         .bind(migration.created_at.0)
-        .execute(&mut *self.writing().await?)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -249,4 +307,16 @@ fn candidates_sql(
         sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
     }
     (sql, params)
+}
+
+/// Locks the definition's row; its pinned version, `None` if there is no such definition.
+async fn lock_definition(tx: &mut Tx<'_>, name: &str, for_update: &str) -> Result<Option<Option<i64>>> {
+    let sql = format!("SELECT pinned_version FROM definitions WHERE name = $1{for_update}");
+    Ok(sqlx::query_scalar(&sql).bind(name).fetch_optional(&mut **tx).await?)
+}
+
+/// When the version was retired (`Some(None)`: it was not), `None` if it does not exist.
+async fn retired_at(tx: &mut Tx<'_>, name: &str, version: u32, lock: &str) -> Result<Option<Option<i64>>> {
+    let sql = format!("SELECT retired_at FROM definition_versions WHERE name = $1 AND version = $2{lock}");
+    Ok(sqlx::query_scalar(&sql).bind(name).bind(i64::from(version)).fetch_optional(&mut **tx).await?)
 }

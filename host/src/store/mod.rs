@@ -32,7 +32,7 @@ mod transition;
 mod writer;
 
 pub use effects::Progress;
-pub use lifecycle::Deletion;
+pub use lifecycle::{Deletion, Pinning, Retirement};
 
 use crate::model::{
     DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter,
@@ -84,6 +84,21 @@ pub enum Error {
     EffectClosed,
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An operation's idempotency key is held by a live record: the operation was
+    /// undone, and the kept response is the answer.
+    #[error("the idempotency key is taken")]
+    KeyTaken,
+    /// A start or migration onto a version that was deleted or retired meanwhile.
+    #[error("the version takes no new instances")]
+    VersionGone,
+}
+
+/// An idempotency record kept in its operation's own transaction, in place of one
+/// created before `expired_before`.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyed<'a> {
+    pub record: &'a IdempotencyRecord,
+    pub expired_before: Timestamp,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -141,6 +156,10 @@ pub struct Commit {
     pub cancels_effects: bool,
     /// The lease the effects due at once are written with: (owner, expiry).
     pub leased_to: Option<(String, Timestamp)>,
+    /// The change puts the instance on its `definition_version` (a start or a
+    /// migration): the version must still exist and not be retired when it commits
+    /// ([`Error::VersionGone`]), decided under a lock on the version's row.
+    pub onto_version: bool,
 }
 
 /// An effect's result, recorded as the effect closes.
@@ -255,12 +274,19 @@ impl Store {
 
     // --- definitions -------------------------------------------------------------------
 
-    /// Stores a new version; [`Error::Duplicate`] if the name and version exist.
-    pub async fn insert_definition_version(&self, version: &DefinitionVersion, module: &[u8]) -> Result<()> {
+    /// Stores a new version; [`Error::Duplicate`] if the name and version exist,
+    /// [`Error::KeyTaken`] if `keyed`'s key is.
+    pub async fn insert_definition_version(
+        &self,
+        version: &DefinitionVersion,
+        module: &[u8],
+        keyed: Option<Keyed<'_>>,
+    ) -> Result<()> {
         let manifest =
             postcard::to_allocvec(&version.manifest).map_err(|err| Error::Corrupt(err.to_string()))?;
         let mut writing = self.writing().await?;
         let mut tx = writing.begin().await?;
+        claim(&mut tx, keyed).await?;
         sqlx::query("INSERT INTO definitions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
             .bind(&version.name)
             .execute(&mut *tx)
@@ -458,6 +484,12 @@ impl Store {
 
     // --- idempotency -------------------------------------------------------------------
 
+    /// `SELECT ... FOR UPDATE` where rows are locked (PostgreSQL); on SQLite a write
+    /// transaction holds the one write lock from its start.
+    fn for_update(&self) -> &'static str {
+        if self.write_turn.is_some() { "" } else { " FOR UPDATE" }
+    }
+
     /// The live records (none older than `not_before`) whose scope starts with one of
     /// `prefixes`, or that are `exact`, oldest first. The prefixes are matched with
     /// `LIKE`, without an index: for diagnostics, not for requests.
@@ -637,6 +669,17 @@ pub(super) fn needs_ping(idle_for: Duration) -> bool {
 /// would otherwise hold its caller until the TCP timeout.
 pub(super) async fn is_alive(connection: &mut sqlx::AnyConnection) -> bool {
     matches!(tokio::time::timeout(PING_TIMEOUT, connection.ping()).await, Ok(Ok(())))
+}
+
+/// Claims `keyed`'s key in an operation's transaction, before the operation writes:
+/// [`Error::KeyTaken`] if a live record holds it (the transaction is then dropped,
+/// undoing the operation with it).
+pub(super) async fn claim(tx: &mut Tx<'_>, keyed: Option<Keyed<'_>>) -> Result<()> {
+    let Some(Keyed { record, expired_before }) = keyed else { return Ok(()) };
+    match transition::insert_idempotency_records(tx, &[record], expired_before).await {
+        Err(Error::Duplicate) => Err(Error::KeyTaken),
+        other => other,
+    }
 }
 
 const PING_TIMEOUT: Duration = Duration::from_secs(1);

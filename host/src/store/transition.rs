@@ -21,9 +21,13 @@ const MAX_CHUNK: usize = 64;
 const EXACT_CHUNK: usize = 16;
 
 /// Writes `commits` in the open transaction. [`Error::RevisionConflict`] if an instance
-/// was not at its base revision, [`Error::Duplicate`] if an idempotency key is taken.
-/// With several commits, the error does not say which one failed.
-pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<()> {
+/// was not at its base revision, [`Error::Duplicate`] if an idempotency key is taken,
+/// [`Error::VersionGone`] if a version a commit moves onto is deleted or retired.
+/// With several commits, the error does not say which one failed. `share_lock` is the
+/// suffix that keeps read rows from being deleted (empty where the database has one
+/// writer).
+pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: &str) -> Result<()> {
+    check_versions(tx, commits, share_lock).await?;
     let created: Vec<&Instance> = commits
         .iter()
         .filter(|commit| commit.base_revision.is_none())
@@ -99,6 +103,39 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result<
         if let Some(migration) = commit.migration {
             lifecycle::advance_migration(tx, migration, commit.instance.id, &MigrationStep::Migrated).await?;
         }
+    }
+    Ok(())
+}
+
+/// Fails unless every version the commits move instances onto exists and is not
+/// retired, and keeps those rows from being deleted until the commit. (A retirement
+/// committing meanwhile is ordered after the start: it stops only later starts.)
+async fn check_versions(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: &str) -> Result<()> {
+    let mut versions: Vec<(&str, u32)> = commits
+        .iter()
+        .filter(|commit| commit.onto_version)
+        .map(|commit| (commit.instance.definition.as_str(), commit.instance.definition_version))
+        .collect();
+    versions.sort();
+    versions.dedup();
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<String> = (0..versions.len())
+        .map(|idx| format!("(name = ${} AND version = ${})", 2 * idx + 1, 2 * idx + 2))
+        .collect();
+    // Sorted, so that hosts lock the rows in one order.
+    let sql = format!(
+        "SELECT name, CAST(version AS TEXT) FROM definition_versions
+         WHERE retired_at IS NULL AND ({}) ORDER BY name, version{share_lock}",
+        pairs.join(" OR ")
+    );
+    let args: Vec<Arg> = versions
+        .iter()
+        .flat_map(|(name, version)| [Arg::Text(Some((*name).into())), Arg::Int(Some(i64::from(*version)))])
+        .collect();
+    if tx.fetch_pairs(&sql, &args).await?.len() != versions.len() {
+        return Err(Error::VersionGone);
     }
     Ok(())
 }

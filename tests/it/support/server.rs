@@ -54,6 +54,16 @@ impl TestServer {
         server
     }
 
+    /// Starts a server listening on `ip` (at the harness's port): every interface, say.
+    pub async fn start_on(backend: Backend, ip: &str, flags: &[&str]) -> TestServer {
+        let mut server = TestServer::prepared(backend).await;
+        let listen = format!("{ip}:{}", server.port);
+        let flags: Vec<&str> =
+            ["--listen", listen.as_str()].into_iter().chain(flags.iter().copied()).collect();
+        server.spawn(&flags).await;
+        server
+    }
+
     /// Starts a server with this TOML config file (kept for its restarts).
     pub async fn start_with_config(backend: Backend, toml: &str) -> TestServer {
         let mut server = TestServer::prepared(backend).await;
@@ -153,7 +163,40 @@ impl TestServer {
         }
     }
 
+    /// Starts a server with these `serve` flags that must refuse to start: waits for
+    /// it to exit with a failure, and returns what it logged.
+    pub async fn start_refused(backend: Backend, flags: &[&str]) -> String {
+        let mut server = TestServer::prepared(backend).await;
+        server.launch(flags);
+        let mut child = server.child.take().expect("a started server");
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("the server exits within 30 s")
+            .expect("wait");
+        assert!(!status.success(), "the server should have refused to start; log:\n{}", server.log());
+        server.log()
+    }
+
     async fn spawn(&mut self, flags: &[&str]) {
+        self.launch(flags);
+        for _ in 0..300 {
+            if let Ok(response) = self.client.get(format!("{}/healthz", self.base_url)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the server exited with {status}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not become healthy in 30 s; log:\n{}", self.log());
+    }
+
+    /// Starts the process, listening on this server's port unless `flags` say otherwise.
+    fn launch(&mut self, flags: &[&str]) {
         self.flags = flags.iter().map(|flag| flag.to_string()).collect();
         let binary = std::env::var_os("SWITCHYARD_BIN")
             .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
@@ -181,20 +224,6 @@ impl TestServer {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {}: {err}; run `cargo xtask test`", binary.display()));
         self.child = Some(child);
-        for _ in 0..300 {
-            if let Ok(response) = self.client.get(format!("{}/healthz", self.base_url)).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("the server exited with {status}; log:\n{}", self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the server did not become healthy in 30 s; log:\n{}", self.log());
     }
 
     /// Where this server keeps compiled modules.
@@ -361,9 +390,14 @@ impl TestServer {
 
     /// Creates an instance of `definition` and returns its body.
     pub async fn create(&self, definition: &str, input: Value) -> Value {
+        self.create_answer(definition, input).await.expect(201).json()
+    }
+
+    /// Asks for an instance of `definition` with a fresh key; what the server answered.
+    pub async fn create_answer(&self, definition: &str, input: Value) -> Response {
         let key = uuid::Uuid::new_v4().to_string();
         let path = format!("/v1/definitions/{definition}/instances");
-        self.post(&path, &key, &serde_json::json!({ "input": input })).await.expect(201).json()
+        self.post(&path, &key, &serde_json::json!({ "input": input })).await
     }
 
     /// Runs `action` on instance `id` with a fresh key.

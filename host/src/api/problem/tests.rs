@@ -35,11 +35,13 @@ fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
         E::EventDuplicate => (26, StatusCode::CONFLICT, "event-duplicate"),
         E::BadEvent(_) => (27, StatusCode::UNPROCESSABLE_ENTITY, "invalid-event"),
         E::BadCallback(_) => (28, StatusCode::UNPROCESSABLE_ENTITY, "invalid-callback"),
+        E::Forbidden(_) => (29, StatusCode::FORBIDDEN, "forbidden"),
+        E::VersionGone => (30, StatusCode::UNPROCESSABLE_ENTITY, "version-retired"),
     }
 }
 
 /// How many arms [`expected`] has.
-const VARIANTS: usize = 29;
+const VARIANTS: usize = 31;
 
 /// One of each variant.
 fn samples() -> Vec<service::Error> {
@@ -75,6 +77,11 @@ fn samples() -> Vec<service::Error> {
         E::EventDuplicate,
         E::BadEvent("b".into()),
         E::BadCallback("c".into()),
+        E::Forbidden(crate::model::Forbidden {
+            required: crate::model::Role::Admin,
+            role: crate::model::Role::Client,
+        }),
+        E::VersionGone,
     ]
 }
 

@@ -88,7 +88,9 @@ impl Definition for Hostile {
             .build()
     }
 
+    /// `{"turns": N}` in the input makes `init` as slow as `busy`.
     fn init(_ctx: &Context, input: Value) -> Result<Transition<Data>, Rejection> {
+        busy(input.get("turns").and_then(Value::as_u64).unwrap_or(0));
         Ok(Transition::to(
             "IDLE",
             Data { input, echo: Value::Null, fired: Vec::new(), pings: Vec::new(), children: Vec::new() },
