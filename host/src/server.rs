@@ -18,6 +18,11 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Service(#[from] service::Error),
+    #[error(
+        "the [guest] limits do not fit this machine (guest.concurrent_calls slots of guest.memory_mib \
+         each): {0}"
+    )]
+    Runtime(service::Error),
     #[error("cannot deploy {path}: {source}")]
     Deploy { path: PathBuf, source: service::Error },
     #[error("cannot read {path}: {source}")]
@@ -47,7 +52,7 @@ pub async fn serve(
             render: api::instance_body,
         },
     };
-    let service = Arc::new(Service::new(store, settings)?);
+    let service = Arc::new(Service::new(store, settings).map_err(Error::Runtime)?);
     if let Some(dir) = &config.modules {
         deploy_folder(&service, dir).await?;
     }
@@ -60,6 +65,9 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         max_module_bytes: config.limits.module_bytes,
         max_wait: config.max_wait,
+        request_timeout: config.request_timeout,
+        max_concurrent_requests: config.max_concurrent_requests,
+        max_long_polls: config.max_long_polls,
         feed_poll: config.feed_poll,
         stopping: stopping.clone(),
     };

@@ -314,7 +314,7 @@ fn etag_matches(tags: &str, revision: Revision) -> bool {
 }
 
 /// `Prefer: wait=N` (RFC 7240), possibly among other preferences.
-fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get_all("prefer")
         .iter()
