@@ -19,6 +19,7 @@ mod http_contract;
 mod idempotency;
 mod instances;
 mod limits;
+mod malformed;
 mod readiness;
 mod scenarios;
 mod shutdown;
