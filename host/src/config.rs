@@ -26,6 +26,12 @@ pub struct Config {
     pub idempotency_retention: Duration,
     pub max_body_bytes: usize,
     pub max_wait: Duration,
+    /// How long a request may take, besides the wait a long-poll asked for.
+    pub request_timeout: Duration,
+    /// Requests served at once, long-polls not counted; more are refused with 503.
+    pub max_concurrent_requests: u32,
+    /// Long-polls held at once; more are refused with 503.
+    pub max_long_polls: u32,
     /// How often a caught-up feed stream looks for commits of other hosts.
     pub feed_poll: Duration,
     /// How long shutdown waits for requests in flight.
@@ -57,6 +63,9 @@ pub struct FileConfig {
     pub idempotency_retention_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub max_wait_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_concurrent_requests: Option<u32>,
+    pub max_long_polls: Option<u32>,
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub guest: GuestConfig,
@@ -179,32 +188,31 @@ impl FileConfig {
         toml::from_str(&text).map_err(|source| Error::Parse { path: path.into(), source })
     }
 
-    /// Fills what the file leaves out with defaults; refuses settings that cannot work.
+    /// Fills what the file leaves out with defaults; refuses settings that cannot work:
+    /// a zero where nothing would ever happen (or a loop would spin), and numbers
+    /// beyond what the server can represent.
     pub fn into_config(self) -> Result<Config, Error> {
         let defaults = Limits::DEFAULT;
         let guest = self.guest;
         let listen = self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
         let effects = self.effects;
-        let millis = |ms: Option<u64>, default: u64| Duration::from_millis(ms.unwrap_or(default));
         let callbacks = self.callbacks;
+        check_retry("effects.retry", &effects.retry)?;
+        for (task, binding) in &self.tasks {
+            check_retry(&format!("tasks.{task:?}.retry"), &binding.retry)?;
+            positive_duration(&format!("tasks.{task:?}.attempt_timeout_ms"), binding.attempt_timeout_ms, MS)?;
+        }
         let callback_retry = RetryOverride {
             max_attempts: callbacks.max_attempts.or(Some(10)),
             initial_interval_ms: callbacks.initial_interval_ms,
             backoff_coefficient: None,
             max_interval_ms: callbacks.max_interval_ms.or(Some(10 * 60 * 1000)),
         };
+        check_retry("callbacks", &callback_retry)?;
         let secret =
             callbacks.secret.as_deref().map(Callbacks::secret).transpose().map_err(Error::Invalid)?;
         let allow_private_callbacks = callbacks.allow_private;
         let auth = self.auth.check(listen)?;
-        // A zero period would spin (or panic, for the lease's extension timer).
-        for (name, value) in
-            [("effects.lease_ms", effects.lease_ms), ("feed.poll_interval_ms", self.feed.poll_interval_ms)]
-        {
-            if value == Some(0) {
-                return Err(Error::Invalid(format!("{name} must be at least 1")));
-            }
-        }
         let trusted = effects
             .ca_certificates
             .iter()
@@ -216,24 +224,54 @@ impl FileConfig {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A zero period would spin (or panic, for the lease's extension timer).
+        let lease = positive_duration("effects.lease_ms", effects.lease_ms, MS)?;
+        let poll_every = positive_duration("effects.poll_interval_ms", effects.poll_interval_ms, MS)?;
+        let attempt_timeout =
+            positive_duration("effects.attempt_timeout_ms", effects.attempt_timeout_ms, MS)?;
+        let report_timeout = positive_duration("effects.report_timeout_ms", effects.report_timeout_ms, MS)?;
+        let callback_timeout = positive_duration("callbacks.timeout_ms", callbacks.timeout_ms, MS)?;
         let effects = effects::Settings {
             trusted,
             host_id: self.host_id.unwrap_or_else(|| format!("{}:{}", hostname(), listen.port())),
-            lease: millis(effects.lease_ms, 5 * 60 * 1000),
-            poll_every: millis(effects.poll_interval_ms, 1000),
+            lease: lease.unwrap_or(Duration::from_secs(5 * 60)),
+            poll_every: poll_every.unwrap_or(Duration::from_secs(1)),
             participants: Participants {
                 bindings: self.tasks,
                 public_url: self.public_url.unwrap_or_else(|| default_public_url(listen)),
-                attempt_timeout: millis(effects.attempt_timeout_ms, 30_000),
-                report_timeout: millis(effects.report_timeout_ms, 60 * 60 * 1000),
+                attempt_timeout: attempt_timeout.unwrap_or(Duration::from_secs(30)),
+                report_timeout: report_timeout.unwrap_or(Duration::from_secs(60 * 60)),
                 retry: RetryPolicy::DEFAULT.overridden(&effects.retry),
             },
             callbacks: Callbacks {
                 secret,
                 retry: RetryPolicy::DEFAULT.overridden(&callback_retry),
-                timeout: millis(callbacks.timeout_ms, 10_000),
+                timeout: callback_timeout.unwrap_or(Duration::from_secs(10)),
             },
         };
+        let memory_mib = positive("guest.memory_mib", guest.memory_mib)?;
+        if memory_mib.is_some_and(|mib| mib > MAX_MEMORY_MIB) {
+            return Err(Error::Invalid(format!("guest.memory_mib must be at most {MAX_MEMORY_MIB}")));
+        }
+        let limits = Limits {
+            fuel_per_call: positive("guest.fuel_per_call", guest.fuel_per_call)?
+                .unwrap_or(defaults.fuel_per_call),
+            deadline: positive_duration("guest.deadline_ms", guest.deadline_ms, MS)?
+                .unwrap_or(defaults.deadline),
+            memory_bytes: memory_mib.map_or(defaults.memory_bytes, |mib| mib << 20),
+            module_bytes: positive("guest.max_module_bytes", guest.max_module_bytes)?
+                .unwrap_or(defaults.module_bytes),
+            // None would leave every guest call waiting for a slot forever.
+            concurrent_calls: positive("guest.concurrent_calls", guest.concurrent_calls)?
+                .unwrap_or(defaults.concurrent_calls),
+            ..defaults
+        };
+        let retention =
+            positive_duration("idempotency_retention_secs", self.idempotency_retention_secs, SECS)?;
+        let request_timeout = positive_duration("request_timeout_secs", self.request_timeout_secs, SECS)?;
+        let feed_poll = positive_duration("feed.poll_interval_ms", self.feed.poll_interval_ms, MS)?;
+        let pause =
+            duration("migrations.pause_between_batches_ms", self.migrations.pause_between_batches_ms, MS)?;
         Ok(Config {
             listen,
             auth,
@@ -241,27 +279,23 @@ impl FileConfig {
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
             module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
-            cached_modules: guest.cached_modules.unwrap_or(64),
-            limits: Limits {
-                fuel_per_call: guest.fuel_per_call.unwrap_or(defaults.fuel_per_call),
-                deadline: guest.deadline_ms.map_or(defaults.deadline, Duration::from_millis),
-                memory_bytes: guest.memory_mib.map_or(defaults.memory_bytes, |mib| mib << 20),
-                module_bytes: guest.max_module_bytes.unwrap_or(defaults.module_bytes),
-                concurrent_calls: guest.concurrent_calls.unwrap_or(defaults.concurrent_calls),
-                ..defaults
-            },
-            idempotency_retention: Duration::from_secs(self.idempotency_retention_secs.unwrap_or(24 * 3600)),
-            max_body_bytes: self.max_body_bytes.unwrap_or(1 << 20),
-            max_wait: Duration::from_secs(self.max_wait_secs.unwrap_or(60)),
-            feed_poll: millis(self.feed.poll_interval_ms, 500),
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs.unwrap_or(10)),
+            cached_modules: positive("guest.cached_modules", guest.cached_modules)?.unwrap_or(64),
+            limits,
+            idempotency_retention: retention.unwrap_or(Duration::from_secs(24 * 3600)),
+            max_body_bytes: positive("max_body_bytes", self.max_body_bytes)?.unwrap_or(1 << 20),
+            max_wait: duration("max_wait_secs", self.max_wait_secs, SECS)?.unwrap_or(Duration::from_secs(60)),
+            request_timeout: request_timeout.unwrap_or(Duration::from_secs(30)),
+            max_concurrent_requests: positive("max_concurrent_requests", self.max_concurrent_requests)?
+                .unwrap_or(1024),
+            max_long_polls: positive("max_long_polls", self.max_long_polls)?.unwrap_or(1024),
+            feed_poll: feed_poll.unwrap_or(Duration::from_millis(500)),
+            shutdown_grace: duration("shutdown_grace_secs", self.shutdown_grace_secs, SECS)?
+                .unwrap_or(Duration::from_secs(10)),
             migration_pace: MigrationPace {
                 // A batch of none would never get anywhere.
-                batch: self.migrations.batch_size.unwrap_or(MigrationPace::DEFAULT.batch).max(1),
-                pause: self
-                    .migrations
-                    .pause_between_batches_ms
-                    .map_or(MigrationPace::DEFAULT.pause, Duration::from_millis),
+                batch: positive("migrations.batch_size", self.migrations.batch_size)?
+                    .unwrap_or(MigrationPace::DEFAULT.batch),
+                pause: pause.unwrap_or(MigrationPace::DEFAULT.pause),
             },
             effects,
         })
@@ -311,6 +345,61 @@ impl AuthConfig {
     }
 }
 
+/// The longest any duration setting may be: far beyond any sensible value, and far
+/// from where adding it to a clock reading overflows (which panics).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A Wasm32 memory ends at 4 GiB.
+const MAX_MEMORY_MIB: usize = 4096;
+
+/// The units of duration settings, by the suffix of their names.
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+/// Duration setting `name`, `value` in `unit`s: at most [`MAX_DURATION`].
+fn duration(name: &str, value: Option<u64>, unit: fn(u64) -> Duration) -> Result<Option<Duration>, Error> {
+    match value.map(unit) {
+        Some(duration) if duration > MAX_DURATION => {
+            let max = MAX_DURATION.as_millis() / unit(1).as_millis();
+            Err(Error::Invalid(format!("{name} must be at most {max}")))
+        }
+        duration => Ok(duration),
+    }
+}
+
+/// [`duration`] for a setting that cannot be zero: a period that would spin, or a
+/// timeout nothing could meet.
+fn positive_duration(
+    name: &str,
+    value: Option<u64>,
+    unit: fn(u64) -> Duration,
+) -> Result<Option<Duration>, Error> {
+    positive(name, value)?;
+    duration(name, value, unit)
+}
+
+/// Setting `name`, refused if zero.
+fn positive<T: PartialEq + Default>(name: &str, value: Option<T>) -> Result<Option<T>, Error> {
+    match value {
+        Some(value) if value == T::default() => Err(Error::Invalid(format!("{name} must be at least 1"))),
+        value => Ok(value),
+    }
+}
+
+/// A retry policy of the config file: at least one attempt, a coefficient that does
+/// not shrink the backoff, and intervals within [`MAX_DURATION`].
+fn check_retry(section: &str, retry: &RetryOverride) -> Result<(), Error> {
+    positive(&format!("{section}.max_attempts"), retry.max_attempts)?;
+    duration(&format!("{section}.initial_interval_ms"), retry.initial_interval_ms, MS)?;
+    duration(&format!("{section}.max_interval_ms"), retry.max_interval_ms, MS)?;
+    match retry.backoff_coefficient {
+        Some(coefficient) if !(coefficient.is_finite() && coefficient >= 1.0) => Err(Error::Invalid(
+            format!("{section}.backoff_coefficient must be a number of at least 1, not {coefficient}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `http://` + the listen address; a wildcard address (every interface) is reached at
 /// loopback on this machine, which is what a participant beside the server can use.
 fn default_public_url(listen: SocketAddr) -> String {
@@ -333,3 +422,6 @@ fn hostname() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+mod tests;

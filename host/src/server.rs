@@ -19,6 +19,11 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Service(#[from] service::Error),
+    #[error(
+        "the [guest] limits do not fit this machine (guest.concurrent_calls slots of guest.memory_mib \
+         each): {0}"
+    )]
+    Runtime(service::Error),
     #[error("cannot deploy {path}: {source}")]
     Deploy { path: PathBuf, source: service::Error },
     #[error("cannot read {path}: {source}")]
@@ -48,7 +53,7 @@ pub async fn serve(
             render: api::instance_body,
         },
     };
-    let service = Arc::new(Service::new(store, settings)?);
+    let service = Arc::new(Service::new(store, settings).map_err(Error::Runtime)?);
     if let Some(dir) = &config.modules {
         deploy_folder(&service, dir).await?;
     }
@@ -61,6 +66,9 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         max_module_bytes: config.limits.module_bytes,
         max_wait: config.max_wait,
+        request_timeout: config.request_timeout,
+        max_concurrent_requests: config.max_concurrent_requests,
+        max_long_polls: config.max_long_polls,
         feed_poll: config.feed_poll,
         stopping: stopping.clone(),
         keys: api::Keys::new(&config.auth.keys, config.auth.open_metrics),

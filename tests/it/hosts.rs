@@ -2,7 +2,9 @@
 //! copy of the instances it touched, and neither may act on a stale one.
 
 use crate::support::{Backend, TestServer, assert_problem, module};
+use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 both_backends!(
     a_host_acts_on_an_instance_another_host_moved_on,
@@ -11,6 +13,7 @@ both_backends!(
     concurrent_actions_on_two_hosts_race_and_all_apply,
     if_match_losing_the_race_to_another_host_is_refused,
     a_key_used_on_one_host_replays_on_another,
+    a_long_poll_answers_a_change_made_on_another_host_when_its_wait_ends,
 );
 
 const RECOMPUTED: &str = "switchyard_transitions_recomputed_total";
@@ -138,4 +141,23 @@ async fn a_key_used_on_one_host_replays_on_another(backend: Backend) {
     assert_eq!(current["revision"], 2, "applied once");
     let listed = a.get("/v1/instances?limit=10").await.expect(200).json();
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "one instance created");
+}
+
+async fn a_long_poll_answers_a_change_made_on_another_host_when_its_wait_ends(backend: Backend) {
+    let (a, b) = two_hosts(backend).await;
+    let id = created_on(&a).await;
+    let path = format!("/v1/instances/{id}");
+    let started = Instant::now();
+    let headers = [("if-none-match", "\"1\""), ("prefer", "wait=2")];
+    let poll = a.request(Method::GET, &path, &headers, None);
+    let change = async {
+        a.wait_for_metric("switchyard_long_polls_waiting", |waiting| waiting == 1.0).await;
+        b.act(&id, "validate", Value::Null).await.expect(200);
+    };
+    let (polled, ()) = tokio::join!(poll, change);
+    // `b`'s commit woke nobody on `a`: the wait ran out, and `a` read the instance again.
+    assert!(started.elapsed() >= Duration::from_millis(1900), "answered at the end of the wait");
+    let polled = polled.expect(200);
+    assert_eq!(polled.header("etag"), Some("\"2\""));
+    assert_eq!(polled.json()["state"], "VALIDATING");
 }

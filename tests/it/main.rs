@@ -19,6 +19,8 @@ mod hosts;
 mod http_contract;
 mod idempotency;
 mod instances;
+mod limits;
+mod malformed;
 mod readiness;
 mod scenarios;
 mod shutdown;

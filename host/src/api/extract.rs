@@ -1,5 +1,8 @@
 //! Extractors whose rejections are problems, so malformed requests get the same
 //! error format as everything else.
+//!
+//! None of them takes text holding U+0000 (NUL): PostgreSQL stores no NUL in text, so
+//! such a name or reason could only fail later, as a server error, on one backend.
 
 use super::problem::Problem;
 use axum::body::Bytes;
@@ -37,10 +40,41 @@ impl Body {
         if self.0.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        serde_json::from_slice(&self.0)
-            .map(Some)
-            .map_err(|err| Problem::bad_request(format!("the body is not the expected JSON: {err}")))
+        let parsed = serde_json::from_slice(&self.0)
+            .map_err(|err| Problem::bad_request(format!("the body is not the expected JSON: {err}")))?;
+        if has_nul_character(&self.0) {
+            return Err(Problem::bad_request("the body's JSON holds a \\u0000 (NUL) character"));
+        }
+        Ok(Some(parsed))
     }
+}
+
+/// Whether JSON text (valid JSON: a NUL can only be escaped) has a string holding `\u0000`.
+fn has_nul_character(json: &[u8]) -> bool {
+    let mut in_string = false;
+    let mut bytes = json.iter().enumerate();
+    while let Some((at, byte)) = bytes.next() {
+        match (in_string, byte) {
+            (_, b'"') => in_string = !in_string,
+            (true, b'\\') => {
+                if json.get(at + 1..at + 6) == Some(&b"u0000"[..]) {
+                    return true;
+                }
+                // The escaped character, which may be a quote.
+                bytes.next();
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Refuses a path or query whose percent-decoded text would hold a NUL (`%00`).
+fn refuse_nul(encoded: &str, what: &str) -> Result<(), Problem> {
+    if encoded.contains("%00") {
+        return Err(Problem::bad_request(format!("the {what} holds a %00 (NUL) character")));
+    }
+    Ok(())
 }
 
 /// Path parameters.
@@ -51,6 +85,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul(parts.uri.path(), "path")?;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Path(value))
@@ -66,9 +101,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul(parts.uri.query().unwrap_or_default(), "query")?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| Query(value))
             .map_err(|rejection: QueryRejection| Problem::bad_request(rejection.body_text()))
     }
 }
+
+#[cfg(test)]
+mod tests;

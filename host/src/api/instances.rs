@@ -117,8 +117,8 @@ async fn act(
 }
 
 /// `GET` with `If-None-Match` (304 when unchanged) and `Prefer: wait=N`, which holds
-/// the request up to N seconds for a change: away from the ETag given, or from the
-/// revision current when the request arrived.
+/// the request up to N seconds (or until the server starts to stop) for a change: away
+/// from the ETag given, or from the revision current when the request arrived.
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -131,7 +131,16 @@ async fn show(
     if let Some(wait) = wait {
         let unchanged = if_none_match.is_none_or(|tags| etag_matches(tags, view.instance.revision));
         if unchanged {
-            view = state.service.wait_for_change(id, view.instance.revision, wait).await?;
+            // The wait ends early when the server starts to stop: answered now, the
+            // client is not cut off at the end of the shutdown grace.
+            let mut stopping = state.settings.stopping.clone();
+            let give_up = async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stopping.wait_for(|stopping| *stopping) => {}
+                }
+            };
+            view = state.service.wait_for_change(id, view.instance.revision, give_up).await?;
         }
     }
     let mut response = if if_none_match.is_some_and(|tags| etag_matches(tags, view.instance.revision)) {
@@ -323,7 +332,7 @@ fn etag_matches(tags: &str, revision: Revision) -> bool {
 }
 
 /// `Prefer: wait=N` (RFC 7240), possibly among other preferences.
-fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+pub(super) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get_all("prefer")
         .iter()

@@ -12,6 +12,7 @@ mod extract;
 mod feed;
 mod idempotency;
 mod instances;
+mod limits;
 mod problem;
 mod tasks;
 
@@ -38,9 +39,15 @@ pub struct Settings {
     pub max_module_bytes: usize,
     /// Longest `Prefer: wait` honoured.
     pub max_wait: Duration,
+    /// How long a request may take, besides the wait a long-poll asked for.
+    pub request_timeout: Duration,
+    /// Requests on `/v1/` served at once, long-polls not counted.
+    pub max_concurrent_requests: u32,
+    /// Long-polls held at once.
+    pub max_long_polls: u32,
     /// How often a caught-up feed stream looks for other hosts' commits.
     pub feed_poll: Duration,
-    /// Becomes true when the server begins to shut down: streams end.
+    /// Becomes true when the server begins to shut down: streams and long-polls end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The API keys; with none, the server is open.
     pub keys: Keys,
@@ -51,10 +58,17 @@ pub struct AppState {
     service: Arc<Service>,
     in_flight: idempotency::InFlight,
     settings: Arc<Settings>,
+    limits: Arc<limits::Limits>,
 }
 
 pub fn router(service: Arc<Service>, settings: Settings) -> Router {
-    let state = AppState { service, in_flight: Default::default(), settings: Arc::new(settings.clone()) };
+    let limits = limits::Limits::new(&settings);
+    let state = AppState {
+        service,
+        in_flight: Default::default(),
+        settings: Arc::new(settings.clone()),
+        limits: limits.clone(),
+    };
     Router::new()
         .merge(definitions::router(settings.max_module_bytes))
         .merge(instances::router())
@@ -69,6 +83,9 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        // Server limits: a timeout, and caps on requests and long-polls served at once.
+        // Inside the routes, so that they know a long-poll by its matched path.
+        .layer(axum::middleware::from_fn_with_state(limits, limits::middleware))
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(correlation::middleware))
@@ -117,6 +134,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "counter",
             "Calls into definition modules, failed ones included.",
             snapshot.guest_calls,
+        ),
+        (
+            "switchyard_requests_in_flight",
+            "gauge",
+            "Requests on /v1/ being served, long-polls not counted.",
+            state.limits.requests_in_flight(),
         ),
         ("switchyard_commits_total", "counter", "Transitions committed.", snapshot.commits),
         (

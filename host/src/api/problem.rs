@@ -93,6 +93,7 @@ impl From<service::Error> for Problem {
     fn from(err: service::Error) -> Self {
         use service::Error as E;
         let detail = err.to_string();
+        let runtime_fault = err.is_runtime_fault();
         match err {
             E::InvalidModule(_) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-module", "Invalid module", detail)
@@ -169,7 +170,11 @@ impl From<service::Error> for Problem {
             E::BadEvent(_) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-event", "Invalid event", detail)
             }
-            // The definition's own fault, not the host's: the detail names it.
+            // The runtime failing around a guest call is the host's fault: wasmtime's
+            // words for it go to the log only.
+            E::Guest(_) if runtime_fault => Problem::internal(format!("{err:?}")),
+            // The definition's own fault, not the host's: the detail names it (a trap by
+            // its code).
             E::Guest(_) | E::BadOutcome(_) | E::BadEffects(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "definition-failed",

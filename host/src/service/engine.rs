@@ -380,7 +380,7 @@ impl Service {
             return Err(err);
         }
         self.recent.committed(instance);
-        self.changes.publish(instance.id, instance.revision);
+        self.changes.publish(&view);
         let committed = std::time::Instant::now();
         for effect in handed_over {
             // Without an executor (it stopped), the lease runs out and the effect waits

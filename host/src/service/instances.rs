@@ -7,7 +7,7 @@ use crate::model::{
     Revision, Status, StoredResponse, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::Entry;
-use std::time::Duration;
+use std::sync::Arc;
 use switchyard_guest::abi::{self, CallKind, InitRequest};
 
 /// An instance with what may be done to it next.
@@ -209,25 +209,35 @@ impl Service {
         Ok(engine::view(&version.manifest, instance))
     }
 
-    /// The instance once its revision differs from `seen`, or as it is after `timeout`.
-    /// A terminal instance is returned at once: it will not change.
+    /// The instance once its revision differs from `seen`, or as it is when `give_up`
+    /// resolves (the wait is over, or the server stops). A terminal instance is
+    /// returned at once: it will not change. Waiters are woken with the instance as
+    /// committed, so a wake-up reads nothing; giving up reads it again, since a change
+    /// this process did not make (another host's) wakes nobody here.
     pub async fn wait_for_change(
         &self,
         id: InstanceId,
         seen: Revision,
-        timeout: Duration,
+        give_up: impl Future<Output = ()>,
     ) -> Result<InstanceView> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let mut subscription = self.changes.subscribe(id);
-        loop {
-            let view = self.instance(id).await?;
-            if view.instance.revision != seen || view.instance.status.is_terminal() {
-                return Ok(view);
+        let view = self.instance(id).await?;
+        if view.instance.revision != seen || view.instance.status.is_terminal() {
+            return Ok(view);
+        }
+        let _waiting = self.metrics.waiting();
+        let changed = async {
+            loop {
+                // The commit of `seen` itself may be handed over after the read above.
+                let view = subscription.changed().await;
+                if view.instance.revision != seen {
+                    return Arc::unwrap_or_clone(view);
+                }
             }
-            let _waiting = self.metrics.waiting();
-            if tokio::time::timeout_at(deadline, subscription.changed()).await.is_err() {
-                return Ok(view);
-            }
+        };
+        tokio::select! {
+            view = changed => Ok(view),
+            () = give_up => self.instance(id).await,
         }
     }
 

@@ -121,6 +121,14 @@ impl From<store::Error> for Error {
     }
 }
 
+impl Error {
+    /// Whether a guest call failed for the runtime's own reasons (wasmtime could not
+    /// run it), not for the definition's.
+    pub fn is_runtime_fault(&self) -> bool {
+        matches!(self, Error::Guest(runtime::Error::Host(_) | runtime::Error::InvalidModule(_)))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How often a change is recomputed when other changes of the same instance keep

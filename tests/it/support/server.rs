@@ -72,6 +72,20 @@ impl TestServer {
         server
     }
 
+    /// Runs the server with this TOML config file, expecting it to refuse to start:
+    /// its exit status and what it printed.
+    pub async fn refused_config(backend: Backend, toml: &str) -> (std::process::ExitStatus, String) {
+        let server = TestServer::prepared(backend).await;
+        let config = server.config_file(toml);
+        let run = server.command(&["--config", &config]).output();
+        let output = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("the server exits within 30 s")
+            .expect("the server runs");
+        let printed = [output.stdout, output.stderr].concat();
+        (output.status, String::from_utf8_lossy(&printed).into_owned())
+    }
+
     /// A server with a database and scratch folder of its own, not started yet.
     async fn prepared(backend: Backend) -> TestServer {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -198,14 +212,28 @@ impl TestServer {
     /// Starts the process, listening on this server's port unless `flags` say otherwise.
     fn launch(&mut self, flags: &[&str]) {
         self.flags = flags.iter().map(|flag| flag.to_string()).collect();
-        let binary = std::env::var_os("SWITCHYARD_BIN")
-            .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.scratch.join("server.log"))
             .expect("log file");
-        let child = Command::new(&binary)
+        let child = self
+            .command(flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start the server: {err}; run `cargo xtask test`"));
+        self.child = Some(child);
+    }
+
+    /// `switchyard serve` on this server's port, database and module cache, with `flags`.
+    fn command(&self, flags: &[&str]) -> Command {
+        let binary = std::env::var_os("SWITCHYARD_BIN")
+            .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
+        let mut command = Command::new(binary);
+        command
             .args([
                 "serve",
                 "--listen",
@@ -216,14 +244,8 @@ impl TestServer {
             .arg("--module-cache")
             .arg(self.module_cache())
             .args(flags)
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}; run `cargo xtask test`", binary.display()));
-        self.child = Some(child);
+            .env("RUST_LOG", "info,sqlx=warn");
+        command
     }
 
     /// Where this server keeps compiled modules.

@@ -126,3 +126,37 @@ fn only_final_client_errors_are_kept_under_idempotency_keys() {
     assert!(!Problem::from(service::Error::Contention).is_final());
     assert!(!Problem::internal("x").is_final());
 }
+
+#[test]
+fn a_runtime_failure_around_a_guest_call_is_internal_and_keeps_wasmtimes_words_in_the_log() {
+    for err in [
+        crate::runtime::Error::Host("wasmtime: failed to allocate a pool slot".into()),
+        crate::runtime::Error::InvalidModule("wasmtime: incompatible artifact".into()),
+    ] {
+        let problem = Problem::from(service::Error::Guest(err));
+        assert_eq!((problem.status, problem.kind), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+        let body = String::from_utf8(problem.body()).expect("utf-8");
+        assert!(!body.contains("wasmtime"), "{body}");
+        assert!(problem.cause.is_some_and(|cause| cause.contains("wasmtime")));
+    }
+}
+
+#[test]
+fn no_internal_error_body_carries_its_cause() {
+    let database_text = "error returned from database: relation \"instances\" does not exist";
+    let errors = samples().into_iter().chain([
+        service::Error::Store(crate::store::Error::Corrupt(database_text.into())),
+        service::Error::Internal(database_text.into()),
+    ]);
+    for err in errors {
+        let problem = Problem::from(err);
+        if problem.kind != "internal" {
+            continue;
+        }
+        let body = String::from_utf8(problem.body()).expect("utf-8");
+        let cause = problem.cause.as_deref().expect("an internal error keeps its cause for the log");
+        assert!(!body.contains(cause) && !body.contains("database"), "{body}");
+        let body: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(body["detail"], "the server failed; see its log");
+    }
+}
