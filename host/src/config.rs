@@ -3,7 +3,7 @@
 
 use crate::effects::{self, Binding, Callbacks, Participants, RetryOverride, RetryPolicy};
 use crate::runtime::Limits;
-use crate::service::MigrationPace;
+use crate::service::{CacheBudgets, MigrationPace};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,8 @@ pub struct Config {
     pub modules: Option<PathBuf>,
     /// Where compiled modules are kept across restarts.
     pub module_cache: PathBuf,
-    /// Compiled modules kept in memory; the least recently used goes first.
-    pub cached_modules: usize,
+    /// Memory for compiled modules and recent instances; the least recently used go first.
+    pub caches: CacheBudgets,
     pub limits: Limits,
     pub idempotency_retention: Duration,
     pub max_body_bytes: usize,
@@ -123,7 +123,29 @@ pub struct GuestConfig {
     pub memory_mib: Option<usize>,
     pub max_module_bytes: Option<usize>,
     pub concurrent_calls: Option<u32>,
-    pub cached_modules: Option<usize>,
+    pub concurrent_compiles: Option<u32>,
+    pub compile_timeout_ms: Option<u64>,
+    /// What compiled modules may take in memory.
+    pub module_cache_bytes: Option<usize>,
+    /// What this process's copies of the instances it committed last may take.
+    pub recent_instances_bytes: Option<usize>,
+}
+
+impl GuestConfig {
+    /// Refuses zeros where they cannot work: no compile could run or finish, and a
+    /// cache of nothing keeps nothing.
+    fn check(&self) -> Result<(), Error> {
+        let zero = [
+            ("guest.concurrent_compiles", self.concurrent_compiles == Some(0)),
+            ("guest.compile_timeout_ms", self.compile_timeout_ms == Some(0)),
+            ("guest.module_cache_bytes", self.module_cache_bytes == Some(0)),
+            ("guest.recent_instances_bytes", self.recent_instances_bytes == Some(0)),
+        ];
+        match zero.into_iter().find(|(_, zero)| *zero) {
+            Some((name, _)) => Err(Error::Invalid(format!("{name} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +169,7 @@ impl FileConfig {
     pub fn into_config(self) -> Result<Config, Error> {
         let defaults = Limits::DEFAULT;
         let guest = self.guest;
+        guest.check()?;
         let listen = self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
         let effects = self.effects;
         let millis = |ms: Option<u64>, default: u64| Duration::from_millis(ms.unwrap_or(default));
@@ -203,13 +226,20 @@ impl FileConfig {
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
             module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
-            cached_modules: guest.cached_modules.unwrap_or(64),
+            caches: CacheBudgets {
+                modules: guest.module_cache_bytes.unwrap_or(128 << 20),
+                recent_instances: guest.recent_instances_bytes.unwrap_or(64 << 20),
+            },
             limits: Limits {
                 fuel_per_call: guest.fuel_per_call.unwrap_or(defaults.fuel_per_call),
                 deadline: guest.deadline_ms.map_or(defaults.deadline, Duration::from_millis),
                 memory_bytes: guest.memory_mib.map_or(defaults.memory_bytes, |mib| mib << 20),
                 module_bytes: guest.max_module_bytes.unwrap_or(defaults.module_bytes),
                 concurrent_calls: guest.concurrent_calls.unwrap_or(defaults.concurrent_calls),
+                concurrent_compiles: guest.concurrent_compiles.unwrap_or(defaults.concurrent_compiles),
+                compile_timeout: guest
+                    .compile_timeout_ms
+                    .map_or(defaults.compile_timeout, Duration::from_millis),
                 ..defaults
             },
             idempotency_retention: Duration::from_secs(self.idempotency_retention_secs.unwrap_or(24 * 3600)),
@@ -252,3 +282,6 @@ fn hostname() -> String {
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into())
 }
+
+#[cfg(test)]
+mod tests;

@@ -188,7 +188,7 @@ impl Service {
         if current.status.is_terminal() && !resolvable {
             return Err(Error::Finished(current.id.to_string()));
         }
-        let module = self.module(&current.definition, current.definition_version).await?;
+        let module = self.module_of(&current).await?;
         let (now, revision) = (Timestamp::now(), current.revision.next());
         let called = if module.manifest.abi >= 2 {
             let request = abi::OverrideRequest {
@@ -220,7 +220,7 @@ impl Service {
         actor: &str,
         key: Option<String>,
     ) -> Result<Change> {
-        let module = self.module(&current.definition, current.definition_version).await?;
+        let module = self.module_of(&current).await?;
         let manifest = &module.manifest;
         if manifest.action(action).is_none() {
             return Err(Error::UnknownAction {
@@ -255,7 +255,7 @@ impl Service {
         if current.status.is_terminal() {
             return Err(Error::Finished(current.id.to_string()));
         }
-        let module = self.module(&current.definition, current.definition_version).await?;
+        let module = self.module_of(&current).await?;
         let (now, revision) = (Timestamp::now(), current.revision.next());
         let request = EventRequest {
             context: context(current.id, current.definition_version, revision, now),
