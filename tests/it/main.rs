@@ -18,6 +18,7 @@ mod hosts;
 mod http_contract;
 mod idempotency;
 mod instances;
+mod modules;
 mod readiness;
 mod scenarios;
 mod shutdown;
