@@ -8,6 +8,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use hashbrown::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any change to the exports or to the encoding of these types.
@@ -258,25 +259,27 @@ impl Effect {
     }
 }
 
-/// Checks the effects of one outcome, in order: keys are symbols; an effect opens only
-/// a key that is free (not `is_open` from earlier transitions, unless a `CancelTimer`
-/// before it in the list closed it, and not opened earlier in the list); a timer is not
-/// cancelled after the list set it; task and child names are well-formed; inputs are
-/// JSON. The host refuses an outcome that fails this.
+/// Checks the effects of one outcome, in order: at most [`MAX_EFFECTS`]; keys are
+/// symbols; an effect opens only a key that is free (not `is_open` from earlier
+/// transitions, unless a `CancelTimer` before it in the list closed it, and not opened
+/// earlier in the list); a timer is not cancelled after the list set it; task and child
+/// names are well-formed; inputs are JSON. The host refuses an outcome that fails this.
+/// Linear in the effects: a guest chooses how many it asks for.
 pub fn check_effects(effects: &[Effect], is_open: impl Fn(&str) -> bool) -> Result<(), EffectError> {
-    for (idx, effect) in effects.iter().enumerate() {
+    if effects.len() > MAX_EFFECTS {
+        return Err(EffectError::TooMany(effects.len()));
+    }
+    // Keys opened, and timers cancelled, by the effects before the current one.
+    let mut opened = HashSet::with_capacity(effects.len());
+    let mut cancelled = HashSet::new();
+    for effect in effects {
         let key = effect.key();
         if !is_symbol(key) {
             return Err(EffectError::BadKey(key.into()));
         }
-        let earlier = &effects[..idx];
-        let opened_earlier =
-            earlier.iter().any(|e| e.key() == key && !matches!(e, Effect::CancelTimer { .. }));
-        let cancelled_earlier =
-            earlier.iter().any(|e| matches!(e, Effect::CancelTimer { key: k } if k == key));
         let taken = match effect {
-            Effect::CancelTimer { .. } => opened_earlier,
-            _ => opened_earlier || (is_open(key) && !cancelled_earlier),
+            Effect::CancelTimer { .. } => opened.contains(key),
+            _ => opened.contains(key) || (is_open(key) && !cancelled.contains(key)),
         };
         if taken {
             return Err(EffectError::KeyInUse(key.into()));
@@ -301,6 +304,10 @@ pub fn check_effects(effects: &[Effect], is_open: impl Fn(&str) -> bool) -> Resu
         {
             return Err(EffectError::InputNotJson(key.into()));
         }
+        match effect {
+            Effect::CancelTimer { .. } => cancelled.insert(key),
+            _ => opened.insert(key),
+        };
     }
     Ok(())
 }
@@ -315,6 +322,8 @@ pub fn is_task_name(name: &str) -> bool {
 /// Effects an outcome may not ask for: a definition bug, reported, never applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EffectError {
+    /// More than [`MAX_EFFECTS`], so many.
+    TooMany(usize),
     BadKey(String),
     KeyInUse(String),
     /// As found by the store, which does not say which key.
@@ -326,6 +335,9 @@ pub enum EffectError {
 impl fmt::Display for EffectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            EffectError::TooMany(count) => {
+                write!(f, "the outcome asks for {count} effects; at most {MAX_EFFECTS} are allowed")
+            }
             EffectError::BadKey(key) => write!(
                 f,
                 "effect key {key:?} is not valid (letters, digits, '_' and '-', at most {MAX_NAME_LEN} bytes)"
@@ -403,6 +415,24 @@ pub enum MigrateOutcome {
 /// The longest name a definition, state or action may have.
 pub const MAX_NAME_LEN: usize = 64;
 
+// Caps on a manifest, so that what a module declares costs the host a bounded
+// effort to read, check and keep (every deployed version's manifest is held in
+// memory). Generous: the examples use a tenth of each at most.
+
+/// The largest manifest, encoded, that a host reads.
+pub const MAX_MANIFEST_BYTES: usize = 256 << 10;
+/// The most states a manifest may declare.
+pub const MAX_STATES: usize = 256;
+/// The most actions a manifest may declare.
+pub const MAX_ACTIONS: usize = 256;
+/// The most edges a manifest may declare: the entries of every action's `from` and
+/// `to` lists, together.
+pub const MAX_EDGES: usize = 4096;
+/// The longest description of a state or action, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 1024;
+/// The most effects one outcome may ask for.
+pub const MAX_EFFECTS: usize = 1024;
+
 impl Manifest {
     pub fn builder(name: &str, version: u32) -> ManifestBuilder {
         ManifestBuilder(Manifest {
@@ -449,13 +479,15 @@ impl Manifest {
         }
     }
 
-    /// Checks everything the host relies on: a supported ABI, well-formed unique names,
-    /// a declared non-terminal initial state, and actions legal only in declared,
-    /// non-terminal states.
+    /// Checks everything the host relies on: a supported ABI, the caps
+    /// ([`MAX_STATES`], [`MAX_ACTIONS`], [`MAX_EDGES`], [`MAX_DESCRIPTION_LEN`]),
+    /// well-formed unique names, a declared non-terminal initial state, and actions
+    /// legal only in declared, non-terminal states. Linear in the manifest's size.
     pub fn validate(&self) -> Result<(), ManifestError> {
         if !SUPPORTED_ABI_VERSIONS.contains(&self.abi) {
             return Err(ManifestError::UnsupportedAbi(self.abi));
         }
+        self.check_caps()?;
         if !is_definition_name(&self.name) {
             return Err(ManifestError::BadName(self.name.clone()));
         }
@@ -465,26 +497,28 @@ impl Manifest {
         if self.states.is_empty() {
             return Err(ManifestError::NoStates);
         }
-        for (idx, state) in self.states.iter().enumerate() {
+        let mut states = HashMap::with_capacity(self.states.len());
+        for state in &self.states {
             if !is_symbol(&state.name) {
                 return Err(ManifestError::BadName(state.name.clone()));
             }
-            if self.states[..idx].iter().any(|earlier| earlier.name == state.name) {
+            if states.insert(state.name.as_str(), state).is_some() {
                 return Err(ManifestError::DuplicateState(state.name.clone()));
             }
         }
-        match self.state(&self.initial_state) {
+        match states.get(self.initial_state.as_str()) {
             None => return Err(ManifestError::UnknownInitialState(self.initial_state.clone())),
             Some(initial) if initial.terminal.is_some() => {
                 return Err(ManifestError::TerminalInitialState(self.initial_state.clone()));
             }
             Some(_) => {}
         }
-        for (idx, action) in self.actions.iter().enumerate() {
+        let mut actions = HashSet::with_capacity(self.actions.len());
+        for action in &self.actions {
             if !is_symbol(&action.name) {
                 return Err(ManifestError::BadName(action.name.clone()));
             }
-            if self.actions[..idx].iter().any(|earlier| earlier.name == action.name) {
+            if !actions.insert(action.name.as_str()) {
                 return Err(ManifestError::DuplicateAction(action.name.clone()));
             }
             if action.from.is_empty() {
@@ -499,13 +533,13 @@ impl Manifest {
                     state: from.clone(),
                     reason,
                 };
-                match self.state(from) {
+                match states.get(from.as_str()) {
                     None => return Err(bad("is not declared")),
                     Some(state) if state.terminal.is_some() => return Err(bad("is terminal")),
                     Some(_) => {}
                 }
             }
-            if let Some(to) = action.to.iter().find(|to| self.state(to).is_none()) {
+            if let Some(to) = action.to.iter().find(|to| !states.contains_key(to.as_str())) {
                 return Err(ManifestError::UndeclaredTarget {
                     action: action.name.clone(),
                     state: to.clone(),
@@ -514,6 +548,29 @@ impl Manifest {
         }
         if let Some(&from) = self.migrates_from.iter().find(|&&from| from == 0 || from == self.version) {
             return Err(ManifestError::BadMigrationSource(from));
+        }
+        Ok(())
+    }
+
+    /// The caps on counts and descriptions, checked before anything is looked up.
+    fn check_caps(&self) -> Result<(), ManifestError> {
+        let edges = self.actions.iter().map(|action| action.from.len() + action.to.len()).sum();
+        for (what, count, limit) in [
+            ("states", self.states.len(), MAX_STATES),
+            ("actions", self.actions.len(), MAX_ACTIONS),
+            ("edges", edges, MAX_EDGES),
+        ] {
+            if count > limit {
+                return Err(ManifestError::TooMany { what, count, limit });
+            }
+        }
+        let described = self.states.iter().map(|state| (&state.name, &state.description));
+        let described =
+            described.chain(self.actions.iter().map(|action| (&action.name, &action.description)));
+        for (name, description) in described {
+            if description.len() > MAX_DESCRIPTION_LEN {
+                return Err(ManifestError::DescriptionTooLong { name: name.clone(), len: description.len() });
+            }
         }
         Ok(())
     }
@@ -624,6 +681,19 @@ impl core::error::Error for OutcomeError {}
 #[non_exhaustive]
 pub enum ManifestError {
     UnsupportedAbi(u32),
+    /// Encoded, the manifest is so many bytes, more than [`MAX_MANIFEST_BYTES`].
+    TooLarge(usize),
+    /// More `what` (states, actions, edges) than `limit`.
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    /// The description of the state or action `name` is `len` bytes.
+    DescriptionTooLong {
+        name: String,
+        len: usize,
+    },
     BadName(String),
     ZeroVersion,
     NoStates,
@@ -633,8 +703,15 @@ pub enum ManifestError {
     DuplicateAction(String),
     ActionWithoutSource(String),
     ActionWithoutTarget(String),
-    UndeclaredTarget { action: String, state: String },
-    BadActionSource { action: String, state: String, reason: &'static str },
+    UndeclaredTarget {
+        action: String,
+        state: String,
+    },
+    BadActionSource {
+        action: String,
+        state: String,
+        reason: &'static str,
+    },
     BadMigrationSource(u32),
 }
 
@@ -647,6 +724,16 @@ impl fmt::Display for ManifestError {
                     "manifest: ABI version {abi} is not supported (versions {SUPPORTED_ABI_VERSIONS:?} are)"
                 )
             }
+            ManifestError::TooLarge(len) => {
+                write!(f, "manifest: is {len} bytes encoded; at most {MAX_MANIFEST_BYTES} are allowed")
+            }
+            ManifestError::TooMany { what, count, limit } => {
+                write!(f, "manifest: declares {count} {what}; at most {limit} are allowed")
+            }
+            ManifestError::DescriptionTooLong { name, len } => write!(
+                f,
+                "manifest: the description of {name:?} is {len} bytes; at most {MAX_DESCRIPTION_LEN} are allowed"
+            ),
             ManifestError::BadName(name) => write!(
                 f,
                 "manifest: {name:?} is not a valid name (definitions: lowercase letters, digits and '-'; \

@@ -317,6 +317,10 @@ impl<D: Definition> Machine<D> {
 
     fn new(instance_id: [u8; 16], revision: i64, now_ms: i64) -> Result<Self, Refusal> {
         let manifest = D::manifest();
+        let encoded = crate::dispatch::manifest::<D>().len();
+        if encoded > abi::MAX_MANIFEST_BYTES {
+            return Err(Refusal::InvalidManifest(ManifestError::TooLarge(encoded)));
+        }
         manifest.validate().map_err(Refusal::InvalidManifest)?;
         Ok(Machine {
             manifest,

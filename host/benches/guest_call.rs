@@ -20,7 +20,8 @@ fn main() {
     let runtime = Runtime::new(Limits::DEFAULT).expect("runtime");
     let executor = support::executor();
     let compiled = runtime.compile(&wasm).expect("compiles");
-    let module = executor.block_on(runtime.load(compiled)).expect("loads");
+    let declared = executor.block_on(runtime.declared(compiled)).expect("declares a manifest");
+    let module = runtime.load(declared).expect("loads");
     let request = ActionRequest {
         context: Context {
             instance_id: "01a21ef7-2be5-766e-bcfa-89a7335b4754".into(),

@@ -24,7 +24,9 @@ fn main() {
     paths.sort();
     let runtime = Runtime::new(Limits::DEFAULT).expect("runtime");
     let executor = support::executor();
-    let load = |compiled| executor.block_on(runtime.load(compiled)).expect("loads");
+    let load = |compiled| {
+        runtime.load(executor.block_on(runtime.declared(compiled)).expect("declares")).expect("loads")
+    };
     for path in paths {
         let wasm = std::fs::read(&path).expect("module");
         let sha256 = ModuleHash::of(&wasm);

@@ -4,7 +4,7 @@
 use crate::effects::{self, Binding, Callbacks, Participants, RetryOverride, RetryPolicy};
 use crate::model::{ApiKey, Caller, Role};
 use crate::runtime::Limits;
-use crate::service::MigrationPace;
+use crate::service::{CacheBudgets, MigrationPace};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,8 +20,8 @@ pub struct Config {
     pub modules: Option<PathBuf>,
     /// Where compiled modules are kept across restarts.
     pub module_cache: PathBuf,
-    /// Compiled modules kept in memory; the least recently used goes first.
-    pub cached_modules: usize,
+    /// Memory for compiled modules and recent instances; the least recently used go first.
+    pub caches: CacheBudgets,
     pub limits: Limits,
     pub idempotency_retention: Duration,
     pub max_body_bytes: usize,
@@ -168,7 +168,12 @@ pub struct GuestConfig {
     pub memory_mib: Option<usize>,
     pub max_module_bytes: Option<usize>,
     pub concurrent_calls: Option<u32>,
-    pub cached_modules: Option<usize>,
+    pub concurrent_compiles: Option<u32>,
+    pub compile_timeout_ms: Option<u64>,
+    /// What compiled modules may take in memory.
+    pub module_cache_bytes: Option<usize>,
+    /// What this process's copies of the instances it committed last may take.
+    pub recent_instances_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +269,10 @@ impl FileConfig {
             // None would leave every guest call waiting for a slot forever.
             concurrent_calls: positive("guest.concurrent_calls", guest.concurrent_calls)?
                 .unwrap_or(defaults.concurrent_calls),
+            concurrent_compiles: positive("guest.concurrent_compiles", guest.concurrent_compiles)?
+                .unwrap_or(defaults.concurrent_compiles),
+            compile_timeout: positive_duration("guest.compile_timeout_ms", guest.compile_timeout_ms, MS)?
+                .unwrap_or(defaults.compile_timeout),
             ..defaults
         };
         let retention =
@@ -279,7 +288,11 @@ impl FileConfig {
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
             module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
-            cached_modules: positive("guest.cached_modules", guest.cached_modules)?.unwrap_or(64),
+            caches: CacheBudgets {
+                modules: positive("guest.module_cache_bytes", guest.module_cache_bytes)?.unwrap_or(128 << 20),
+                recent_instances: positive("guest.recent_instances_bytes", guest.recent_instances_bytes)?
+                    .unwrap_or(64 << 20),
+            },
             limits,
             idempotency_retention: retention.unwrap_or(Duration::from_secs(24 * 3600)),
             max_body_bytes: positive("max_body_bytes", self.max_body_bytes)?.unwrap_or(1 << 20),

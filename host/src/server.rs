@@ -43,7 +43,7 @@ pub async fn serve(
     let settings = Settings {
         limits: config.limits.clone(),
         idempotency_retention: config.idempotency_retention,
-        cached_modules: config.cached_modules,
+        caches: config.caches,
         module_cache: Some(config.module_cache.clone()),
         migration_pace: config.migration_pace,
         leases: service::Leases { owner: config.effects.host_id.clone(), lease: config.effects.lease },

@@ -3,15 +3,22 @@
 //! were. A module whose manifest is bad is refused at deploy, and more guest calls
 //! than pool slots wait for one instead of failing.
 
+use crate::support::wat::{
+    Answer, ENTRIES, module_declaring, trapping, wat_module, wat_module_trapping_alloc,
+};
 use crate::support::{Backend, TestServer, assert_problem, module};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use switchyard_guest::abi::{self, Manifest};
+use switchyard_guest::abi::{self, ActionDecl, Manifest, StateDecl};
 
 both_backends!(
     faults_fail_only_their_call,
     a_call_past_its_deadline_fails_as_such,
     bad_manifests_are_refused_at_deploy,
+    huge_manifests_are_refused_at_deploy,
+    a_trap_in_any_export_fails_only_its_call,
+    deeply_nested_data_is_kept_as_it_is,
     more_calls_than_slots_wait_for_one,
 );
 
@@ -64,6 +71,7 @@ async fn faults_fail_only_their_call(backend: Backend) {
         ("huge", "the limit is 4194304"),
         ("garbage", "switchyard_on_action response does not decode"),
         ("not-json", "the new data is not JSON"),
+        ("flood", "the outcome asks for 5000 effects; at most 1024 are allowed"),
         ("undeclared", "undeclared state \"NOWHERE\""),
         ("stray", "does not allow"),
     ] {
@@ -78,6 +86,14 @@ async fn faults_fail_only_their_call(backend: Backend) {
 
     let echoed = server.act(&id, "echo", json!({ "still": "alive" })).await.expect(200).json();
     assert_eq!((&echoed["revision"], &echoed["data"]["echo"]), (&json!(2), &json!({ "still": "alive" })));
+    assert_other_instances_work(&server).await;
+}
+
+/// A new `hostile` instance takes an action: the faults before hurt only their calls.
+async fn assert_other_instances_work(server: &TestServer) {
+    let other = hostile_instance(server).await;
+    let echoed = server.act(&other, "echo", json!("fine")).await.expect(200).json();
+    assert_eq!((&echoed["revision"], &echoed["data"]["echo"]), (&json!(2), &json!("fine")));
 }
 
 async fn a_call_past_its_deadline_fails_as_such(backend: Backend) {
@@ -88,40 +104,6 @@ async fn a_call_past_its_deadline_fails_as_such(backend: Backend) {
         assert_fails_cleanly(&server, &id, "spin", "exceeded its wall-clock deadline of 300ms").await;
     assert!(!detail.contains("fuel"), "{detail}");
     assert!(started.elapsed() >= Duration::from_millis(300), "the spin ran until its deadline");
-}
-
-/// Where the WAT modules below keep their manifest.
-const MANIFEST_AT: u32 = 16;
-
-/// The entry points of ABI 2 (ABI 1 has all but `switchyard_on_override`).
-const ENTRIES: [&str; 5] = [
-    abi::exports::INIT,
-    abi::exports::ON_ACTION,
-    abi::exports::ON_EVENT,
-    abi::exports::ON_OVERRIDE,
-    abi::exports::MIGRATE,
-];
-
-/// A module with the memory, the allocator, `switchyard_manifest` answering
-/// `manifest` encoded, and `entries`, which trap.
-fn module_declaring(manifest: &Manifest, entries: &[&str]) -> Vec<u8> {
-    let bytes = postcard::to_allocvec(manifest).expect("a manifest encodes");
-    let escaped: String = bytes.iter().map(|byte| format!("\\{byte:02x}")).collect();
-    let packed = abi::pack(MANIFEST_AT, u32::try_from(bytes.len()).expect("a small manifest"));
-    let entry = |name: &str| format!(r#"(func (export "{name}") (param i32 i32) (result i64) unreachable)"#);
-    let entries: String = entries.iter().copied().map(entry).collect();
-    wat::parse_str(format!(
-        r#"(module
-            (memory (export "{memory}") 1)
-            (data (i32.const {MANIFEST_AT}) "{escaped}")
-            (func (export "{alloc}") (param i32) (result i32) i32.const 4096)
-            (func (export "{manifest}") (result i64) i64.const {packed})
-            {entries})"#,
-        memory = abi::exports::MEMORY,
-        alloc = abi::exports::ALLOC,
-        manifest = abi::exports::MANIFEST,
-    ))
-    .expect("the test WAT parses")
 }
 
 /// A manifest the host accepts.
@@ -136,12 +118,13 @@ fn well_formed(name: &str) -> Manifest {
 async fn bad_manifests_are_refused_at_deploy(backend: Backend) {
     let server = TestServer::start(backend).await;
     // The control: the same module with a good manifest deploys.
-    server.deploy(module_declaring(&well_formed("well-formed"), &ENTRIES)).await.expect(201);
+    server.deploy(module_declaring(&well_formed("well-formed"), &trapping(&ENTRIES))).await.expect(201);
     // An ABI-1 module has no `switchyard_on_override`; one of ABI 2 must.
     let abi1 = Manifest { abi: 1, ..well_formed("abi-one") };
     let without_override = [ENTRIES[0], ENTRIES[1], ENTRIES[2], ENTRIES[4]];
-    server.deploy(module_declaring(&abi1, &without_override)).await.expect(201);
-    let refused = server.deploy(module_declaring(&well_formed("no-override"), &without_override)).await;
+    server.deploy(module_declaring(&abi1, &trapping(&without_override))).await.expect(201);
+    let refused =
+        server.deploy(module_declaring(&well_formed("no-override"), &trapping(&without_override))).await;
     let problem = assert_problem(&refused, 422, "invalid-module");
     assert!(
         problem["detail"].as_str().is_some_and(|detail| detail.contains(abi::exports::ON_OVERRIDE)),
@@ -157,7 +140,7 @@ async fn bad_manifests_are_refused_at_deploy(backend: Backend) {
         (version_zero, "version must be a positive integer"),
         (other_abi, "ABI version 99"),
     ] {
-        let refused = server.deploy(module_declaring(&manifest, &ENTRIES)).await;
+        let refused = server.deploy(module_declaring(&manifest, &trapping(&ENTRIES))).await;
         let problem = assert_problem(&refused, 422, "invalid-module");
         let detail = problem["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(reason), "{}: {detail}", manifest.name);
@@ -201,4 +184,123 @@ async fn more_calls_than_slots_wait_for_one(backend: Backend) {
         "the calls overlapped: the first answer came {:?} after the last was sent",
         first_answered.saturating_duration_since(last_sent)
     );
+}
+
+/// `well_formed(name)` with `more` states besides.
+fn with_states(name: &str, more: usize) -> Manifest {
+    let mut manifest = well_formed(name);
+    manifest.states.extend((0..more).map(|idx| StateDecl {
+        name: format!("S{idx}"),
+        description: String::new(),
+        terminal: None,
+    }));
+    manifest
+}
+
+async fn huge_manifests_are_refused_at_deploy(backend: Backend) {
+    let server = hostile_server(backend, "").await;
+    let mut many_actions = well_formed("many-actions");
+    let poke = many_actions.actions[0].clone();
+    many_actions
+        .actions
+        .extend((0..abi::MAX_ACTIONS).map(|idx| ActionDecl { name: format!("a{idx}"), ..poke.clone() }));
+    let mut many_edges = well_formed("many-edges");
+    many_edges.actions[0].from = vec!["IDLE".into(); abi::MAX_EDGES];
+    let mut wordy = well_formed("wordy");
+    wordy.states[0].description = "w".repeat(abi::MAX_DESCRIPTION_LEN + 1);
+    for (manifest, reason) in [
+        (with_states("many-states", abi::MAX_STATES), "declares 257 states; at most 256 are allowed"),
+        (many_actions, "declares 257 actions; at most 256 are allowed"),
+        (many_edges, "declares 4097 edges; at most 4096 are allowed"),
+        (wordy, "the description of \"IDLE\" is 1025 bytes; at most 1024 are allowed"),
+        // Refused by its size, before it is decoded.
+        (with_states("huge", 100_000), "bytes encoded; at most 262144 are allowed"),
+    ] {
+        let refused = server.deploy(module_declaring(&manifest, &trapping(&ENTRIES))).await;
+        let problem = assert_problem(&refused, 422, "invalid-module");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(reason), "{}: {detail}", manifest.name);
+        assert_problem(&server.get(&format!("/v1/definitions/{}", manifest.name)).await, 404, "not-found");
+    }
+    let trapping_manifest = wat_module(&Answer::Traps, &trapping(&ENTRIES));
+    let problem = assert_problem(&server.deploy(trapping_manifest).await, 422, "invalid-module");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("reading the manifest failed: the guest trapped"), "{detail}");
+    assert_other_instances_work(&server).await;
+}
+
+/// A definition `trapper` at `version` whose `init` answers with `init` and whose
+/// other entry points trap.
+fn trapper(version: u32, init: Answer) -> (Manifest, Vec<(&'static str, Answer)>) {
+    let manifest = Manifest::builder("trapper", version)
+        .state("IDLE", "")
+        .terminal("CANCELLED", abi::TerminalStatus::Cancelled, "")
+        .initial("IDLE")
+        .action("poke", &["IDLE"], &["IDLE"], "")
+        .build();
+    let mut entries = trapping(&ENTRIES);
+    entries[0].1 = init;
+    (manifest, entries)
+}
+
+async fn a_trap_in_any_export_fails_only_its_call(backend: Backend) {
+    let server = hostile_server(backend, "").await;
+    let (manifest, entries) = trapper(1, Answer::accepted("IDLE", json!({})));
+    server.deploy(module_declaring(&manifest, &entries)).await.expect(201);
+    let id = server.create("trapper", json!({})).await["id"].as_str().expect("an id").to_owned();
+    let before = snapshot(&server, &id).await;
+    let trapped = |response: &crate::support::Response| {
+        let problem = assert_problem(response, 500, "definition-failed");
+        let detail = problem["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(detail.contains("wasm `unreachable` instruction executed"), "{detail}");
+    };
+
+    trapped(&server.act(&id, "poke", Value::Null).await);
+    let event = json!({ "event_id": "e-1", "type": "ping", "payload": {} }).to_string();
+    let posted = server
+        .request(Method::POST, &format!("/v1/instances/{id}/events"), &[], Some(event.into_bytes()))
+        .await
+        .expect(202)
+        .json();
+    let last_error = posted["received"]["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("unreachable"), "kept for later, as any event it fails on: {posted}");
+    let reason = json!({ "reason": "stuck" }).to_string().into_bytes();
+    let path = format!("/v1/admin/instances/{id}/cancel");
+    trapped(&server.request(Method::POST, &path, &[], Some(reason)).await);
+
+    let (manifest, entries) = trapper(2, Answer::Traps);
+    let manifest = Manifest { migrates_from: vec![1], ..manifest };
+    server.deploy(module_declaring(&manifest, &entries)).await.expect(201);
+    let started =
+        server.post("/v1/definitions/trapper/instances", "v2", &json!({ "input": {}, "version": 2 })).await;
+    trapped(&started);
+    let migrate = json!({ "to_version": 2, "reason": "upgrade" }).to_string().into_bytes();
+    trapped(
+        &server.request(Method::POST, &format!("/v1/admin/instances/{id}/migrate"), &[], Some(migrate)).await,
+    );
+    assert_eq!(snapshot(&server, &id).await, before, "the instance and its history are as they were");
+    let instances = server.get("/v1/instances?definition=trapper").await.expect(200).json();
+    assert_eq!(instances["items"].as_array().map(Vec::len), Some(1), "no instance started on version 2");
+
+    let (manifest, entries) = trapper(1, Answer::accepted("IDLE", json!({})));
+    let manifest = Manifest { name: "trapper-alloc".into(), ..manifest };
+    server.deploy(wat_module_trapping_alloc(&Answer::encoded(&manifest), &entries)).await.expect(201);
+    let started = server.post("/v1/definitions/trapper-alloc/instances", "k", &json!({ "input": {} })).await;
+    trapped(&started);
+    assert_other_instances_work(&server).await;
+}
+
+/// The host checks and renders a definition's data without recursing into it, so data
+/// nested deeper than any recursive parser follows cannot overflow the host's stack.
+async fn deeply_nested_data_is_kept_as_it_is(backend: Backend) {
+    let server = hostile_server(backend, "").await;
+    let id = hostile_instance(&server).await;
+    let nested = server.act(&id, "nest", Value::Null).await.expect(200);
+    let depth = 100_000;
+    let data = ["[".repeat(depth), "]".repeat(depth)].concat();
+    let body = String::from_utf8(nested.body).expect("utf-8");
+    assert!(body.contains(&format!("\"data\":{data}")), "the data as the definition answered it");
+    let read = server.get(&format!("/v1/instances/{id}")).await.expect(200);
+    assert!(String::from_utf8_lossy(&read.body).contains(&data));
+    assert_other_instances_work(&server).await;
 }

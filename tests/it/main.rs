@@ -21,6 +21,7 @@ mod idempotency;
 mod instances;
 mod limits;
 mod malformed;
+mod modules;
 mod readiness;
 mod scenarios;
 mod shutdown;

@@ -144,3 +144,53 @@ fn effects_open_free_keys_only() {
         Effect::Child { key: "c".into(), definition: "Not A Name".into(), version: None, input: "{}".into() };
     assert_eq!(check_effects(&[child], open), Err(EffectError::BadName("Not A Name".into())));
 }
+
+#[test]
+fn refuses_manifests_beyond_the_caps() {
+    let mut many_states = valid();
+    for idx in 0..MAX_STATES {
+        many_states = many_states.state(&alloc::format!("S{idx}"), "");
+    }
+    check(
+        many_states.build(),
+        Err(ManifestError::TooMany { what: "states", count: MAX_STATES + 3, limit: MAX_STATES }),
+    );
+    let mut many_actions = valid();
+    for idx in 0..MAX_ACTIONS {
+        many_actions = many_actions.action(&alloc::format!("a{idx}"), &["NEW"], &["PAID"], "");
+    }
+    check(
+        many_actions.build(),
+        Err(ManifestError::TooMany { what: "actions", count: MAX_ACTIONS + 2, limit: MAX_ACTIONS }),
+    );
+    let sources = alloc::vec!["NEW"; MAX_EDGES];
+    check(
+        valid().action("everywhere", &sources, &["PAID"], "").build(),
+        Err(ManifestError::TooMany { what: "edges", count: MAX_EDGES + 5, limit: MAX_EDGES }),
+    );
+    let wordy = "w".repeat(MAX_DESCRIPTION_LEN + 1);
+    check(
+        valid().state("LATE", &wordy).build(),
+        Err(ManifestError::DescriptionTooLong { name: "LATE".into(), len: MAX_DESCRIPTION_LEN + 1 }),
+    );
+    // At the caps exactly, a manifest is fine.
+    let mut full = Manifest::builder("order", 1).initial("S0");
+    for idx in 0..MAX_STATES {
+        full = full.state(&alloc::format!("S{idx}"), &"d".repeat(MAX_DESCRIPTION_LEN));
+    }
+    let per_action = MAX_EDGES / MAX_ACTIONS;
+    let sources: Vec<String> = (0..per_action - 1).map(|idx| alloc::format!("S{idx}")).collect();
+    let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+    for idx in 0..MAX_ACTIONS {
+        full = full.action(&alloc::format!("a{idx}"), &sources, &["S0"], "");
+    }
+    check(full.build(), Ok(()));
+}
+
+#[test]
+fn effects_are_capped() {
+    let timers: Vec<Effect> =
+        (0..=MAX_EFFECTS).map(|idx| Effect::Timer { key: alloc::format!("t{idx}"), after_ms: 1 }).collect();
+    assert_eq!(check_effects(&timers, |_| false), Err(EffectError::TooMany(MAX_EFFECTS + 1)));
+    assert_eq!(check_effects(&timers[..MAX_EFFECTS], |_| false), Ok(()));
+}

@@ -141,6 +141,36 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "Requests on /v1/ being served, long-polls not counted.",
             state.limits.requests_in_flight(),
         ),
+        (
+            "switchyard_module_compiles_total",
+            "counter",
+            "Modules compiled: at deploy, and at first use without a kept artifact.",
+            snapshot.module_compiles,
+        ),
+        (
+            "switchyard_module_artifact_loads_total",
+            "counter",
+            "Modules loaded from their kept artifact.",
+            snapshot.artifact_loads,
+        ),
+        (
+            "switchyard_module_artifacts_refused_total",
+            "counter",
+            "Artifacts not loaded: their sha256 is not the one recorded when they were written.",
+            snapshot.artifacts_refused,
+        ),
+        (
+            "switchyard_module_cache_bytes",
+            "gauge",
+            "What the compiled modules in memory are counted at.",
+            snapshot.module_cache_bytes,
+        ),
+        (
+            "switchyard_recent_instances_bytes",
+            "gauge",
+            "What the copies of recently committed instances are counted at.",
+            snapshot.recent_instances_bytes,
+        ),
         ("switchyard_commits_total", "counter", "Transitions committed.", snapshot.commits),
         (
             "switchyard_commit_batches_total",

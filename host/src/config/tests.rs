@@ -43,7 +43,10 @@ fn a_zero_that_cannot_work_is_refused_by_name() {
         "guest.memory_mib",
         "guest.max_module_bytes",
         "guest.concurrent_calls",
-        "guest.cached_modules",
+        "guest.concurrent_compiles",
+        "guest.compile_timeout_ms",
+        "guest.module_cache_bytes",
+        "guest.recent_instances_bytes",
         "migrations.batch_size",
         "effects.lease_ms",
         "effects.poll_interval_ms",
@@ -130,4 +133,13 @@ fn retry_policies_are_checked_wherever_they_are_given() {
         &format!("[callbacks]\ninitial_interval_ms = {}\n", u64::MAX),
         &format!("callbacks.initial_interval_ms must be at most {}", MAX_DURATION.as_millis()),
     );
+}
+
+#[test]
+fn guest_budgets_and_compile_settings_are_read() {
+    let taken =
+        check("[guest]\nmodule_cache_bytes = 1\nrecent_instances_bytes = 2\ncompile_timeout_ms = 3\n")
+            .expect("small budgets are taken");
+    assert_eq!((taken.caches.modules, taken.caches.recent_instances), (1, 2));
+    assert_eq!(taken.limits.compile_timeout, Duration::from_millis(3));
 }

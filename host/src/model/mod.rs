@@ -56,7 +56,7 @@ impl Timestamp {
     }
 }
 
-/// Lowercase hex SHA-256 of a module's bytes.
+/// Lowercase hex SHA-256 of a module's bytes (or of the artifact compiled from them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModuleHash(pub String);
 
@@ -313,6 +313,10 @@ pub struct Instance {
     pub id: InstanceId,
     pub definition: String,
     pub definition_version: u32,
+    /// The module it runs: that of its version when it started or was last migrated.
+    /// Empty for a finished instance whose version was deleted before instances
+    /// recorded it.
+    pub module_sha256: ModuleHash,
     pub state: String,
     pub status: Status,
     /// The instance's JSON document, as text.

@@ -23,6 +23,13 @@ pub struct Limits {
     pub response_bytes: usize,
     /// Pool slots: guest calls that may run at the same moment.
     pub concurrent_calls: u32,
+    /// Compiles that may run at the same moment (`service` keeps to it); one may take
+    /// every core, since wasmtime compiles a module's functions in parallel.
+    pub concurrent_compiles: u32,
+    /// How long compiling a module being deployed may take before the deploy is
+    /// refused (`service` keeps to it). The compile itself cannot be stopped: it runs
+    /// on, holding its compile slot, until it ends.
+    pub compile_timeout: Duration,
 }
 
 impl Limits {
@@ -34,6 +41,8 @@ impl Limits {
         module_bytes: 8 << 20,
         response_bytes: 4 << 20,
         concurrent_calls: 32,
+        concurrent_compiles: 2,
+        compile_timeout: Duration::from_secs(30),
     };
 }
 

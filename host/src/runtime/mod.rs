@@ -3,6 +3,7 @@
 //! One [`Runtime`] per process owns the `Engine` (pooling allocator, fuel, epochs). A
 //! deployed module is validated and compiled once ([`Runtime::compile`], slow and
 //! synchronous: `service` runs it on the blocking pool), then its manifest is read
+//! ([`Runtime::declared`], a guest call) and checked ([`Runtime::load`], synchronous)
 //! into a [`LoadedModule`], which holds an `InstancePre`. Every guest call gets a fresh
 //! `Store` and instance, so a guest can never carry state from one call to the next,
 //! and runs under a fuel budget, a wall-clock deadline and a memory cap.
@@ -71,11 +72,35 @@ pub struct Compiled {
     sha256: ModuleHash,
 }
 
+/// A compiled module and the manifest it declared, not decoded or checked yet.
+pub struct Declared {
+    sha256: ModuleHash,
+    instance_pre: InstancePre<CallState>,
+    manifest: Vec<u8>,
+}
+
+impl std::fmt::Debug for Declared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Declared")
+            .field("sha256", &self.sha256)
+            .field("manifest_bytes", &self.manifest.len())
+            .finish()
+    }
+}
+
 /// A validated, compiled module with its manifest, ready to instantiate.
 pub struct LoadedModule {
     pub sha256: ModuleHash,
     pub manifest: Manifest,
     instance_pre: InstancePre<CallState>,
+}
+
+impl LoadedModule {
+    /// The size of the compiled code and data wasmtime keeps for the module.
+    pub fn image_bytes(&self) -> usize {
+        let image = self.instance_pre.module().image_range();
+        (image.end as usize).saturating_sub(image.start as usize)
+    }
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -214,18 +239,29 @@ impl Runtime {
         Ok(Compiled { module, sha256 })
     }
 
-    /// Reads and validates the manifest of a compiled module.
-    ///
-    /// Refuses modules whose manifest does not decode or validate, or that speak
-    /// another ABI version.
-    pub async fn load(&self, compiled: Compiled) -> Result<LoadedModule, Error> {
+    /// Calls a compiled module's `switchyard_manifest`, under the limits of any guest
+    /// call, and keeps what it answers for [`Runtime::load`].
+    pub async fn declared(&self, compiled: Compiled) -> Result<Declared, Error> {
         let Compiled { module, sha256 } = compiled;
         let instance_pre =
             self.linker.instantiate_pre(&module).map_err(|err| Error::InvalidModule(err.to_string()))?;
-        let manifest_bytes = self.call_raw(&instance_pre, abi::exports::MANIFEST, None).await?;
+        let manifest = self.call_raw(&instance_pre, abi::exports::MANIFEST, None).await?.response;
+        Ok(Declared { sha256, instance_pre, manifest })
+    }
+
+    /// Decodes and validates the manifest a module declared: linear in its size, which
+    /// is capped, but for a blocking thread all the same.
+    ///
+    /// Refuses modules whose manifest is too large, does not decode or validate, or
+    /// that speak another ABI version.
+    pub fn load(&self, declared: Declared) -> Result<LoadedModule, Error> {
+        let Declared { sha256, instance_pre, manifest: manifest_bytes } = declared;
+        if manifest_bytes.len() > abi::MAX_MANIFEST_BYTES {
+            return Err(Error::InvalidModule(abi::ManifestError::TooLarge(manifest_bytes.len()).to_string()));
+        }
         // `abi` is the manifest's first field: read it alone, so that a module built for
         // another ABI is named as such instead of failing to decode.
-        let (abi, _) = postcard::take_from_bytes::<u32>(&manifest_bytes.response)
+        let (abi, _) = postcard::take_from_bytes::<u32>(&manifest_bytes)
             .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
         if !abi::SUPPORTED_ABI_VERSIONS.contains(&abi) {
             return Err(Error::InvalidModule(format!(
@@ -234,7 +270,7 @@ impl Runtime {
             )));
         }
         // Every version so far encodes the manifest alike.
-        let manifest: Manifest = postcard::from_bytes(&manifest_bytes.response)
+        let manifest: Manifest = postcard::from_bytes(&manifest_bytes)
             .map_err(|err| Error::InvalidModule(format!("the manifest does not decode: {err}")))?;
         manifest.validate().map_err(|err| Error::InvalidModule(err.to_string()))?;
         if abi >= 2 {

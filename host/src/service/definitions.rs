@@ -63,7 +63,7 @@ impl Service {
             return Ok(deployed);
         }
         let wasm = Arc::<[u8]>::from(wasm);
-        let module = self.compile(wasm.clone()).await?;
+        let module = self.compile_new(wasm.clone()).await?;
         let version = DefinitionVersion {
             name: module.manifest.name.clone(),
             version: module.manifest.version,
@@ -79,7 +79,7 @@ impl Service {
             Ok(()) => {
                 tracing::info!(name = %version.name, version = version.version, sha256 = %version.sha256, "deployed");
                 self.keep_artifact(&module).await;
-                self.modules.insert(&version.name, version.version, Arc::new(module));
+                self.modules.insert(module);
                 Ok(deployed)
             }
             Err(store::Error::Duplicate) => {
@@ -130,24 +130,28 @@ impl Service {
     }
 
     /// The version a new instance of `name` gets, or the one it asked for if that may
-    /// take new instances.
-    pub(super) async fn version_for_start(&self, name: &str, requested: Option<u32>) -> Result<u32> {
+    /// take new instances, with its module's sha256.
+    pub(super) async fn version_for_start(
+        &self,
+        name: &str,
+        requested: Option<u32>,
+    ) -> Result<(u32, ModuleHash)> {
         let not_found = || match requested {
             Some(version) => Error::VersionNotFound { name: name.into(), version },
             None => Error::DefinitionNotFound(name.into()),
         };
-        let (version, retired) = self.store.start_version(name, requested).await?.ok_or_else(not_found)?;
-        if retired {
-            return Err(Error::VersionRetired { name: name.into(), version });
+        let start = self.store.start_version(name, requested).await?.ok_or_else(not_found)?;
+        if start.retired {
+            return Err(Error::VersionRetired { name: name.into(), version: start.version });
         }
-        Ok(version)
+        Ok((start.version, start.sha256))
     }
 
     async fn summarize(&self, name: String, versions: Vec<DefinitionVersion>) -> Result<DefinitionSummary> {
         let pinned_version = self.store.pinned_version(&name).await?;
         let counts = self.store.instance_counts(&name).await?;
         // The rule for the default version is the store's, which starts use.
-        let default_version = self.store.start_version(&name, None).await?.map(|(version, _)| version);
+        let default_version = self.store.start_version(&name, None).await?.map(|start| start.version);
         let versions = versions
             .into_iter()
             .map(|version| {

@@ -191,7 +191,7 @@ impl Service {
         if current.status.is_terminal() && !resolvable {
             return Err(Error::Finished(current.id.to_string()));
         }
-        let module = self.module(&current.definition, current.definition_version).await?;
+        let module = self.module_of(&current).await?;
         let (now, revision) = (Timestamp::now(), current.revision.next());
         let called = if module.manifest.abi >= 2 {
             let request = abi::OverrideRequest {
@@ -223,7 +223,7 @@ impl Service {
         caller: &Caller,
         key: Option<String>,
     ) -> Result<Change> {
-        let module = self.module(&current.definition, current.definition_version).await?;
+        let module = self.module_of(&current).await?;
         let manifest = &module.manifest;
         if manifest.action(action).is_none() {
             return Err(Error::UnknownAction {
@@ -261,7 +261,7 @@ impl Service {
         if current.status.is_terminal() {
             return Err(Error::Finished(current.id.to_string()));
         }
-        let module = self.module(&current.definition, current.definition_version).await?;
+        let module = self.module_of(&current).await?;
         let (now, revision) = (Timestamp::now(), current.revision.next());
         let request = EventRequest {
             context: context(current.id, current.definition_version, revision, now),

@@ -137,8 +137,8 @@ impl Service {
         parent: Option<(InstanceId, String)>,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
-        let version = self.version_for_start(&request.definition, request.version).await?;
-        let module = self.module(&request.definition, version).await?;
+        let (version, sha256) = self.version_for_start(&request.definition, request.version).await?;
+        let module = self.module(&request.definition, version, &sha256).await?;
         let now = Timestamp::now();
         let init = InitRequest {
             context: engine::context(id, version, Revision(1), now),
@@ -150,6 +150,7 @@ impl Service {
             id,
             definition: request.definition,
             definition_version: version,
+            module_sha256: sha256,
             state: String::new(),
             status: Status::Running,
             data: "null".into(),
@@ -205,8 +206,8 @@ impl Service {
         if instance.status.is_terminal() {
             return Ok(InstanceView { allowed_actions: Vec::new(), instance });
         }
-        let version = self.version(&instance.definition, instance.definition_version).await?;
-        Ok(engine::view(&version.manifest, instance))
+        let manifest = self.manifest_of(&instance).await?;
+        Ok(engine::view(&manifest, instance))
     }
 
     /// The instance once its revision differs from `seen`, or as it is when `give_up`

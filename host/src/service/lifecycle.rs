@@ -170,7 +170,7 @@ impl Service {
         if target.retired_at.is_some() {
             return Err(Error::VersionRetired { name: current.definition, version: to_version });
         }
-        let module = self.module(&current.definition, to_version).await?;
+        let module = self.module(&current.definition, to_version, &target.sha256).await?;
         let manifest = &module.manifest;
         if !manifest.migrates_from.contains(&from_version) {
             return Err(undeclared_migration(from_version, to_version));
@@ -219,6 +219,7 @@ impl Service {
         };
         let next = Instance {
             definition_version: to_version,
+            module_sha256: module.sha256.clone(),
             state,
             status,
             data,

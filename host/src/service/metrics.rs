@@ -12,6 +12,9 @@ pub(super) struct Metrics {
     long_polls_waiting: AtomicU64,
     transitions_recomputed: AtomicU64,
     guest_calls: AtomicU64,
+    module_compiles: AtomicU64,
+    artifact_loads: AtomicU64,
+    artifacts_refused: AtomicU64,
     /// Tasks by dispatch delay: one count per bucket of [`DISPATCH_BUCKETS_US`], then
     /// the unbounded one.
     dispatch: [AtomicU64; DISPATCH_BUCKETS_US.len() + 1],
@@ -28,6 +31,16 @@ pub struct MetricsSnapshot {
     pub transitions_recomputed: u64,
     /// Calls into definition modules (failed ones included), manifests not counted.
     pub guest_calls: u64,
+    /// Modules compiled: at deploy, and at first use on a host without their artifact.
+    pub module_compiles: u64,
+    /// Modules loaded from the artifact this host kept.
+    pub artifact_loads: u64,
+    /// Artifacts not loaded because their sha256 is not the one recorded when they
+    /// were written.
+    pub artifacts_refused: u64,
+    /// What the compiled modules in memory, and the recent instances, are counted at.
+    pub module_cache_bytes: u64,
+    pub recent_instances_bytes: u64,
     /// Transitions committed, and the batches they were committed in.
     pub commits: u64,
     pub commit_batches: u64,
@@ -56,6 +69,18 @@ impl Metrics {
         self.guest_calls.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn compiled(&self) {
+        self.module_compiles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn artifact_loaded(&self) {
+        self.artifact_loads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn artifact_refused(&self) {
+        self.artifacts_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn dispatched(&self, delay: std::time::Duration) {
         let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
         let bucket = DISPATCH_BUCKETS_US
@@ -75,6 +100,12 @@ impl Metrics {
 
     pub(super) fn guest_calls(&self) -> u64 {
         self.guest_calls.load(Ordering::Relaxed)
+    }
+
+    /// Compiles, artifact loads and refused artifacts.
+    pub(super) fn modules(&self) -> (u64, u64, u64) {
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (count(&self.module_compiles), count(&self.artifact_loads), count(&self.artifacts_refused))
     }
 
     pub(super) fn long_polls_waiting(&self) -> u64 {

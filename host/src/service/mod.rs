@@ -10,6 +10,7 @@ mod engine;
 mod instances;
 mod lifecycle;
 mod locks;
+mod lru;
 mod metrics;
 mod modules;
 mod posted;
@@ -23,19 +24,20 @@ pub use metrics::{DISPATCH_BUCKETS_US, MetricsSnapshot};
 pub use posted::{Posted, Retried};
 pub use results::{Delivered, Diagnostics, Reported, TaskReport, kept_event};
 
-use crate::model::{IdempotencyKey, IdempotencyRecord, ModuleHash, StoredResponse, Timestamp};
+use crate::model::{IdempotencyKey, IdempotencyRecord, Instance, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};
 use crate::store::{self, Store};
 use changes::Changes;
+use lru::Lru;
 use modules::ModuleCache;
 use recent::RecentInstances;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard_guest::abi::{Manifest, OutcomeError};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 /// Why a use case did not happen. The API maps each variant to one status.
 #[derive(Debug, thiserror::Error)]
@@ -135,9 +137,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// committing first.
 const MAX_ATTEMPTS: usize = 16;
 
-/// Running instances whose last committed copy is kept in memory (a few hundred
-/// bytes each).
-const RECENT_INSTANCES: usize = 16_384;
+/// Manifests kept in memory, counted as [`modules::manifest_bytes`] does: thousands
+/// of ordinary ones, and more than a hundred of the largest a module may declare.
+const MANIFEST_CACHE_BYTES: usize = 32 << 20;
 
 /// Settings of the service layer.
 #[derive(Debug, Clone)]
@@ -145,8 +147,7 @@ pub struct Settings {
     pub limits: runtime::Limits,
     /// How long a response stays replayable under its idempotency key.
     pub idempotency_retention: Duration,
-    /// Compiled modules kept in memory.
-    pub cached_modules: usize,
+    pub caches: CacheBudgets,
     /// Where compiled modules are kept across restarts; `None` keeps them nowhere.
     pub module_cache: Option<std::path::PathBuf>,
     pub migration_pace: MigrationPace,
@@ -154,6 +155,16 @@ pub struct Settings {
     /// Whom effects this process commits are leased to, and for how long: they are
     /// handed to this process's executor at once, not found by its next look.
     pub leases: Leases,
+}
+
+/// The memory this process's caches may use, in bytes as each counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheBudgets {
+    /// Compiled modules, each counted at its compiled image and manifest.
+    pub modules: usize,
+    /// The copies of instances this process committed last, each counted at its text
+    /// (its data above all).
+    pub recent_instances: usize,
 }
 
 /// This process's name in effect leases, and their length.
@@ -187,9 +198,15 @@ pub struct Service {
     /// Guest calls in flight; sized to the runtime's pool so instantiation never
     /// fails for want of a slot.
     guest_calls: Semaphore,
-    /// Manifests by (definition, version): small, so all are kept.
-    versions: RwLock<HashMap<(String, u32), Arc<CachedVersion>>>,
+    /// Compiles in flight: each may take every core for a long while (wasmtime
+    /// compiles a module's functions in parallel), so few run at once.
+    compiles: Arc<Semaphore>,
+    compile_timeout: Duration,
+    /// Manifests by their module's sha256.
+    manifests: Lru<ModuleHash, Arc<Manifest>>,
     modules: ModuleCache,
+    /// Names the engine configuration artifacts are compiled under.
+    artifact_key: String,
     changes: Changes,
     /// Woken after a commit that wrote effects due later (or a child's end), so that
     /// the executor looks at the outbox again.
@@ -209,20 +226,26 @@ pub struct Service {
 impl Service {
     pub fn new(store: Store, settings: Settings) -> Result<Service> {
         let guest_calls = Semaphore::new(settings.limits.concurrent_calls as usize);
+        let compiles = Arc::new(Semaphore::new(settings.limits.concurrent_compiles as usize));
+        let compile_timeout = settings.limits.compile_timeout;
         let (handover, handed_over) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = Runtime::new(settings.limits)?;
         Ok(Service {
             handover,
             handed_over: std::sync::Mutex::new(Some(handed_over)),
             leases: settings.leases,
             store,
-            runtime: Arc::new(Runtime::new(settings.limits)?),
+            artifact_key: runtime.artifact_key(),
+            runtime: Arc::new(runtime),
             guest_calls,
-            versions: RwLock::default(),
-            modules: ModuleCache::new(settings.cached_modules, settings.module_cache),
+            compiles,
+            compile_timeout,
+            manifests: Lru::new(MANIFEST_CACHE_BYTES),
+            modules: ModuleCache::new(settings.caches.modules, settings.module_cache),
             changes: Changes::default(),
             outbox: tokio::sync::Notify::new(),
             locks: Default::default(),
-            recent: RecentInstances::new(RECENT_INSTANCES),
+            recent: RecentInstances::new(settings.caches.recent_instances),
             metrics: metrics::Metrics::default(),
             idempotency_retention: settings.idempotency_retention,
             migration_pace: settings.migration_pace,
@@ -258,7 +281,14 @@ impl Service {
     pub fn metrics(&self) -> MetricsSnapshot {
         let commits = self.store.commit_stats();
         let (dispatch, dispatch_sum_us) = self.metrics.dispatch();
+        let (module_compiles, artifact_loads, artifacts_refused) = self.metrics.modules();
+        let bytes = |bytes: usize| u64::try_from(bytes).unwrap_or(u64::MAX);
         MetricsSnapshot {
+            module_compiles,
+            artifact_loads,
+            artifacts_refused,
+            module_cache_bytes: bytes(self.modules.bytes()),
+            recent_instances_bytes: bytes(self.recent.bytes()),
             dispatch,
             dispatch_sum_us,
             long_polls_waiting: self.metrics.long_polls_waiting(),
@@ -321,103 +351,177 @@ impl Service {
         Timestamp(Timestamp::now().0.saturating_sub(retention))
     }
 
-    /// What this process knows of `name` at `version`, read from the store once.
-    async fn version(&self, name: &str, version: u32) -> Result<Arc<CachedVersion>> {
-        if let Some(cached) = self.read_versions().get(&(name.to_owned(), version)) {
-            return Ok(cached.clone());
+    /// The manifest of the module `instance` runs.
+    async fn manifest_of(&self, instance: &Instance) -> Result<Arc<Manifest>> {
+        let sha256 = &instance.module_sha256;
+        if let Some(manifest) = self.manifests.get(sha256) {
+            return Ok(manifest);
         }
-        let stored = self.definition_version(name, version).await?;
-        let cached = CachedVersion { manifest: stored.manifest, sha256: stored.sha256 };
-        Ok(self.cache_version(name, version, cached))
+        let stored = self.store.definition_version_with_hash(sha256).await?.ok_or_else(|| {
+            Error::VersionNotFound { name: instance.definition.clone(), version: instance.definition_version }
+        })?;
+        let bytes = modules::manifest_bytes(&stored.manifest);
+        Ok(self.manifests.insert(sha256.clone(), Arc::new(stored.manifest), bytes))
     }
 
-    /// The compiled module of `name` at `version`: from memory, else from its artifact
-    /// on disk, else compiled (and its artifact kept).
-    async fn module(&self, name: &str, version: u32) -> Result<Arc<LoadedModule>> {
-        if let Some(module) = self.modules.get(name, version) {
-            return Ok(module);
-        }
-        let cached = self.version(name, version).await?;
-        let artifact = self.modules.artifact_path(&cached.sha256, &self.runtime.artifact_key());
-        if let Some(path) = &artifact
-            && let Ok(bytes) = tokio::fs::read(path).await
-        {
-            let sha256 = cached.sha256.clone();
-            // SAFETY: only `keep_artifact` writes into the artifact folder, and only
-            // what `Runtime::artifact` produced in this program.
-            let loaded = self.load_with(move |runtime| unsafe { runtime.deserialize(&bytes, sha256) }).await;
-            match loaded {
-                Ok(Ok(module)) => return Ok(self.modules.insert(name, version, Arc::new(module))),
-                Ok(Err(err)) => {
-                    tracing::warn!(path = %path.display(), %err, "recompiling: the artifact does not load")
+    /// The compiled module `instance` runs.
+    async fn module_of(&self, instance: &Instance) -> Result<Arc<LoadedModule>> {
+        self.module(&instance.definition, instance.definition_version, &instance.module_sha256).await
+    }
+
+    /// The compiled module `sha256` of `name` at `version`: from memory, else from its
+    /// artifact on disk, else compiled (and its artifact kept). Tasks that need it at
+    /// the same moment wait for one load.
+    async fn module(&self, name: &str, version: u32, sha256: &ModuleHash) -> Result<Arc<LoadedModule>> {
+        self.modules
+            .get_or_load(sha256, || async {
+                if let Some(module) = self.load_artifact(sha256).await {
+                    return Ok(module);
                 }
-                Err(err) => tracing::warn!(%err, "recompiling: loading the artifact failed"),
+                let wasm = self
+                    .store
+                    .module_with_hash(sha256)
+                    .await?
+                    .ok_or_else(|| Error::VersionNotFound { name: name.into(), version })?;
+                let compiled = self.start_compile(wasm.into()).await?.await;
+                let module = module_error(self.read_manifest(compiled.map_err(internal)?).await?)?;
+                self.keep_artifact(&module).await;
+                Ok(module)
+            })
+            .await
+    }
+
+    /// The module `sha256` from the artifact this host kept, if there is one, its
+    /// sha256 is the one recorded when it was written, and it loads. Anything else
+    /// costs a compile, no more: a file changed on disk is never loaded as native code.
+    async fn load_artifact(&self, sha256: &ModuleHash) -> Option<LoadedModule> {
+        let path = self.modules.artifact_path(sha256, &self.artifact_key)?;
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        let recorded = match self.store.artifact_hash(sha256, &self.artifact_key).await {
+            Ok(recorded) => recorded,
+            Err(err) => {
+                tracing::warn!(%err, "recompiling: the artifact's recorded sha256 cannot be read");
+                return None;
+            }
+        };
+        let (bytes, actual) = hashed(bytes).await.ok()?;
+        if recorded.as_ref() != Some(&actual) {
+            self.metrics.artifact_refused();
+            tracing::warn!(
+                path = %path.display(),
+                %actual,
+                recorded = ?recorded.map(|recorded| recorded.0),
+                "recompiling: refusing the artifact, whose sha256 is not the one recorded when this host wrote it"
+            );
+            return None;
+        }
+        let sha256 = sha256.clone();
+        // SAFETY: the bytes are those `keep_artifact` wrote: what `Runtime::artifact`
+        // produced in this program (their sha256 is the one it recorded).
+        let deserialized =
+            self.on_blocking_pool(move |runtime| unsafe { runtime.deserialize(&bytes, sha256) });
+        let loaded = match deserialized.await {
+            Ok(compiled) => self.read_manifest(compiled).await,
+            Err(err) => Err(err),
+        };
+        match loaded {
+            Ok(Ok(module)) => {
+                self.metrics.artifact_loaded();
+                Some(module)
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(path = %path.display(), %err, "recompiling: the artifact does not load");
+                None
+            }
+            Err(err) => {
+                tracing::warn!(%err, "recompiling: loading the artifact failed");
+                None
             }
         }
-        let wasm = self
-            .store
-            .module_bytes(name, version)
-            .await?
-            .ok_or_else(|| Error::VersionNotFound { name: name.into(), version })?;
-        let module = self.compile(wasm.into()).await?;
-        self.keep_artifact(&module).await;
-        Ok(self.modules.insert(name, version, Arc::new(module)))
     }
 
-    /// Writes a module's artifact for later runs; a failure costs a recompile, no more.
+    /// Writes a module's artifact for later runs, and records its sha256; a failure
+    /// costs a recompile, no more.
     async fn keep_artifact(&self, module: &LoadedModule) {
-        let Some(path) = self.modules.artifact_path(&module.sha256, &self.runtime.artifact_key()) else {
+        let Some(path) = self.modules.artifact_path(&module.sha256, &self.artifact_key) else {
             return;
         };
-        let kept = match self.runtime.artifact(module) {
-            Ok(artifact) => self.modules.keep_artifact(path, artifact).await.map_err(|err| err.to_string()),
-            Err(err) => Err(err.to_string()),
+        let kept = async {
+            let artifact = self.runtime.artifact(module).map_err(|err| err.to_string())?;
+            let (artifact, artifact_sha256) = hashed(artifact).await.map_err(|err| err.to_string())?;
+            self.modules.write_artifact(path, artifact).await.map_err(|err| err.to_string())?;
+            self.store
+                .record_artifact_hash(&module.sha256, &self.artifact_key, &artifact_sha256)
+                .await
+                .map_err(|err| err.to_string())
         };
-        if let Err(err) = kept {
+        if let Err(err) = kept.await {
             tracing::warn!(sha256 = %module.sha256, %err, "cannot keep the compiled module");
         }
     }
 
+    /// Forgets what this process holds of `name` at `version` (it was deleted).
     fn forget_version(&self, name: &str, version: u32) {
-        let mut versions = self.versions.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        versions.remove(&(name.to_owned(), version));
-        self.modules.remove(name, version);
+        self.manifests.retain(|manifest| manifest.name != name || manifest.version != version);
+        self.modules.forget(name, version);
     }
 
-    fn cache_version(&self, name: &str, version: u32, cached: CachedVersion) -> Arc<CachedVersion> {
-        let mut versions = self.versions.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        versions.entry((name.to_owned(), version)).or_insert_with(|| Arc::new(cached)).clone()
+    /// Compiles a module being deployed, refusing it if the compile itself (not the
+    /// wait for a compile slot) takes longer than `compile_timeout`.
+    async fn compile_new(&self, wasm: Arc<[u8]>) -> Result<LoadedModule> {
+        let compiling = self.start_compile(wasm).await?;
+        let compiled = tokio::time::timeout(self.compile_timeout, compiling).await.map_err(|_| {
+            Error::InvalidModule(format!(
+                "compiling the module took longer than {:?}, the limit",
+                self.compile_timeout
+            ))
+        })?;
+        module_error(self.read_manifest(compiled.map_err(internal)?).await?)
     }
 
-    async fn compile(&self, wasm: Arc<[u8]>) -> Result<LoadedModule> {
-        let loaded = self.load_with(move |runtime| runtime.compile(&wasm)).await?;
-        loaded.map_err(|err| match err {
-            runtime::Error::InvalidModule(reason) => Error::InvalidModule(reason),
-            // The host's own trouble, not the module's.
-            runtime::Error::Host(reason) => Error::Internal(reason),
-            other => Error::InvalidModule(format!("reading the manifest failed: {other}")),
-        })
-    }
-
-    /// Produces a compiled module on the blocking pool (compiling or deserializing is
-    /// CPU-heavy), then reads its manifest. The outer error is a panic in `produce`.
-    async fn load_with(
-        &self,
-        produce: impl FnOnce(&Runtime) -> Result<Compiled, runtime::Error> + Send + 'static,
-    ) -> Result<Result<LoadedModule, runtime::Error>> {
+    /// Starts compiling `wasm` on the blocking pool once a compile slot is free. The
+    /// slot is held until the compile ends, also when its caller stops waiting:
+    /// wasmtime cannot stop a compile.
+    async fn start_compile(&self, wasm: Arc<[u8]>) -> Result<JoinHandle<Result<Compiled, runtime::Error>>> {
+        let slot = self.compiles.clone().acquire_owned().await.map_err(internal)?;
+        self.metrics.compiled();
         let runtime = self.runtime.clone();
-        let compiled = tokio::task::spawn_blocking(move || produce(&runtime))
-            .await
-            .map_err(|err| Error::Internal(err.to_string()))?;
-        Ok(match compiled {
-            // Reading the manifest is a guest call: it needs a pool slot like any other.
+        Ok(tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let compiled = runtime.compile(&wasm);
+            tracing::info!(bytes = wasm.len(), took = ?started.elapsed(), "compile finished");
+            drop(slot);
+            compiled
+        }))
+    }
+
+    /// Reads and checks the manifest of a compiled module (or passes its compile's
+    /// failure on): the call under a pool slot, like any guest call; decoding and
+    /// checking on the blocking pool. The outer error is the host's own.
+    async fn read_manifest(
+        &self,
+        compiled: Result<Compiled, runtime::Error>,
+    ) -> Result<Result<LoadedModule, runtime::Error>> {
+        let declared = match compiled {
             Ok(compiled) => {
-                let _permit =
-                    self.guest_calls.acquire().await.map_err(|err| Error::Internal(err.to_string()))?;
-                self.runtime.load(compiled).await
+                let _permit = self.guest_calls.acquire().await.map_err(internal)?;
+                self.runtime.declared(compiled).await
             }
             Err(err) => Err(err),
-        })
+        };
+        match declared {
+            Ok(declared) => self.on_blocking_pool(move |runtime| runtime.load(declared)).await,
+            Err(err) => Ok(Err(err)),
+        }
+    }
+
+    /// Runs CPU-heavy `work` on the blocking pool; the error is a panic in `work`.
+    async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Runtime) -> T + Send + 'static,
+    ) -> Result<T> {
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || work(&runtime)).await.map_err(internal)
     }
 
     /// Runs one guest call, once a pool slot is free.
@@ -435,17 +539,29 @@ impl Service {
         self.metrics.guest_called();
         Ok(self.runtime.call(&module, entry, &request).await?)
     }
-
-    fn read_versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<(String, u32), Arc<CachedVersion>>> {
-        // A poisoned lock means a panic elsewhere mid-insert; the map itself is intact.
-        self.versions.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
-/// A deployed version as this process holds it: deployed versions never change, so
-/// this is never stale.
-#[derive(Debug)]
-struct CachedVersion {
-    manifest: Manifest,
-    sha256: ModuleHash,
+/// A module's refusal as the service reports it.
+fn module_error(loaded: Result<LoadedModule, runtime::Error>) -> Result<LoadedModule> {
+    loaded.map_err(|err| match err {
+        runtime::Error::InvalidModule(reason) => Error::InvalidModule(reason),
+        // The host's own trouble, not the module's.
+        runtime::Error::Host(reason) => Error::Internal(reason),
+        other => Error::InvalidModule(format!("reading the manifest failed: {other}")),
+    })
+}
+
+/// `bytes` and their sha256, computed on the blocking pool: an artifact may be
+/// megabytes long.
+async fn hashed(bytes: Vec<u8>) -> Result<(Vec<u8>, ModuleHash)> {
+    tokio::task::spawn_blocking(move || {
+        let sha256 = ModuleHash::of(&bytes);
+        (bytes, sha256)
+    })
+    .await
+    .map_err(internal)
+}
+
+fn internal(err: impl std::fmt::Display) -> Error {
+    Error::Internal(err.to_string())
 }

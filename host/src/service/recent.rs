@@ -11,8 +11,8 @@ use std::sync::Mutex;
 
 #[derive(Debug)]
 pub(super) struct RecentInstances {
-    /// Entries per generation; at most two generations are kept.
-    generation: usize,
+    /// Bytes per generation; at most two generations are kept.
+    generation_bytes: usize,
     maps: Mutex<Generations>,
 }
 
@@ -20,21 +20,29 @@ pub(super) struct RecentInstances {
 /// is dropped and `young` takes its place. A hit in `old` moves back to `young`.
 #[derive(Debug, Default)]
 struct Generations {
-    young: HashMap<InstanceId, Instance>,
-    old: HashMap<InstanceId, Instance>,
+    young: Generation,
+    old: Generation,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    instances: HashMap<InstanceId, Instance>,
+    /// What its instances are counted at, together ([`size`]).
+    bytes: usize,
 }
 
 impl RecentInstances {
-    pub(super) fn new(capacity: usize) -> Self {
-        RecentInstances { generation: (capacity / 2).max(1), maps: Mutex::default() }
+    /// Keeps copies counted at `budget` bytes at most.
+    pub(super) fn new(budget: usize) -> Self {
+        RecentInstances { generation_bytes: budget / 2, maps: Mutex::default() }
     }
 
     pub(super) fn get(&self, id: InstanceId) -> Option<Instance> {
         let mut maps = self.lock();
-        if let Some(instance) = maps.young.get(&id) {
+        if let Some(instance) = maps.young.instances.get(&id) {
             return Some(instance.clone());
         }
-        let instance = maps.old.remove(&id)?;
+        let instance = maps.old.remove(id)?;
         self.insert_young(&mut maps, instance.clone());
         Some(instance)
     }
@@ -46,14 +54,14 @@ impl RecentInstances {
         let mut maps = self.lock();
         let newer_kept = [&maps.young, &maps.old]
             .iter()
-            .filter_map(|map| map.get(&instance.id))
+            .filter_map(|generation| generation.instances.get(&instance.id))
             .any(|kept| kept.revision.0 >= instance.revision.0);
         if newer_kept {
             return;
         }
-        maps.old.remove(&instance.id);
+        maps.old.remove(instance.id);
         if instance.status.is_terminal() {
-            maps.young.remove(&instance.id);
+            maps.young.remove(instance.id);
         } else {
             self.insert_young(&mut maps, instance.clone());
         }
@@ -62,21 +70,57 @@ impl RecentInstances {
     /// Drops the copy of an instance that turned out stale, or whose commit failed.
     pub(super) fn forget(&self, id: InstanceId) {
         let mut maps = self.lock();
-        maps.young.remove(&id);
-        maps.old.remove(&id);
+        maps.young.remove(id);
+        maps.old.remove(id);
     }
 
+    /// What the kept copies are counted at, together.
+    pub(super) fn bytes(&self) -> usize {
+        let maps = self.lock();
+        maps.young.bytes + maps.old.bytes
+    }
+
+    /// Keeps `instance` in `young`, replacing its copy there; one larger than a
+    /// generation is not kept at all.
     fn insert_young(&self, maps: &mut Generations, instance: Instance) {
-        if maps.young.len() >= self.generation && !maps.young.contains_key(&instance.id) {
+        maps.young.remove(instance.id);
+        let bytes = size(&instance);
+        if bytes > self.generation_bytes {
+            return;
+        }
+        if maps.young.bytes + bytes > self.generation_bytes {
             maps.old = std::mem::take(&mut maps.young);
         }
-        maps.young.insert(instance.id, instance);
+        maps.young.bytes += bytes;
+        maps.young.instances.insert(instance.id, instance);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         // A poisoned lock means a panic elsewhere mid-update; the maps stay usable.
         self.maps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+impl Generation {
+    fn remove(&mut self, id: InstanceId) -> Option<Instance> {
+        let instance = self.instances.remove(&id)?;
+        self.bytes -= size(&instance);
+        Some(instance)
+    }
+}
+
+/// What a copy of `instance` is counted at: its text (the data above all, which a
+/// definition may make megabytes long) and the fixed part.
+fn size(instance: &Instance) -> usize {
+    let optional = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+    std::mem::size_of::<Instance>()
+        + instance.definition.len()
+        + instance.module_sha256.0.len()
+        + instance.state.len()
+        + instance.data.len()
+        + optional(&instance.message)
+        + optional(&instance.error)
+        + optional(&instance.callback_url)
 }
 
 #[cfg(test)]
@@ -89,6 +133,7 @@ mod tests {
             id,
             definition: "d".into(),
             definition_version: 1,
+            module_sha256: crate::model::ModuleHash("sha".into()),
             state: "S".into(),
             status,
             data: "{}".into(),
@@ -104,7 +149,7 @@ mod tests {
 
     #[test]
     fn keeps_the_latest_revision_and_drops_finished_instances() {
-        let recent = RecentInstances::new(16);
+        let recent = RecentInstances::new(1 << 20);
         let id = InstanceId::generate();
         recent.committed(&instance(id, 2, Status::Running));
         recent.committed(&instance(id, 1, Status::Running));
@@ -117,14 +162,23 @@ mod tests {
     }
 
     #[test]
-    fn holds_at_most_two_generations() {
-        let recent = RecentInstances::new(4);
+    fn holds_at_most_its_budget() {
+        let one = size(&instance(InstanceId::generate(), 1, Status::Running));
+        let recent = RecentInstances::new(4 * one);
         let ids: Vec<InstanceId> = (0..7).map(|_| InstanceId::generate()).collect();
         for id in &ids {
             recent.committed(&instance(*id, 1, Status::Running));
+            assert!(recent.bytes() <= 4 * one, "{} bytes kept", recent.bytes());
         }
         let kept = ids.iter().filter(|id| recent.get(**id).is_some()).count();
         assert!(kept <= 4, "{kept} kept");
         assert!(recent.get(ids[6]).is_some(), "the newest is kept");
+
+        let mut large = instance(InstanceId::generate(), 1, Status::Running);
+        recent.committed(&large);
+        large.data = "x".repeat(4 * one);
+        large.revision = Revision(2);
+        recent.committed(&large);
+        assert!(recent.get(large.id).is_none(), "a copy larger than a generation is not kept");
     }
 }

@@ -21,6 +21,7 @@ macro_rules! read {
     }};
 }
 
+mod artifacts;
 mod effects;
 mod events;
 mod feed;
@@ -170,6 +171,15 @@ pub struct Settle {
     pub attempts: u32,
     /// The event it came back as (JSON).
     pub result: String,
+}
+
+/// The version a new instance starts on ([`Store::start_version`]).
+#[derive(Debug, Clone)]
+pub struct StartVersion {
+    pub version: u32,
+    /// Retired versions take no new instances.
+    pub retired: bool,
+    pub sha256: ModuleHash,
 }
 
 /// How many instances of one version are in one status.
@@ -344,11 +354,11 @@ impl Store {
         rows.iter().map(rows::definition_version).collect()
     }
 
-    pub async fn module_bytes(&self, name: &str, version: u32) -> Result<Option<Vec<u8>>> {
+    /// The bytes of the module with this sha256, if a version deployed it.
+    pub async fn module_with_hash(&self, sha256: &ModuleHash) -> Result<Option<Vec<u8>>> {
         let module = read!(self, |pool| {
-            sqlx::query_scalar("SELECT module FROM definition_versions WHERE name = $1 AND version = $2")
-                .bind(name)
-                .bind(i64::from(version))
+            sqlx::query_scalar("SELECT module FROM definition_versions WHERE sha256 = $1")
+                .bind(&sha256.0)
                 .fetch_optional(pool)
                 .await
         })?;
@@ -359,24 +369,30 @@ impl Store {
     /// `requested` if given, else the pinned version, else the highest one not retired.
     /// One indexed lookup: every start makes it, so its cost must not grow with the
     /// instances (a definition's summary counts them all).
-    pub async fn start_version(&self, name: &str, requested: Option<u32>) -> Result<Option<(u32, bool)>> {
-        let query = || match requested {
+    pub async fn start_version(&self, name: &str, requested: Option<u32>) -> Result<Option<StartVersion>> {
+        let query = || {
+            match requested {
             Some(version) => sqlx::query(
-                "SELECT version, retired_at FROM definition_versions WHERE name = $1 AND version = $2",
+                "SELECT version, retired_at, sha256 FROM definition_versions WHERE name = $1 AND version = $2",
             )
             .bind(name)
             .bind(i64::from(version)),
             None => sqlx::query(
-                "SELECT chosen.version, chosen.retired_at FROM definitions
+                "SELECT chosen.version, chosen.retired_at, chosen.sha256 FROM definitions
                  JOIN definition_versions chosen ON chosen.name = definitions.name
                  WHERE definitions.name = $1 AND chosen.version = COALESCE(definitions.pinned_version,
                      (SELECT MAX(version) FROM definition_versions WHERE name = $1 AND retired_at IS NULL))",
             )
             .bind(name),
+        }
         };
         let Some(row) = read!(self, |pool| query().fetch_optional(pool).await)? else { return Ok(None) };
         let retired_at: Option<i64> = row.try_get(1)?;
-        Ok(Some((rows::version(row.try_get(0)?)?, retired_at.is_some())))
+        Ok(Some(StartVersion {
+            version: rows::version(row.try_get(0)?)?,
+            retired: retired_at.is_some(),
+            sha256: ModuleHash(row.try_get(2)?),
+        }))
     }
 
     /// The version an admin pinned for new instances, if any.

@@ -12,8 +12,8 @@ use std::str::FromStr;
 pub(super) const DEFINITION_VERSION_SELECT: &str =
     "SELECT name, version, sha256, manifest, deployed_at, retired_at FROM definition_versions";
 
-pub(super) const INSTANCE_SELECT: &str = "SELECT id, definition, definition_version, state, status, data, revision, \
-     message, error, parent_id, callback_url, created_at, updated_at FROM instances";
+pub(super) const INSTANCE_SELECT: &str = "SELECT id, definition, definition_version, module_sha256, state, status, \
+     data, revision, message, error, parent_id, callback_url, created_at, updated_at FROM instances";
 
 pub(super) const HISTORY_SELECT: &str = "SELECT instance_id, seq, from_state, to_state, trigger_kind, trigger_name, \
      trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at FROM history";
@@ -91,6 +91,7 @@ pub(super) fn instance(row: &AnyRow) -> Result<Instance> {
         id: parse(row.try_get("id")?)?,
         definition: row.try_get("definition")?,
         definition_version: version(row.try_get("definition_version")?)?,
+        module_sha256: ModuleHash(row.try_get("module_sha256")?),
         state: row.try_get("state")?,
         status: parse(row.try_get("status")?)?,
         data: row.try_get("data")?,

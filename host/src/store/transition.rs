@@ -198,21 +198,23 @@ pub(super) struct Statement {
 }
 
 const INSERT_INSTANCES: Statement = Statement {
-    before: "INSERT INTO instances (id, definition, definition_version, state, status, data, revision,
-             message, error, parent_id, callback_url, created_at, updated_at) VALUES ",
+    before: "INSERT INTO instances (id, definition, definition_version, module_sha256, state, status, data,
+             revision, message, error, parent_id, callback_url, created_at, updated_at) VALUES ",
     after: "",
-    columns: 13,
+    columns: 14,
 };
 
 /// Each row updates its instance only if it is still at `base_revision`.
 const UPDATE_INSTANCES: Statement = Statement {
-    before: "WITH changed (id, base_revision, definition_version, state, status, data, revision, message,
-             error, updated_at) AS (VALUES ",
-    after: ") UPDATE instances SET definition_version = changed.definition_version, state = changed.state,
+    before:
+        "WITH changed (id, base_revision, definition_version, module_sha256, state, status, data, revision,
+             message, error, updated_at) AS (VALUES ",
+    after: ") UPDATE instances SET definition_version = changed.definition_version,
+             module_sha256 = changed.module_sha256, state = changed.state,
              status = changed.status, data = changed.data, revision = changed.revision,
              message = changed.message, error = changed.error, updated_at = changed.updated_at
          FROM changed WHERE instances.id = changed.id AND instances.revision = changed.base_revision",
-    columns: 10,
+    columns: 11,
 };
 
 /// Closes an open effect with its result; one row, or the effect was closed already.
@@ -348,6 +350,7 @@ fn bind_changed<'a>(commit: &'a &Commit, args: &mut Vec<Arg<'a>>) {
 fn bind_transitioned<'a>(instance: &'a Instance, args: &mut Vec<Arg<'a>>) {
     args.extend([
         i64::from(instance.definition_version).into(),
+        (&instance.module_sha256.0).into(),
         (&instance.state).into(),
         instance.status.as_str().into(),
         (&instance.data).into(),

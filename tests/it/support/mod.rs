@@ -4,6 +4,7 @@
 pub mod participant;
 mod server;
 pub mod tls;
+pub mod wat;
 
 pub use participant::{Participant, Reply};
 

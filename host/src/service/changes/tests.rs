@@ -1,11 +1,12 @@
 use super::*;
-use crate::model::{Instance, Revision, Status, Timestamp};
+use crate::model::{Instance, ModuleHash, Revision, Status, Timestamp};
 
 fn committed(id: InstanceId, revision: i64) -> InstanceView {
     let instance = Instance {
         id,
         definition: "d".into(),
         definition_version: 1,
+        module_sha256: ModuleHash("ab".into()),
         state: "S".into(),
         status: Status::Running,
         data: "null".into(),

@@ -8,12 +8,14 @@
 //! `refuse` rejects with code `refused_on_purpose`, `undeclared` moves to a state the
 //! manifest does not declare, `stray` moves to DONE although it declares only IDLE as
 //! its target, `finish` moves to DONE and `echo` stays in IDLE, storing the payload in
-//! the data. `init` accepts any JSON input.
+//! the data; `flood` asks for `{"count": N}` timers at once. `init` accepts any JSON
+//! input.
 //!
 //! The SDK's `Transition` cannot produce a malformed response, so `switchyard_on_action`
 //! gives these answers itself (see `raw`): `oob` points outside guest memory, `huge` is a
-//! well-formed outcome larger than the host accepts, `garbage` is no `Outcome` at all
-//! and `not-json` is accepted with data that is not JSON.
+//! well-formed outcome larger than the host accepts, `garbage` is no `Outcome` at all,
+//! `not-json` is accepted with data that is not JSON and `nest` with data nested
+//! deeper than recursive parsers follow.
 
 use core::hint::black_box;
 use serde_json::Value;
@@ -85,6 +87,8 @@ impl Definition for Hostile {
             .action("twin-timers", &["IDLE"], &["IDLE"], "Asks for two timers under one key.")
             .action("blank-key", &["IDLE"], &["IDLE"], "Asks for a timer without a key.")
             .action("effect-not-json", &["IDLE"], &["IDLE"], "Asks for a task whose input is not JSON.")
+            .action("flood", &["IDLE"], &["IDLE"], "Asks for {\"count\": N} timers at once.")
+            .action("nest", &["IDLE"], &["IDLE"], "Accepts with data nested 100,000 arrays deep.")
             .build()
     }
 
@@ -166,6 +170,11 @@ impl Definition for Hostile {
                 Ok(Transition::to("IDLE", data).child(&text("key"), &text("definition"), None, input))
             }
             "twin-timers" => Ok(Transition::to("IDLE", data).timer("twin", 10).timer("twin", 20)),
+            "flood" => {
+                let count = call.payload["count"].as_u64().unwrap_or(5000);
+                let key = |idx: u64| format!("flood-{idx}");
+                Ok((0..count).fold(Transition::to("IDLE", data), |flood, idx| flood.timer(&key(idx), 60_000)))
+            }
             "blank-key" => Ok(Transition::to("IDLE", data).timer("", 10)),
             "snooze" => {
                 let key = call.payload["key"].as_str().unwrap_or("alarm");
@@ -224,6 +233,9 @@ mod raw {
     /// A response location that no wasm32 memory contains: it ends past 4 GiB.
     pub(crate) const OUTSIDE: (u32, u32) = (u32::MAX, 2);
 
+    /// How deep `nest` nests its data's arrays.
+    pub(crate) const NESTING: usize = 100_000;
+
     #[derive(Debug, PartialEq)]
     pub(crate) enum Raw {
         /// These bytes, left in guest memory.
@@ -251,6 +263,7 @@ mod raw {
             // 'g' reads as variant 103, and `Outcome` has two.
             "garbage" => Some(Raw::Bytes(b"garbage".to_vec())),
             "not-json" => Some(accepted("not JSON".into())),
+            "nest" => Some(accepted(["[".repeat(NESTING), "]".repeat(NESTING)].concat())),
             "effect-not-json" => {
                 let task = Task {
                     key: "t".into(),
@@ -333,10 +346,10 @@ mod exports {
 
 #[cfg(test)]
 mod tests {
-    use super::raw::{self, OUTSIDE, RESPONSE_LIMIT, Raw};
+    use super::raw::{self, NESTING, OUTSIDE, RESPONSE_LIMIT, Raw};
     use super::*;
     use serde_json::json;
-    use switchyard_guest::abi::{Accepted, ActionRequest, Outcome, OutcomeError};
+    use switchyard_guest::abi::{Accepted, ActionRequest, EffectError, Outcome, OutcomeError};
     use switchyard_guest::testing::{Machine, Refusal};
 
     fn start() -> Machine<Hostile> {
@@ -388,6 +401,13 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_effects_is_refused() {
+        let flooded = start().act("flood", json!({ "count": 5000 }));
+        assert_eq!(flooded, Err(Refusal::BadEffects(EffectError::TooMany(5000))));
+        assert_eq!(start().act("flood", json!({ "count": 3 })), Ok(()));
+    }
+
+    #[test]
     #[should_panic(expected = "trap requested")]
     fn trap_panics() {
         let _ = start().act("trap", Value::Null);
@@ -431,6 +451,10 @@ mod tests {
 
         let (_, not_json) = accepted(raw_answer("not-json"));
         assert!(serde_json::from_str::<Value>(&not_json.data).is_err(), "{not_json:?}");
+
+        let (len, nested) = accepted(raw_answer("nest"));
+        assert!(len < RESPONSE_LIMIT, "{len} bytes");
+        assert!(nested.data.starts_with("[[[") && nested.data.len() == 2 * NESTING);
     }
 
     #[test]

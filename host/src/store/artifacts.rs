@@ -1,0 +1,41 @@
+//! The sha256 of each compiled artifact a host wrote, so that a file changed on disk is
+//! never loaded as native code.
+
+use super::{Result, Store};
+use crate::model::ModuleHash;
+
+impl Store {
+    /// The recorded sha256 of the artifact of `module` compiled under `engine_key`.
+    pub async fn artifact_hash(&self, module: &ModuleHash, engine_key: &str) -> Result<Option<ModuleHash>> {
+        let artifact: Option<String> = read!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT artifact_sha256 FROM module_artifacts WHERE module_sha256 = $1 AND engine_key = $2",
+            )
+            .bind(&module.0)
+            .bind(engine_key)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(artifact.map(ModuleHash))
+    }
+
+    /// Records the sha256 of the artifact just written for `module` under `engine_key`,
+    /// replacing an earlier one.
+    pub async fn record_artifact_hash(
+        &self,
+        module: &ModuleHash,
+        engine_key: &str,
+        artifact: &ModuleHash,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO module_artifacts (module_sha256, engine_key, artifact_sha256) VALUES ($1, $2, $3)
+             ON CONFLICT (module_sha256, engine_key) DO UPDATE SET artifact_sha256 = excluded.artifact_sha256",
+        )
+        .bind(&module.0)
+        .bind(engine_key)
+        .bind(&artifact.0)
+        .execute(&mut *self.writing().await?)
+        .await?;
+        Ok(())
+    }
+}
