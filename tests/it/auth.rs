@@ -186,7 +186,7 @@ async fn every_endpoint_answers_each_role_as_the_spec_says(backend: Backend) {
             } else {
                 let status = answer.status.as_u16();
                 assert!(
-                    status != 401 && status != 403,
+                    status != 401 && status != 403 && !answer.status.is_server_error(),
                     "{method} {path} as {role}: {status} {}",
                     String::from_utf8_lossy(&answer.body)
                 );

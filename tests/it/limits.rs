@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 both_backends!(
+    a_live_stream_holds_its_slot_until_it_ends,
     a_request_over_the_cap_is_refused_until_a_slot_frees,
     a_long_poll_over_its_cap_is_refused_while_other_requests_go_on,
     a_request_that_runs_too_long_is_answered_with_a_timeout,
@@ -166,4 +167,35 @@ async fn a_setting_that_cannot_work_stops_the_server_with_its_name(backend: Back
         assert!(output.contains(message), "{toml:?}: {output}");
         assert!(!output.contains("panicked"), "{toml:?}: {output}");
     }
+}
+
+/// A live feed stream outlives its request: it holds a slot among the long-polls for
+/// as long as it streams, and frees it once the client goes.
+async fn a_live_stream_holds_its_slot_until_it_ends(backend: Backend) {
+    let server = TestServer::start_with_config(backend, "max_long_polls = 1\n").await;
+    let open = || {
+        reqwest::Client::new()
+            .get(format!("{}/v1/feed", server.base_url))
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    let first = open().await.expect("the stream opens");
+    assert_eq!(first.status(), 200);
+    let stream = [("accept", "text/event-stream")];
+    assert_overloaded(&server.request(Method::GET, "/v1/feed", &stream, None).await);
+    let long_poll = [("prefer", "wait=5")];
+    let path = format!("/v1/instances/{}", uuid::Uuid::new_v4());
+    assert_overloaded(&server.request(Method::GET, &path, &long_poll, None).await);
+    // Pages of the feed are no streams.
+    server.get("/v1/feed?after=0").await.expect(200);
+    drop(first);
+    for _ in 0..600 {
+        let again = open().await.expect("the server answers");
+        if again.status() == 200 {
+            return;
+        }
+        assert_eq!(again.status(), 503);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the slot was not freed within 30 s of the client going; log:\n{}", server.log());
 }

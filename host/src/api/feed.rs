@@ -52,7 +52,11 @@ async fn feed(
     let after = parse_cursor(resume.or(params.after.as_deref()))?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     if streams {
-        return Ok(stream(state, after, limit).into_response());
+        let slot = match state.limits.stream_slot() {
+            Ok(slot) => slot,
+            Err(refused) => return Ok(refused),
+        };
+        return Ok(stream(state, after, limit, slot).into_response());
     }
     let items = state.service.feed(after, limit).await?;
     let next_cursor = items.last().map_or(after, |item| item.position).to_string();
@@ -75,13 +79,15 @@ fn parse_cursor(cursor: Option<&str>) -> Result<i64, Problem> {
 /// Reads on from `after` for as long as the client listens: a page at a time, and when
 /// it has caught up, again after this process commits or after the poll interval (for
 /// other hosts' commits). Ends when the server stops or a read fails; the client
-/// resumes with `Last-Event-ID`.
+/// resumes with `Last-Event-ID`. Holds `slot` until it ends.
 fn stream(
     state: AppState,
     after: i64,
     limit: u32,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
     struct Reading {
+        _slot: tokio::sync::OwnedSemaphorePermit,
         state: AppState,
         after: i64,
         limit: u32,
@@ -91,7 +97,7 @@ fn stream(
     }
     let written = state.service.feed_written();
     let stopping = state.settings.stopping.clone();
-    let reading = Reading { state, after, limit, ready: VecDeque::new(), written, stopping };
+    let reading = Reading { _slot: slot, state, after, limit, ready: VecDeque::new(), written, stopping };
     let events = futures_util::stream::unfold(reading, |mut reading| async move {
         loop {
             if let Some(item) = reading.ready.pop_front() {

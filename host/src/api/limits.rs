@@ -4,7 +4,9 @@
 //! A request over a cap is refused at once (`503 overloaded` with `Retry-After`) rather
 //! than queued, so an overloaded server still answers quickly and clients back off.
 //! Long-polls have a cap of their own: parked, they cost a connection and a task but no
-//! work, and must not crowd out the requests that do work. `/healthz`, `/readyz` and
+//! work, and must not crowd out the requests that do work. Live feed streams share it,
+//! each holding its slot for as long as it streams ([`Limits::stream_slot`]): a stream
+//! outlives the request this middleware bounds. `/healthz`, `/readyz` and
 //! `/metrics` are outside both, so probes and scrapes still see an overloaded server.
 
 use super::instances::prefer_wait;
@@ -15,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The one route that honours `Prefer: wait`.
 const LONG_POLL_ROUTE: &str = "/v1/instances/{id}";
@@ -28,7 +30,8 @@ pub(super) struct Limits {
     max_concurrent_requests: u32,
     /// Slots of requests that are not long-polls.
     requests: Semaphore,
-    long_polls: Semaphore,
+    /// Slots of long-polls and live streams.
+    long_polls: Arc<Semaphore>,
     request_timeout: Duration,
     /// Longest `Prefer: wait` honoured: a long-poll's timeout is this much longer.
     max_wait: Duration,
@@ -39,7 +42,7 @@ impl Limits {
         Arc::new(Limits {
             max_concurrent_requests: settings.max_concurrent_requests,
             requests: Semaphore::new(settings.max_concurrent_requests as usize),
-            long_polls: Semaphore::new(settings.max_long_polls as usize),
+            long_polls: Arc::new(Semaphore::new(settings.max_long_polls as usize)),
             request_timeout: settings.request_timeout,
             max_wait: settings.max_wait,
         })
@@ -50,6 +53,24 @@ impl Limits {
         let free = u32::try_from(self.requests.available_permits()).unwrap_or(u32::MAX);
         u64::from(self.max_concurrent_requests.saturating_sub(free))
     }
+
+    /// A slot for a live stream, held until the stream ends; the refusal otherwise.
+    pub(super) fn stream_slot(&self) -> Result<OwnedSemaphorePermit, Response> {
+        self.long_polls.clone().try_acquire_owned().map_err(|_| overloaded("long-polls and streams"))
+    }
+}
+
+/// `503 overloaded`, to retry after [`RETRY_AFTER_SECS`].
+fn overloaded(what: &str) -> Response {
+    let problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Overloaded",
+        format!("the server serves as many {what} as it may at once; retry shortly"),
+    );
+    let mut response = problem.into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+    response
 }
 
 pub(super) async fn middleware(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
@@ -59,16 +80,7 @@ pub(super) async fn middleware(State(limits): State<Arc<Limits>>, request: Reque
     let wait = long_poll_wait(&request, limits.max_wait);
     let slots = if wait.is_zero() { &limits.requests } else { &limits.long_polls };
     let Ok(_slot) = slots.try_acquire() else {
-        let what = if wait.is_zero() { "requests" } else { "long-polls" };
-        let problem = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "Overloaded",
-            format!("the server serves as many {what} as it may at once; retry shortly"),
-        );
-        let mut response = problem.into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-        return response;
+        return overloaded(if wait.is_zero() { "requests" } else { "long-polls and streams" });
     };
     let timeout = limits.request_timeout + wait;
     tokio::time::timeout(timeout, next.run(request)).await.unwrap_or_else(|_| {

@@ -288,11 +288,19 @@ impl Service {
         entry: Entry,
         request: Req,
     ) -> Result<Called<Outcome>> {
-        if module.manifest.abi == 1 {
+        let called: Called<Outcome> = if module.manifest.abi == 1 {
             let called: Called<abi::v1::Outcome> = self.call_guest(module, entry, request).await?;
-            return Ok(Called { response: called.response.into(), fuel_used: called.fuel_used });
+            Called { response: called.response.into(), fuel_used: called.fuel_used }
+        } else {
+            self.call_guest(module, entry, request).await?
+        };
+        match &called.response {
+            Outcome::Accepted(accepted) => {
+                no_nul("message", accepted.message.as_deref().unwrap_or_default())?
+            }
+            Outcome::Rejected(rejection) => no_nul_in(rejection)?,
         }
-        self.call_guest(module, entry, request).await
+        Ok(called)
     }
 
     /// Commits a change computed from `base_revision`. `None` when another change
@@ -564,6 +572,22 @@ pub(super) fn effect_id(instance: InstanceId, revision: Revision, key: &str) -> 
 pub(super) fn event_json(event: &abi::Event) -> String {
     let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap_or(serde_json::Value::Null);
     serde_json::json!({ "name": event.name, "id": event.id, "payload": payload }).to_string()
+}
+
+/// A guest's free text goes into text columns, which cannot hold NUL on PostgreSQL:
+/// one with a NUL is a bad answer, not a storage failure.
+pub(super) fn no_nul(field: &str, text: &str) -> Result<()> {
+    if text.contains('\0') {
+        let reason = format!("the outcome's {field} contains a NUL character");
+        return Err(runtime::Error::BadResponse(reason).into());
+    }
+    Ok(())
+}
+
+/// [`no_nul`] for a rejection's code and reason.
+pub(super) fn no_nul_in(rejection: &abi::Rejection) -> Result<()> {
+    no_nul("code", &rejection.code)?;
+    no_nul("reason", &rejection.reason)
 }
 
 /// A commit's failure as the service reports it.

@@ -229,9 +229,10 @@ impl Service {
         let _waiting = self.metrics.waiting();
         let changed = async {
             loop {
-                // The commit of `seen` itself may be handed over after the read above.
+                // The commit of `seen` itself (or an older one, finishing late) may be
+                // handed over after the read above.
                 let view = subscription.changed().await;
-                if view.instance.revision != seen {
+                if view.instance.revision > seen {
                     return Arc::unwrap_or_clone(view);
                 }
             }

@@ -186,6 +186,7 @@ impl Service {
         let called = self.call_guest(module.clone(), Entry::Migrate, call).await?;
         let (state, data) = match called.response {
             MigrateOutcome::Refused(rejection) => {
+                engine::no_nul_in(&rejection)?;
                 return Err(Error::Rejected { code: rejection.code, reason: rejection.reason });
             }
             MigrateOutcome::Migrated { state, data } => (state, data),

@@ -107,14 +107,18 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock
     Ok(())
 }
 
-/// Fails unless every version the commits move instances onto exists and is not
-/// retired, and keeps those rows from being deleted until the commit. (A retirement
+/// Fails unless every version the commits move instances onto exists with the module
+/// they ran (not deleted, nor deployed again with other bytes) and is not retired, and
+/// keeps those rows from being deleted until the commit. (A retirement
 /// committing meanwhile is ordered after the start: it stops only later starts.)
 async fn check_versions(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: &str) -> Result<()> {
-    let mut versions: Vec<(&str, u32)> = commits
+    let mut versions: Vec<(&str, u32, &str)> = commits
         .iter()
         .filter(|commit| commit.onto_version)
-        .map(|commit| (commit.instance.definition.as_str(), commit.instance.definition_version))
+        .map(|commit| {
+            let instance = &commit.instance;
+            (instance.definition.as_str(), instance.definition_version, instance.module_sha256.0.as_str())
+        })
         .collect();
     versions.sort();
     versions.dedup();
@@ -122,7 +126,9 @@ async fn check_versions(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: 
         return Ok(());
     }
     let pairs: Vec<String> = (0..versions.len())
-        .map(|idx| format!("(name = ${} AND version = ${})", 2 * idx + 1, 2 * idx + 2))
+        .map(|idx| {
+            format!("(name = ${} AND version = ${} AND sha256 = ${})", 3 * idx + 1, 3 * idx + 2, 3 * idx + 3)
+        })
         .collect();
     // Sorted, so that hosts lock the rows in one order.
     let sql = format!(
@@ -132,7 +138,13 @@ async fn check_versions(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: 
     );
     let args: Vec<Arg> = versions
         .iter()
-        .flat_map(|(name, version)| [Arg::Text(Some((*name).into())), Arg::Int(Some(i64::from(*version)))])
+        .flat_map(|(name, version, sha256)| {
+            [
+                Arg::Text(Some((*name).into())),
+                Arg::Int(Some(i64::from(*version))),
+                Arg::Text(Some((*sha256).into())),
+            ]
+        })
         .collect();
     if tx.fetch_pairs(&sql, &args).await?.len() != versions.len() {
         return Err(Error::VersionGone);

@@ -74,6 +74,8 @@ impl Definition for Hostile {
             .action("huge", &["IDLE"], &["IDLE"], "Answers with more bytes than the host accepts.")
             .action("garbage", &["IDLE"], &["IDLE"], "Answers with bytes that are no outcome.")
             .action("not-json", &["IDLE"], &["IDLE"], "Accepts with data that is not JSON.")
+            .action("nul-message", &["IDLE"], &["IDLE"], "Accepts with a message holding a NUL.")
+            .action("nul-refusal", &["IDLE"], &["IDLE"], "Refuses with a reason holding a NUL.")
             .action("finish", &["IDLE"], &["DONE"], "Moves to DONE.")
             .action("echo", &["IDLE"], &["IDLE"], "Stays in IDLE and stores the payload in the data.")
             .action(
@@ -152,6 +154,8 @@ impl Definition for Hostile {
             "refuse" => Err(Rejection::new("refused_on_purpose", "the hostile guest refuses")),
             "undeclared" => Ok(Transition::to("NOWHERE", data)),
             "stray" => Ok(Transition::to("DONE", data)),
+            "nul-message" => Ok(Transition::to("IDLE", data).with_message("a\0b")),
+            "nul-refusal" => Err(Rejection::new("nul", "a\0b")),
             "finish" => Ok(Transition::to("DONE", data).with_message("finished")),
             "echo" => {
                 data.echo = call.payload;
