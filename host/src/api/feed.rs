@@ -52,9 +52,8 @@ async fn feed(
     let after = parse_cursor(resume.or(params.after.as_deref()))?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     if streams {
-        let slot = match state.limits.stream_slot() {
-            Ok(slot) => slot,
-            Err(refused) => return Ok(refused),
+        let Some(slot) = state.limits.stream_slot() else {
+            return Ok(super::limits::overloaded("long-polls and streams"));
         };
         return Ok(stream(state, after, limit, slot).into_response());
     }

@@ -54,14 +54,15 @@ impl Limits {
         u64::from(self.max_concurrent_requests.saturating_sub(free))
     }
 
-    /// A slot for a live stream, held until the stream ends; the refusal otherwise.
-    pub(super) fn stream_slot(&self) -> Result<OwnedSemaphorePermit, Response> {
-        self.long_polls.clone().try_acquire_owned().map_err(|_| overloaded("long-polls and streams"))
+    /// A slot for a live stream, held until the stream ends; `None` when none is free
+    /// (answer [`overloaded`]).
+    pub(super) fn stream_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.long_polls.clone().try_acquire_owned().ok()
     }
 }
 
 /// `503 overloaded`, to retry after [`RETRY_AFTER_SECS`].
-fn overloaded(what: &str) -> Response {
+pub(super) fn overloaded(what: &str) -> Response {
     let problem = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
