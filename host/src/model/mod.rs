@@ -330,6 +330,29 @@ pub struct Instance {
     pub updated_at: Timestamp,
 }
 
+#[cfg(test)]
+impl Instance {
+    /// An instance of definition `d` version 1 in state `S`, for unit tests.
+    pub(crate) fn sample(id: InstanceId, revision: i64, status: Status) -> Instance {
+        Instance {
+            id,
+            definition: "d".into(),
+            definition_version: 1,
+            module_sha256: ModuleHash("sha".into()),
+            state: "S".into(),
+            status,
+            data: "{}".into(),
+            revision: Revision(revision),
+            message: None,
+            error: None,
+            parent_id: None,
+            callback_url: None,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+}
+
 /// Which instances to list, newest first.
 #[derive(Debug, Clone)]
 pub struct InstanceFilter {

@@ -126,55 +126,36 @@ fn size(instance: &Instance) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Revision, Status, Timestamp};
-
-    fn instance(id: InstanceId, revision: i64, status: Status) -> Instance {
-        Instance {
-            id,
-            definition: "d".into(),
-            definition_version: 1,
-            module_sha256: crate::model::ModuleHash("sha".into()),
-            state: "S".into(),
-            status,
-            data: "{}".into(),
-            revision: Revision(revision),
-            message: None,
-            error: None,
-            parent_id: None,
-            callback_url: None,
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-        }
-    }
+    use crate::model::{Revision, Status};
 
     #[test]
     fn keeps_the_latest_revision_and_drops_finished_instances() {
         let recent = RecentInstances::new(1 << 20);
         let id = InstanceId::generate();
-        recent.committed(&instance(id, 2, Status::Running));
-        recent.committed(&instance(id, 1, Status::Running));
+        recent.committed(&Instance::sample(id, 2, Status::Running));
+        recent.committed(&Instance::sample(id, 1, Status::Running));
         assert_eq!(recent.get(id).map(|kept| kept.revision), Some(Revision(2)));
-        recent.committed(&instance(id, 3, Status::Completed));
+        recent.committed(&Instance::sample(id, 3, Status::Completed));
         assert!(recent.get(id).is_none());
-        recent.committed(&instance(id, 4, Status::Running));
+        recent.committed(&Instance::sample(id, 4, Status::Running));
         recent.forget(id);
         assert!(recent.get(id).is_none());
     }
 
     #[test]
     fn holds_at_most_its_budget() {
-        let one = size(&instance(InstanceId::generate(), 1, Status::Running));
+        let one = size(&Instance::sample(InstanceId::generate(), 1, Status::Running));
         let recent = RecentInstances::new(4 * one);
         let ids: Vec<InstanceId> = (0..7).map(|_| InstanceId::generate()).collect();
         for id in &ids {
-            recent.committed(&instance(*id, 1, Status::Running));
+            recent.committed(&Instance::sample(*id, 1, Status::Running));
             assert!(recent.bytes() <= 4 * one, "{} bytes kept", recent.bytes());
         }
         let kept = ids.iter().filter(|id| recent.get(**id).is_some()).count();
         assert!(kept <= 4, "{kept} kept");
         assert!(recent.get(ids[6]).is_some(), "the newest is kept");
 
-        let mut large = instance(InstanceId::generate(), 1, Status::Running);
+        let mut large = Instance::sample(InstanceId::generate(), 1, Status::Running);
         recent.committed(&large);
         large.data = "x".repeat(4 * one);
         large.revision = Revision(2);

@@ -1,23 +1,8 @@
 use super::*;
-use crate::model::{Instance, ModuleHash, Revision, Status, Timestamp};
+use crate::model::{Instance, Revision, Status};
 
 fn committed(id: InstanceId, revision: i64) -> InstanceView {
-    let instance = Instance {
-        id,
-        definition: "d".into(),
-        definition_version: 1,
-        module_sha256: ModuleHash("ab".into()),
-        state: "S".into(),
-        status: Status::Running,
-        data: "null".into(),
-        revision: Revision(revision),
-        message: None,
-        error: None,
-        parent_id: None,
-        callback_url: None,
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-    };
+    let instance = Instance::sample(id, revision, Status::Running);
     InstanceView { instance, allowed_actions: Vec::new() }
 }
 
