@@ -1,5 +1,11 @@
 //! Server configuration: defaults, overridden by a TOML file, overridden by
-//! environment variables and flags (which `main` resolves with clap).
+//! environment variables, overridden by flags (`sources`); checked and completed into
+//! a [`Config`] by [`FileConfig::into_config`].
+
+mod effective;
+mod sources;
+
+pub use sources::{env_var, setting_names};
 
 use crate::effects::{self, Binding, Callbacks, Participants, RetryOverride, RetryPolicy};
 use crate::model::{ApiKey, Caller, Role};
@@ -40,6 +46,8 @@ pub struct Config {
     pub effects: effects::Settings,
     /// Whether a `callback_url` may name a loopback, private or link-local address.
     pub allow_private_callbacks: bool,
+    /// PEM files of the certificate authorities in `effects.trusted`.
+    pub ca_certificates: Vec<PathBuf>,
     pub auth: Auth,
 }
 
@@ -50,6 +58,8 @@ pub struct Auth {
     pub keys: Vec<ApiKey>,
     /// Whether `GET /metrics` answers without a key.
     pub open_metrics: bool,
+    /// Whether the server may serve without keys on an address other than loopback.
+    pub insecure_open: bool,
 }
 
 /// The config file's shape; every field optional.
@@ -187,10 +197,16 @@ pub enum Error {
 }
 
 impl FileConfig {
-    pub fn read(path: &Path) -> Result<FileConfig, Error> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
-        toml::from_str(&text).map_err(|source| Error::Parse { path: path.into(), source })
+    /// The settings of `file` (if any), this process's environment and `flags` (by
+    /// dotted name), each over the one before; and the environment variables taken.
+    pub fn load(
+        file: Option<&Path>,
+        flags: Vec<(&str, toml::Value)>,
+    ) -> Result<(FileConfig, Vec<String>), Error> {
+        // A variable that is not UTF-8 is no setting of ours.
+        let vars = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+        sources::layered(sources::read(file)?, vars, flags)
     }
 
     /// Fills what the file leaves out with defaults; refuses settings that cannot work:
@@ -218,8 +234,8 @@ impl FileConfig {
             callbacks.secret.as_deref().map(Callbacks::secret).transpose().map_err(Error::Invalid)?;
         let allow_private_callbacks = callbacks.allow_private;
         let auth = self.auth.check(listen)?;
-        let trusted = effects
-            .ca_certificates
+        let ca_certificates = effects.ca_certificates;
+        let trusted = ca_certificates
             .iter()
             .map(|path| {
                 let pem = std::fs::read(path)
@@ -285,6 +301,7 @@ impl FileConfig {
             listen,
             auth,
             allow_private_callbacks,
+            ca_certificates,
             database: self.database.unwrap_or_else(|| "sqlite://switchyard.db".into()),
             modules: self.modules,
             module_cache: self.module_cache.unwrap_or_else(|| PathBuf::from(".switchyard/modules")),
@@ -354,7 +371,7 @@ impl AuthConfig {
                  listen on 127.0.0.1, or pass --insecure-open"
             )));
         }
-        Ok(Auth { keys, open_metrics: self.open_metrics.unwrap_or(true) })
+        Ok(Auth { keys, open_metrics: self.open_metrics.unwrap_or(true), insecure_open: self.insecure_open })
     }
 }
 
@@ -410,6 +427,17 @@ fn check_retry(section: &str, retry: &RetryOverride) -> Result<(), Error> {
             format!("{section}.backoff_coefficient must be a number of at least 1, not {coefficient}"),
         )),
         _ => Ok(()),
+    }
+}
+
+/// `url` without the password it may carry (`postgres://user:password@host/db`).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => match url[scheme_end + 3..at].split_once(':') {
+            Some((user, _password)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
     }
 }
 

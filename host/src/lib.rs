@@ -20,6 +20,7 @@ pub mod model;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 pub mod server;
 

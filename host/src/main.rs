@@ -5,32 +5,38 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use switchyard::config::FileConfig;
+use switchyard::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
 #[command(version, about = "Durable state machines whose transitions run as versioned Wasm modules")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written: `text` for people, `json` for log collectors.
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server. A flag given twice takes its last value.
+    /// Run the server. Settings come from the flags, over the environment
+    /// (`SWITCHYARD_...`), over the `--config` file, over the defaults; a flag given
+    /// twice takes its last value.
     #[command(args_override_self = true)]
     Serve {
         /// Address to listen on [default: 127.0.0.1:8080].
-        #[arg(long, env = "SWITCHYARD_LISTEN")]
+        #[arg(long)]
         listen: Option<SocketAddr>,
         /// `sqlite://PATH` or `postgres://URL` [default: sqlite://switchyard.db].
-        #[arg(long, env = "SWITCHYARD_DATABASE")]
+        #[arg(long)]
         database: Option<String>,
         /// Deploy every `.wasm` file in this folder at start-up.
-        #[arg(long, env = "SWITCHYARD_MODULES")]
+        #[arg(long)]
         modules: Option<PathBuf>,
         /// Keep compiled modules here across restarts [default: .switchyard/modules].
-        #[arg(long, env = "SWITCHYARD_MODULE_CACHE")]
+        #[arg(long)]
         module_cache: Option<PathBuf>,
-        /// A TOML file with these settings and more; flags and environment win over it.
+        /// A TOML file with every setting (see switchyard.example.toml).
         #[arg(long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
         /// Serve without API keys on an address other than loopback: anyone who can
@@ -38,6 +44,9 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_INSECURE_OPEN")]
         insecure_open: bool,
     },
+    /// Work with config files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Deploy a definition module to a running server.
     Deploy {
         /// The `.wasm` file.
@@ -50,6 +59,13 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check FILE, with the environment's `SWITCHYARD_...` settings over it, and print
+    /// the settings in force (secrets redacted); exit 1 if it would not serve.
+    Check { file: PathBuf },
+}
+
 /// Every request allocates a little in many places; mimalloc keeps that off the
 /// profile (glibc's malloc took ~9 % of the server's CPU under docflow).
 #[global_allocator]
@@ -57,27 +73,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    telemetry::init_logs(cli.log_format);
+    match cli.command {
         Command::Serve { listen, database, modules, module_cache, config, insecure_open } => {
-            let mut file = config.as_deref().map(FileConfig::read).transpose()?.unwrap_or_default();
-            file.auth.insecure_open |= insecure_open;
-            let file = FileConfig {
-                listen: listen.or(file.listen),
-                database: database.or(file.database),
-                modules: modules.or(file.modules),
-                module_cache: module_cache.or(file.module_cache),
-                ..file
-            };
+            let text = |value: String| Some(toml::Value::String(value));
+            let flags = [
+                ("listen", listen.and_then(|listen| text(listen.to_string()))),
+                ("database", database.and_then(text)),
+                ("modules", modules.and_then(|path| text(path.display().to_string()))),
+                ("module_cache", module_cache.and_then(|path| text(path.display().to_string()))),
+                ("auth.insecure_open", insecure_open.then_some(toml::Value::Boolean(true))),
+            ];
+            let flags = flags.into_iter().filter_map(|(name, value)| Some((name, value?))).collect();
+            let (file, _) = FileConfig::load(config.as_deref(), flags)?;
             let config = file.into_config()?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             switchyard::server::serve(listener, config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let (settings, taken) = FileConfig::load(Some(&file), Vec::new())?;
+            let config = settings.into_config()?;
+            println!("# {}: valid. The settings in force, secrets redacted.", file.display());
+            if !taken.is_empty() {
+                println!("# From the environment: {}.", taken.join(", "));
+            }
+            print!("{}", toml::to_string(&config.effective())?);
             Ok(())
         }
         Command::Deploy { file, server, api_key } => deploy(&file, &server, api_key.as_deref()).await,

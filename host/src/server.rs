@@ -39,6 +39,8 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Before any work, so that no count is lost to the facade's no-op recorder.
+    crate::telemetry::metrics();
     let store = store::Store::connect(&config.database).await?;
     let settings = Settings {
         limits: config.limits.clone(),
@@ -74,7 +76,7 @@ pub async fn serve(
         keys: api::Keys::new(&config.auth.keys, config.auth.open_metrics),
     };
     let app = api::router(service.clone(), api_settings);
-    tracing::info!(listen = %listener.local_addr()?, database = %redact(&config.database), "serving");
+    tracing::info!(listen = %listener.local_addr()?, database = %crate::config::redact_url(&config.database), "serving");
 
     let graceful = async move {
         shutdown.await;
@@ -138,16 +140,5 @@ async fn sweep_idempotency_records(service: Arc<Service>) {
             Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
             Err(err) => tracing::warn!(%err, "sweeping idempotency records failed"),
         }
-    }
-}
-
-/// The database URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => match url[scheme_end + 3..at].split_once(':') {
-            Some((user, _password)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
     }
 }

@@ -35,13 +35,17 @@ both_backends!(
     bad_effects_are_refused_and_change_nothing,
 );
 
-const FLIGHTS: &str = "/flights/reserve";
-const HOTELS: &str = "/hotels/reserve";
+pub(crate) const FLIGHTS: &str = "/flights/reserve";
+pub(crate) const HOTELS: &str = "/hotels/reserve";
 const CANCEL: &str = "/flights/cancel";
 
 /// A server with trip-booking deployed and its tasks bound to `participant` (all three,
 /// or all but `hotels.reserve` when `hotel_bound` is false).
-async fn trip_server(backend: Backend, participant: &Participant, hotel_bound: bool) -> TestServer {
+pub(crate) async fn trip_server(
+    backend: Backend,
+    participant: &Participant,
+    hotel_bound: bool,
+) -> TestServer {
     let mut toml = String::from(
         "[effects]\npoll_interval_ms = 100\nattempt_timeout_ms = 300\n\
          retry = { max_attempts = 3, initial_interval_ms = 20, max_interval_ms = 50 }\n",
@@ -57,7 +61,7 @@ async fn trip_server(backend: Backend, participant: &Participant, hotel_bound: b
     server
 }
 
-async fn book(server: &TestServer) -> String {
+pub(crate) async fn book(server: &TestServer) -> String {
     let input = json!({ "trip_id": "T-7", "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } });
     let created = server.create("trip-booking", input).await;
     assert_eq!(created["state"], "INITIATED");

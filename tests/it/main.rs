@@ -7,6 +7,7 @@
 mod support;
 
 mod auth;
+mod config;
 mod connections;
 mod crash;
 mod definitions;
@@ -25,5 +26,6 @@ mod modules;
 mod readiness;
 mod scenarios;
 mod shutdown;
+mod telemetry;
 mod version_races;
 mod versions;

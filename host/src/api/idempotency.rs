@@ -238,6 +238,7 @@ async fn replay(state: &AppState, key: &IdempotencyKey, fingerprint: &str) -> Op
     }
     let mut response = into_response(record.response);
     response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    metrics::counter!(crate::telemetry::IDEMPOTENCY_REPLAYS).increment(1);
     Some(response)
 }
 

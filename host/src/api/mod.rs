@@ -21,6 +21,7 @@ pub use problem::Problem;
 
 use crate::model::StoredResponse;
 use crate::service::Service;
+use crate::telemetry;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -87,7 +88,6 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         // Inside the routes, so that they know a long-poll by its matched path.
         .layer(axum::middleware::from_fn_with_state(limits, limits::middleware))
         .with_state(state)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(correlation::middleware))
 }
 
@@ -112,99 +112,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus' text format (version 0.0.4).
+/// Prometheus' text format (version 0.0.4). The gauges read rather than counted are
+/// sampled now; should the database not answer, they keep their last values.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let snapshot = state.service.metrics();
-    let mut text = String::new();
-    for (name, kind, help, value) in [
-        (
-            "switchyard_long_polls_waiting",
-            "gauge",
-            "Long-polls parked until their instance changes.",
-            snapshot.long_polls_waiting,
-        ),
-        (
-            "switchyard_transitions_recomputed_total",
-            "counter",
-            "Transitions computed again because the instance changed meanwhile.",
-            snapshot.transitions_recomputed,
-        ),
-        (
-            "switchyard_guest_calls_total",
-            "counter",
-            "Calls into definition modules, failed ones included.",
-            snapshot.guest_calls,
-        ),
-        (
-            "switchyard_requests_in_flight",
-            "gauge",
-            "Requests on /v1/ being served, long-polls not counted.",
-            state.limits.requests_in_flight(),
-        ),
-        (
-            "switchyard_module_compiles_total",
-            "counter",
-            "Modules compiled: at deploy, and at first use without a kept artifact.",
-            snapshot.module_compiles,
-        ),
-        (
-            "switchyard_module_artifact_loads_total",
-            "counter",
-            "Modules loaded from their kept artifact.",
-            snapshot.artifact_loads,
-        ),
-        (
-            "switchyard_module_artifacts_refused_total",
-            "counter",
-            "Artifacts not loaded: their sha256 is not the one recorded when they were written.",
-            snapshot.artifacts_refused,
-        ),
-        (
-            "switchyard_module_cache_bytes",
-            "gauge",
-            "What the compiled modules in memory are counted at.",
-            snapshot.module_cache_bytes,
-        ),
-        (
-            "switchyard_recent_instances_bytes",
-            "gauge",
-            "What the copies of recently committed instances are counted at.",
-            snapshot.recent_instances_bytes,
-        ),
-        ("switchyard_commits_total", "counter", "Transitions committed.", snapshot.commits),
-        (
-            "switchyard_commit_batches_total",
-            "counter",
-            "Transactions that committed them (group commit).",
-            snapshot.commit_batches,
-        ),
-        (
-            "switchyard_commit_batch_largest",
-            "gauge",
-            "The most transitions committed in one transaction so far.",
-            snapshot.largest_commit_batch,
-        ),
-    ] {
-        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    metrics::gauge!(telemetry::REQUESTS_IN_FLIGHT).set(state.limits.requests_in_flight() as f64);
+    if let Err(err) = state.service.sample_gauges().await {
+        tracing::warn!(%err, "cannot read the outbox for /metrics");
     }
-    let name = "switchyard_task_dispatch_seconds";
-    text.push_str(&format!(
-        "# HELP {name} From the commit that asked for a task to its first attempt, for tasks \
-         handed over in memory.\n# TYPE {name} histogram\n"
-    ));
-    let mut cumulative = 0;
-    for (count, bound) in
-        snapshot.dispatch.iter().zip(crate::service::DISPATCH_BUCKETS_US.map(Some).into_iter().chain([None]))
-    {
-        cumulative += count;
-        let le = bound.map_or_else(|| "+Inf".to_owned(), |micros| format!("{}", micros as f64 / 1e6));
-        text.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {cumulative}\n"));
-    }
-    text.push_str(&format!(
-        "{name}_sum {}\n{name}_count {cumulative}\n",
-        snapshot.dispatch_sum_us as f64 / 1e6
-    ));
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let recorder = telemetry::metrics();
+    recorder.run_upkeep();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], recorder.render()).into_response()
 }
 
 async fn not_found() -> Problem {

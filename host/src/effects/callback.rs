@@ -8,6 +8,7 @@ use super::{RetryPolicy, Settings, millis, random, record};
 use crate::model::{Effect, EffectStatus, Timestamp};
 use crate::service::Service;
 use crate::store::Progress;
+use crate::telemetry;
 use base64::Engine;
 use hmac::Mac;
 use std::time::Duration;
@@ -64,6 +65,8 @@ pub(super) async fn deliver(
             request.header("webhook-signature", signature(secret, &effect.id, timestamp, body.as_bytes()));
     }
     let answer = request.body(body).send().await;
+    metrics::counter!(telemetry::EFFECT_ATTEMPTS, "kind" => effect.kind.as_str()).increment(1);
+    let delivered = answer.as_ref().is_ok_and(|response| response.status().is_success());
     let (status, last_error, result) = match answer {
         // The last failure, if any, stays on view beside the success.
         Ok(response) if response.status().is_success() => (
@@ -87,6 +90,11 @@ pub(super) async fn deliver(
         }
         _ => now,
     };
+    if status == EffectStatus::Done {
+        let outcome = if delivered { "delivered" } else { "undelivered" };
+        metrics::counter!(telemetry::EFFECTS, "kind" => effect.kind.as_str(), "outcome" => outcome)
+            .increment(1);
+    }
     let progress = Progress { status, attempts: attempt, due_at, last_error, result };
     record(service, effect, &progress).await;
 }

@@ -5,7 +5,8 @@ use super::{Settings, millis, record};
 use crate::model::{Effect, EffectStatus, Timestamp};
 use crate::service::Service;
 use crate::store::Progress;
-use serde::Deserialize;
+use crate::telemetry;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 use switchyard_guest::{FailureKind, Received, TaskError};
@@ -26,7 +27,7 @@ pub struct Participants {
 }
 
 /// `[tasks."name"]` in the config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     pub url: String,
@@ -40,7 +41,7 @@ pub struct Binding {
 }
 
 /// Retry settings as a definition or a binding gives them: each field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryOverride {
     pub max_attempts: Option<u32>,
@@ -158,6 +159,7 @@ pub(super) async fn attempt(
         .map_or(participants.attempt_timeout, Duration::from_millis);
     let attempt = effect.attempts + 1;
     let answer = send(client, participants, binding, effect, attempt, attempt_timeout).await;
+    metrics::counter!(telemetry::EFFECT_ATTEMPTS, "kind" => effect.kind.as_str()).increment(1);
     let now = Timestamp::now();
     match answer {
         Answer::Succeeded(output) => {

@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::runtime::{self, Called, Entry, LoadedModule};
 use crate::store::{self, Commit, Settle};
+use crate::telemetry;
 use serde::Serialize;
 use sha2::Digest;
 use std::sync::Arc;
@@ -36,6 +37,43 @@ pub(super) enum Trigger {
     Migrate { to_version: u32, reason: String, migration: Option<uuid::Uuid> },
     /// An admin's cancel or force-complete, through `on_override`.
     Override { kind: abi::OverrideKind, reason: String },
+}
+
+impl Trigger {
+    /// The kind history records it under.
+    fn kind(&self) -> TriggerKind {
+        match self {
+            Trigger::Action { .. } => TriggerKind::Action,
+            Trigger::Event { event, .. } if abi::events::is_host_event(&event.name) => TriggerKind::Effect,
+            Trigger::Event { .. } => TriggerKind::Event,
+            Trigger::Migrate { .. } | Trigger::Override { .. } => TriggerKind::Admin,
+        }
+    }
+}
+
+/// Counts a transition tried on an instance of `definition` at `version`, by how it ended.
+pub(super) fn count_transition<T>(definition: &str, version: u32, trigger: TriggerKind, result: &Result<T>) {
+    let outcome = match result {
+        Ok(_) => "committed",
+        Err(
+            Error::Rejected { .. }
+            | Error::NotAllowed { .. }
+            | Error::UnknownAction { .. }
+            | Error::PreconditionFailed { .. }
+            | Error::NoMigrationPath { .. }
+            | Error::Finished(_),
+        ) => "rejected",
+        Err(Error::Guest(_) | Error::BadOutcome(_) | Error::BadEffects(_)) => "definition_failed",
+        Err(_) => "refused",
+    };
+    metrics::counter!(
+        telemetry::TRANSITIONS,
+        "definition" => definition.to_owned(),
+        "version" => version.to_string(),
+        "trigger" => trigger.as_str(),
+        "outcome" => outcome,
+    )
+    .increment(1);
 }
 
 /// What a commit records besides the instance: the bulk migration it is a step of,
@@ -106,6 +144,23 @@ impl Service {
         trigger: &Trigger,
         asked: Asked<'_>,
     ) -> Result<InstanceView> {
+        let mut read = None;
+        let result = self.transition_once_read(id, trigger, asked, &mut read).await;
+        if let Some((definition, version)) = read {
+            count_transition(&definition, version, trigger.kind(), &result);
+        }
+        result
+    }
+
+    /// [`Service::transition`]; `read` names the instance's definition and version as
+    /// first read, if it was.
+    async fn transition_once_read(
+        &self,
+        id: InstanceId,
+        trigger: &Trigger,
+        asked: Asked<'_>,
+        read: &mut Option<(String, u32)>,
+    ) -> Result<InstanceView> {
         let _serialised = self.locks.lock(id).await;
         // The copy this process committed last spares a read. Should a verdict computed
         // from it go against the request, the copy may have been stale: the verdict
@@ -120,16 +175,17 @@ impl Service {
                 (None, None) => (self.stored_instance(id).await?, false),
             };
             let revision = current.revision;
+            read.get_or_insert_with(|| (current.definition.clone(), current.definition_version));
             match self.attempt(current, trigger, asked).await {
                 Ok(Some(view)) => return Ok(view),
-                Ok(None) => self.metrics.recomputed(),
+                Ok(None) => metrics::counter!(telemetry::TRANSITIONS_RECOMPUTED).increment(1),
                 Err(err) if from_copy && judged_on_state(&err) => {
                     let instance = self.stored_instance(id).await?;
                     if instance.revision == revision {
                         return Err(err);
                     }
                     self.recent.forget(id);
-                    self.metrics.recomputed();
+                    metrics::counter!(telemetry::TRANSITIONS_RECOMPUTED).increment(1);
                     stored = Some(instance);
                 }
                 Err(err) => return Err(err),

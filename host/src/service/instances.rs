@@ -4,9 +4,10 @@ use super::engine::{self, Asked, Trigger};
 use super::{Error, Result, Service};
 use crate::model::{
     Caller, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter, InstanceId,
-    Revision, Status, StoredResponse, Timestamp, Trigger as Cause, TriggerKind,
+    ModuleHash, Revision, Status, StoredResponse, Timestamp, Trigger as Cause, TriggerKind,
 };
 use crate::runtime::Entry;
+use crate::telemetry;
 use std::sync::Arc;
 use switchyard_guest::abi::{self, CallKind, InitRequest};
 
@@ -138,6 +139,21 @@ impl Service {
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         let (version, sha256) = self.version_for_start(&request.definition, request.version).await?;
+        let definition = request.definition.clone();
+        let started = self.start_version(id, request, (version, sha256), parent, idempotent).await;
+        engine::count_transition(&definition, version, TriggerKind::Start, &started);
+        started
+    }
+
+    /// [`Service::start_as`] once the version is chosen.
+    async fn start_version(
+        &self,
+        id: InstanceId,
+        request: StartRequest,
+        (version, sha256): (u32, ModuleHash),
+        parent: Option<(InstanceId, String)>,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<InstanceView> {
         let module = self.module(&request.definition, version, &sha256).await?;
         let now = Timestamp::now();
         let init = InitRequest {
@@ -226,7 +242,7 @@ impl Service {
         if view.instance.revision != seen || view.instance.status.is_terminal() {
             return Ok(view);
         }
-        let _waiting = self.metrics.waiting();
+        let _waiting = telemetry::Counted::new(telemetry::LONG_POLLS_WAITING);
         let changed = async {
             loop {
                 // The commit of `seen` itself (or an older one, finishing late) may be

@@ -11,7 +11,6 @@ mod instances;
 mod lifecycle;
 mod locks;
 mod lru;
-mod metrics;
 mod modules;
 mod posted;
 mod recent;
@@ -20,13 +19,13 @@ mod results;
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
-pub use metrics::{DISPATCH_BUCKETS_US, MetricsSnapshot};
 pub use posted::{Posted, Retried};
 pub use results::{Delivered, Diagnostics, Reported, TaskReport, kept_event};
 
 use crate::model::{IdempotencyKey, IdempotencyRecord, Instance, ModuleHash, StoredResponse, Timestamp};
 use crate::runtime::{self, Called, Compiled, Entry, LoadedModule, Runtime};
 use crate::store::{self, Store};
+use crate::telemetry;
 use changes::Changes;
 use lru::Lru;
 use modules::ModuleCache;
@@ -217,7 +216,6 @@ pub struct Service {
     leases: Leases,
     locks: locks::InstanceLocks,
     recent: RecentInstances,
-    metrics: metrics::Metrics,
     idempotency_retention: Duration,
     migration_pace: MigrationPace,
     callbacks: CallbackPolicy,
@@ -246,7 +244,6 @@ impl Service {
             outbox: tokio::sync::Notify::new(),
             locks: Default::default(),
             recent: RecentInstances::new(settings.caches.recent_instances),
-            metrics: metrics::Metrics::default(),
             idempotency_retention: settings.idempotency_retention,
             migration_pace: settings.migration_pace,
             callbacks: settings.callbacks,
@@ -270,7 +267,7 @@ impl Service {
 
     /// A task's first attempt starts `delay` after the commit that asked for it.
     pub fn task_dispatched(&self, delay: std::time::Duration) {
-        self.metrics.dispatched(delay);
+        metrics::histogram!(telemetry::TASK_DISPATCH_SECONDS).record(delay);
     }
 
     /// Whether this process can serve: see [`Store::ready`].
@@ -278,26 +275,17 @@ impl Service {
         Ok(self.store.ready().await?)
     }
 
-    pub fn metrics(&self) -> MetricsSnapshot {
-        let commits = self.store.commit_stats();
-        let (dispatch, dispatch_sum_us) = self.metrics.dispatch();
-        let (module_compiles, artifact_loads, artifacts_refused) = self.metrics.modules();
-        let bytes = |bytes: usize| u64::try_from(bytes).unwrap_or(u64::MAX);
-        MetricsSnapshot {
-            module_compiles,
-            artifact_loads,
-            artifacts_refused,
-            module_cache_bytes: bytes(self.modules.bytes()),
-            recent_instances_bytes: bytes(self.recent.bytes()),
-            dispatch,
-            dispatch_sum_us,
-            long_polls_waiting: self.metrics.long_polls_waiting(),
-            transitions_recomputed: self.metrics.transitions_recomputed(),
-            guest_calls: self.metrics.guest_calls(),
-            commits: commits.commits,
-            commit_batches: commits.batches,
-            largest_commit_batch: commits.largest_batch,
-        }
+    /// Sets the gauges that are read rather than counted: memory of the caches, and
+    /// the outbox (from the database, so every host tells of all of it).
+    pub async fn sample_gauges(&self) -> Result<()> {
+        metrics::gauge!(telemetry::MODULE_CACHE_BYTES).set(self.modules.bytes() as f64);
+        metrics::gauge!(telemetry::RECENT_INSTANCES_BYTES).set(self.recent.bytes() as f64);
+        let now = Timestamp::now();
+        let (open, oldest_due) = self.store.outbox_summary(now).await?;
+        metrics::gauge!(telemetry::OUTBOX_DEPTH).set(open as f64);
+        let overdue_ms = oldest_due.map_or(0, |due| now.0.saturating_sub(due.0));
+        metrics::gauge!(telemetry::OUTBOX_OLDEST_SECONDS).set(overdue_ms as f64 / 1000.0);
+        Ok(())
     }
 
     /// The live records whose scope starts with one of `prefixes`, or that are `exact`.
@@ -406,7 +394,7 @@ impl Service {
         };
         let (bytes, actual) = hashed(bytes).await.ok()?;
         if recorded.as_ref() != Some(&actual) {
-            self.metrics.artifact_refused();
+            metrics::counter!(telemetry::MODULE_ARTIFACTS_REFUSED).increment(1);
             tracing::warn!(
                 path = %path.display(),
                 %actual,
@@ -426,7 +414,7 @@ impl Service {
         };
         match loaded {
             Ok(Ok(module)) => {
-                self.metrics.artifact_loaded();
+                metrics::counter!(telemetry::MODULE_ARTIFACT_LOADS).increment(1);
                 Some(module)
             }
             Ok(Err(err)) => {
@@ -484,7 +472,7 @@ impl Service {
     /// wasmtime cannot stop a compile.
     async fn start_compile(&self, wasm: Arc<[u8]>) -> Result<JoinHandle<Result<Compiled, runtime::Error>>> {
         let slot = self.compiles.clone().acquire_owned().await.map_err(internal)?;
-        self.metrics.compiled();
+        metrics::counter!(telemetry::MODULE_COMPILES).increment(1);
         let runtime = self.runtime.clone();
         Ok(tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
@@ -536,8 +524,13 @@ impl Service {
         Resp: DeserializeOwned,
     {
         let _permit = self.guest_calls.acquire().await.map_err(|err| Error::Internal(err.to_string()))?;
-        self.metrics.guest_called();
-        Ok(self.runtime.call(&module, entry, &request).await?)
+        metrics::counter!(telemetry::GUEST_CALLS).increment(1);
+        let started = std::time::Instant::now();
+        let called = self.runtime.call(&module, entry, &request).await;
+        metrics::histogram!(telemetry::GUEST_CALL_SECONDS).record(started.elapsed());
+        let called = called?;
+        metrics::histogram!(telemetry::GUEST_CALL_FUEL).record(called.fuel_used as f64);
+        Ok(called)
     }
 }
 

@@ -60,6 +60,7 @@ impl ModuleCache {
             if let Some(in_progress) = loading.get(sha256) {
                 in_progress.clone()
             } else if let Some(module) = self.loaded.get(sha256) {
+                metrics::counter!(crate::telemetry::MODULE_CACHE_HITS).increment(1);
                 return Ok(module);
             } else {
                 loading.entry(sha256.clone()).or_default().clone()

@@ -4,6 +4,7 @@
 use super::{Error, Result, Service};
 use crate::model::{Caller, Effect, EffectKind, EffectStatus, Role, Timestamp};
 use crate::store::Progress;
+use crate::telemetry;
 use std::time::Duration;
 use switchyard_guest::abi;
 use switchyard_guest::{FailureKind, Received, TaskError};
@@ -72,10 +73,19 @@ impl Service {
         let event = received.into_event(effect.id.clone());
         let result = super::engine::event_json(&event);
         let settles = Some((effect.id.clone(), attempts));
+        // The effect's end, by the event it ends with, once that closes it.
+        let ended = metrics::counter!(
+            telemetry::EFFECTS,
+            "kind" => effect.kind.as_str(),
+            "outcome" => event.name.clone(),
+        );
         let delivered = self.deliver(effect.instance_id, event, settles).await;
         let now = Timestamp::now();
         let (status, due_at, note, outcome) = match delivered {
-            Ok(_) => return Ok(Delivered::Applied),
+            Ok(_) => {
+                ended.increment(1);
+                return Ok(Delivered::Applied);
+            }
             Err(Error::EffectClosed) => return Ok(Delivered::Closed),
             Err(refused @ (Error::Rejected { .. } | Error::Finished(_))) => {
                 let reason = refused.to_string();
@@ -90,6 +100,9 @@ impl Service {
         let progress = Progress { status, attempts, due_at, last_error: Some(note), result: Some(result) };
         if !self.store.record_effect_progress(&effect.id, &progress, now).await? {
             return Ok(Delivered::Closed);
+        }
+        if status == EffectStatus::Done {
+            ended.increment(1);
         }
         Ok(outcome)
     }

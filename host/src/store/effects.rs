@@ -67,6 +67,21 @@ impl Store {
         Ok(due.map(Timestamp))
     }
 
+    /// How many effects are open, and when the one due longest ago fell due (if one
+    /// is due at `now`): what `GET /metrics` tells of the outbox.
+    pub async fn outbox_summary(&self, now: Timestamp) -> Result<(i64, Option<Timestamp>)> {
+        let (open, oldest_due): (i64, Option<i64>) = read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT COUNT(*), MIN(CASE WHEN due_at <= $1 THEN due_at END)
+                 FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
+            )
+            .bind(now.0)
+            .fetch_one(pool)
+            .await
+        })?;
+        Ok((open, oldest_due.map(Timestamp)))
+    }
+
     pub async fn effect(&self, id: &str) -> Result<Option<Effect>> {
         let sql = format!("SELECT {} FROM effects WHERE id = $1", rows::EFFECT_COLUMNS);
         let row = read!(self, |pool| sqlx::query(&sql).bind(id).fetch_optional(pool).await)?;

@@ -18,6 +18,7 @@
 
 use super::writer::{WriteTx, Writer};
 use super::{Commit, Error, Result, WriteTurn, feed, transition};
+use crate::telemetry;
 use sqlx::AnyPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,7 +169,11 @@ async fn run(
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
+        let started = std::time::Instant::now();
         commit_batch(&mut writer, batch).await;
+        metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed());
+        metrics::histogram!(telemetry::COMMIT_BATCH_SIZE).record(size as f64);
+        metrics::counter!(telemetry::COMMITS).increment(size);
         stats.written.send_modify(|written| *written += 1);
     }
     drop(writer);

@@ -29,6 +29,8 @@ pub struct TestServer {
     postgres: Option<(String, String)>,
     /// The extra `serve` flags of the last start, kept by [`TestServer::restart`].
     flags: Vec<String>,
+    /// Environment variables the process gets besides the harness's.
+    env: Vec<(String, String)>,
 }
 
 fn scratch_folder(run_id: &str) -> PathBuf {
@@ -50,6 +52,14 @@ impl TestServer {
     /// Starts a server with extra `serve` flags (e.g. `--modules DIR`).
     pub async fn start_with(backend: Backend, flags: &[&str]) -> TestServer {
         let mut server = TestServer::prepared(backend).await;
+        server.spawn(flags).await;
+        server
+    }
+
+    /// Starts a server with extra `serve` flags and environment variables.
+    pub async fn start_with_env(backend: Backend, flags: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut server = TestServer::prepared(backend).await;
+        server.env = env.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
         server.spawn(flags).await;
         server
     }
@@ -130,6 +140,7 @@ impl TestServer {
             scratch,
             postgres,
             flags: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -244,6 +255,7 @@ impl TestServer {
             .arg("--module-cache")
             .arg(self.module_cache())
             .args(flags)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "info,sqlx=warn");
         command
     }
@@ -319,6 +331,22 @@ impl TestServer {
             .filter(|line| !line.starts_with('#'))
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// The sum of the series of `name` in `GET /metrics` that carry every one of
+    /// `labels` (0 if none does).
+    pub async fn metric_where(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = String::from_utf8(self.get("/metrics").await.expect(200).body).expect("utf-8");
+        text.lines()
+            .filter_map(|line| {
+                let (series, value) = line.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+                let pairs: Vec<&str> = series.split(',').collect();
+                let all = labels
+                    .iter()
+                    .all(|(label, wanted)| pairs.contains(&format!("{label}=\"{wanted}\"").as_str()));
+                all.then(|| value.trim().parse::<f64>().ok()).flatten()
+            })
+            .sum()
     }
 
     /// Waits until metric `name` satisfies `holds`, for at most 30 s; returns its value.
