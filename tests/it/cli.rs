@@ -354,15 +354,17 @@ async fn a_bulk_migration_runs_to_its_report(backend: Backend) {
 }
 
 async fn the_feed_is_followed_live(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let mut server = TestServer::start(backend).await;
     server.deploy(module("document-processing")).await.expect(201);
     let mut following = client(&server.base_url, &["feed", "--follow", "-o", "json"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the client starts");
     let mut lines = tokio::io::BufReader::new(following.stdout.take().expect("stdout")).lines();
     let id = id_of(&server.create("document-processing", json!({ "document_url": "s3://docs/a.pdf" })).await);
     server.act(&id, "validate", Value::Null).await.expect(200);
+    let mut cursor = String::new();
     for (seq, to_state) in [(1, "UPLOADED"), (2, "VALIDATING")] {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
             .await
@@ -375,6 +377,16 @@ async fn the_feed_is_followed_live(backend: Backend) {
             (event["data"]["seq"].as_u64(), event["data"]["to_state"].as_str()),
             (Some(seq), Some(to_state))
         );
+        cursor = event["data"]["cursor"].as_str().expect("a cursor").to_owned();
     }
-    following.kill().await.expect("the client stops");
+
+    // A stopping server ends the stream: the client says where to follow on from.
+    server.terminate().await;
+    let ended = tokio::time::timeout(Duration::from_secs(30), following.wait_with_output())
+        .await
+        .expect("the client ends with the stream")
+        .expect("the client runs");
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains(&format!("switchyard feed --follow --after {cursor}")), "{stderr}");
 }

@@ -27,7 +27,7 @@ const HEADER: [&str; 8] =
 
 pub async fn feed(client: Client, output: Output, args: Feed) -> Result<(), Error> {
     let query: Vec<(&str, String)> =
-        [("after", args.after), ("limit", args.limit.map(|limit| limit.to_string()))]
+        [("after", args.after.clone()), ("limit", args.limit.map(|limit| limit.to_string()))]
             .into_iter()
             .filter_map(|(name, value)| Some((name, value?)))
             .collect();
@@ -48,18 +48,22 @@ pub async fn feed(client: Client, output: Output, args: Feed) -> Result<(), Erro
     if output == Output::Table {
         emit(&HEADER.join("  "))?;
     }
-    while let Some(data) = stream.next().await? {
+    let mut resume = args.after;
+    while let Some(event) = stream.next().await? {
         match output {
             // One CloudEvent per line, as the stream carries it.
-            Output::Json => print_raw(data.as_bytes())?,
+            Output::Json => print_raw(event.data.as_bytes())?,
             Output::Table => {
-                let event = serde_json::from_str(&data)
+                let transition = serde_json::from_str(&event.data)
                     .map_err(|err| Error::Local(format!("a feed event is not JSON: {err}")))?;
-                emit(&line(&cells(&event)))?;
+                emit(&line(&cells(&transition)))?;
             }
         }
+        resume = event.id.or(resume);
     }
-    Ok(())
+    // The server ends streams when it stops: say where to go on from.
+    let after = resume.map(|cursor| format!(" --after {cursor}")).unwrap_or_default();
+    Err(Error::Unreachable(format!("it closed the stream; follow on with `switchyard feed --follow{after}`")))
 }
 
 /// A transition of the feed (a CloudEvent) as a row.

@@ -191,7 +191,7 @@ impl Error {
     }
 }
 
-/// The `data` of each event of a `text/event-stream` response, one at a time.
+/// The events of a `text/event-stream` response, one at a time.
 #[derive(Debug)]
 pub struct EventStream {
     response: reqwest::Response,
@@ -199,26 +199,34 @@ pub struct EventStream {
     buffer: Vec<u8>,
 }
 
+/// One event of a stream: its `id`, and its `data` lines joined.
+#[derive(Debug)]
+pub struct StreamEvent {
+    pub id: Option<String>,
+    pub data: String,
+}
+
 impl EventStream {
     pub fn new(response: reqwest::Response) -> EventStream {
         EventStream { response, buffer: Vec::new() }
     }
 
-    /// The next event's data (its `data:` lines joined); `None` once the server closed
-    /// the stream. Events end with a blank line; our server ends lines with `\n`.
-    pub async fn next(&mut self) -> Result<Option<String>, Error> {
+    /// The next event; `None` once the server closed the stream. Events end with a
+    /// blank line; our server ends lines with `\n`.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, Error> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\n\n") {
-                let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let event = String::from_utf8_lossy(&event);
-                let data: Vec<&str> = event
-                    .lines()
-                    .filter_map(|line| line.strip_prefix("data:"))
-                    .map(|data| data.strip_prefix(' ').unwrap_or(data))
-                    .collect();
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let value = |line: &'_ str, name: &str| {
+                    let value = line.strip_prefix(name)?.strip_prefix(':')?;
+                    Some(value.strip_prefix(' ').unwrap_or(value).to_owned())
+                };
+                let data: Vec<String> = block.lines().filter_map(|line| value(line, "data")).collect();
                 // Without data it is a keep-alive comment.
                 if !data.is_empty() {
-                    return Ok(Some(data.join("\n")));
+                    let id = block.lines().find_map(|line| value(line, "id"));
+                    return Ok(Some(StreamEvent { id, data: data.join("\n") }));
                 }
                 continue;
             }
