@@ -89,7 +89,7 @@ pub async fn migrate(client: Client, output: Output, args: Migrate) -> Result<()
                 json!({ "to_version": args.to_version, "reason": args.reason, "dry_run": args.dry_run });
             let answer =
                 client.send_keyed(with_json(client.request(Method::POST, &path), &body)?, &key).await?;
-            if output == Output::Table && answer.header("switchyard-dry-run") == Some("true") {
+            if answer.header("switchyard-dry-run") == Some("true") {
                 eprintln!("dry run: this is what the migration would make of it; nothing was written");
             }
             print_instance(output, &answer)
@@ -115,17 +115,16 @@ pub async fn migrate(client: Client, output: Output, args: Migrate) -> Result<()
 /// Polls the migration `started` until it is no longer running, drawing its progress
 /// on stderr (when that is a terminal); its last answer.
 async fn wait_for_migration(client: &Client, started: Answer) -> Result<Answer, Error> {
-    let migration = started.json()?;
+    let mut migration = started.json()?;
     let id = migration["id"]
         .as_str()
         .ok_or_else(|| Error::Local("the server's answer names no migration id".into()))?
         .to_owned();
     let bar = ProgressBar::new(0);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} instances  {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{wide_bar}] {pos}/{len}  {msg}") {
         bar.set_style(style.progress_chars("=> "));
     }
     let mut answer = started;
-    let mut migration = migration;
     while migration["status"] == "running" {
         show_progress(&bar, &migration);
         tokio::time::sleep(PROGRESS_POLL).await;
@@ -138,14 +137,14 @@ async fn wait_for_migration(client: &Client, started: Answer) -> Result<Answer, 
 
 fn show_progress(bar: &ProgressBar, migration: &Value) {
     let count = |name: &str| migration[name].as_u64().unwrap_or(0);
-    bar.set_length(count("total"));
-    bar.set_position(count("migrated") + count("failed") + count("skipped"));
     bar.set_message(format!(
         "migrated {}, failed {}, skipped {}",
         count("migrated"),
         count("failed"),
         count("skipped")
     ));
+    bar.set_length(count("total"));
+    bar.set_position(count("migrated") + count("failed") + count("skipped"));
 }
 
 #[derive(Debug, Args)]

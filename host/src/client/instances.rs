@@ -309,10 +309,10 @@ pub async fn diagnostics(client: Client, output: Output, args: Id) -> Result<(),
         let sections = [
             instance_view(&diagnostics["instance"], None),
             fields(&[("module sha256", field(diagnostics, "module_sha256"))]),
-            effects.render(),
-            events_table(items(diagnostics, "events")),
-            calls.render(),
-            keys.render(),
+            format!("Effects\n{}", effects.render()),
+            format!("Events received\n{}", events_table(items(diagnostics, "events"))),
+            format!("Recent calls\n{}", calls.render()),
+            format!("Idempotency records\n{}", keys.render()),
         ];
         sections.join("\n")
     })
