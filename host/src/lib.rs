@@ -11,9 +11,13 @@
 //! - [`store`]: SQLite and PostgreSQL persistence.
 //! - [`model`]: plain data shared by all of them.
 //!
+//! [`client`], beside them all, is the command-line client: it knows the server only
+//! through HTTP.
+//!
 //! [`server::serve`] runs the whole server on a bound listener until a shutdown signal.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod effects;
 pub mod model;

@@ -47,16 +47,8 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Deploy a definition module to a running server.
-    Deploy {
-        /// The `.wasm` file.
-        file: PathBuf,
-        #[arg(long, env = "SWITCHYARD_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
-        /// An API key with the deployer role (not needed by a server without keys).
-        #[arg(long, env = "SWITCHYARD_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-    },
+    #[command(flatten)]
+    Client(switchyard::client::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -104,23 +96,8 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config.effective())?);
             Ok(())
         }
-        Command::Deploy { file, server, api_key } => deploy(&file, &server, api_key.as_deref()).await,
+        Command::Client(command) => std::process::exit(switchyard::client::run(command).await),
     }
-}
-
-async fn deploy(file: &std::path::Path, server: &str, api_key: Option<&str>) -> anyhow::Result<()> {
-    let wasm = tokio::fs::read(file).await.with_context(|| format!("cannot read {}", file.display()))?;
-    let url = format!("{}/v1/definitions", server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().post(&url).header("content-type", "application/wasm");
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.body(wasm).send().await.with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    println!("{body}");
-    anyhow::ensure!(status.is_success(), "deploy failed with {status}");
-    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -1,7 +1,7 @@
 //! Settings from flags over the environment over the config file, and `switchyard
 //! config check`, run as the real binary.
 
-use crate::support::{Backend, TestServer, assert_problem, target_dir};
+use crate::support::{Backend, TestServer, assert_problem, binary};
 use reqwest::Method;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
@@ -81,9 +81,7 @@ fn the_example_config_checks() {
 
 /// Runs `switchyard config check FILE` with `env`: its exit code, stdout and stderr.
 fn check(file: &Path, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let binary = std::env::var_os("SWITCHYARD_BIN")
-        .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
-    let output = std::process::Command::new(binary)
+    let output = std::process::Command::new(binary())
         .args(["config", "check"])
         .arg(file)
         .envs(env.iter().copied())

@@ -38,16 +38,27 @@ macro_rules! both_backends {
 
 /// A module built by `cargo xtask modules`: an example definition or a test guest.
 pub fn module(name: &str) -> Vec<u8> {
+    let path = module_path(name);
+    std::fs::read(&path).unwrap_or_else(|err| {
+        panic!("{}: {err}; build the modules with `cargo xtask modules`", path.display())
+    })
+}
+
+/// Where [`module`] reads `name` from.
+pub fn module_path(name: &str) -> PathBuf {
     let (variable, fallback) = if name.ends_with("-guest") {
         ("SWITCHYARD_TEST_MODULES", "test-modules")
     } else {
         ("SWITCHYARD_EXAMPLE_MODULES", "modules")
     };
     let folder = std::env::var_os(variable).map_or_else(|| target_dir().join(fallback), PathBuf::from);
-    let path = folder.join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|err| {
-        panic!("{}: {err}; build the modules with `cargo xtask modules`", path.display())
-    })
+    folder.join(format!("{name}.wasm"))
+}
+
+/// The `switchyard` binary under test (`cargo xtask test` names it in `SWITCHYARD_BIN`).
+pub fn binary() -> PathBuf {
+    std::env::var_os("SWITCHYARD_BIN")
+        .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from)
 }
 
 /// `target/` of this build, found from the test executable (`target/debug/deps/it-…`).

@@ -1,6 +1,6 @@
 //! A real `switchyard serve` process with a database of its own.
 
-use super::{Response, target_dir};
+use super::Response;
 use reqwest::Method;
 use serde_json::Value;
 use sqlx::Connection;
@@ -241,9 +241,7 @@ impl TestServer {
 
     /// `switchyard serve` on this server's port, database and module cache, with `flags`.
     fn command(&self, flags: &[&str]) -> Command {
-        let binary = std::env::var_os("SWITCHYARD_BIN")
-            .map_or_else(|| target_dir().join("debug").join("switchyard"), PathBuf::from);
-        let mut command = Command::new(binary);
+        let mut command = Command::new(super::binary());
         command
             .args([
                 "serve",
