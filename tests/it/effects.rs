@@ -1,7 +1,7 @@
 //! Effects: tasks run against participant servers the tests start on loopback, their
 //! results delivered back through the definition, durably and exactly once.
 
-use crate::support::{Backend, Participant, Reply, TestServer, assert_problem, module};
+use crate::support::{Backend, Participant, Received, Reply, TestServer, assert_problem, module};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -35,17 +35,13 @@ both_backends!(
     bad_effects_are_refused_and_change_nothing,
 );
 
-pub(crate) const FLIGHTS: &str = "/flights/reserve";
-pub(crate) const HOTELS: &str = "/hotels/reserve";
+const FLIGHTS: &str = "/flights/reserve";
+const HOTELS: &str = "/hotels/reserve";
 const CANCEL: &str = "/flights/cancel";
 
 /// A server with trip-booking deployed and its tasks bound to `participant` (all three,
 /// or all but `hotels.reserve` when `hotel_bound` is false).
-pub(crate) async fn trip_server(
-    backend: Backend,
-    participant: &Participant,
-    hotel_bound: bool,
-) -> TestServer {
+async fn trip_server(backend: Backend, participant: &Participant, hotel_bound: bool) -> TestServer {
     let mut toml = String::from(
         "[effects]\npoll_interval_ms = 100\nattempt_timeout_ms = 300\n\
          retry = { max_attempts = 3, initial_interval_ms = 20, max_interval_ms = 50 }\n",
@@ -61,7 +57,7 @@ pub(crate) async fn trip_server(
     server
 }
 
-pub(crate) async fn book(server: &TestServer) -> String {
+async fn book(server: &TestServer) -> String {
     let input = json!({ "trip_id": "T-7", "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } });
     let created = server.create("trip-booking", input).await;
     assert_eq!(created["state"], "INITIATED");
@@ -200,13 +196,22 @@ async fn an_attempt_that_hangs_times_out(backend: Backend) {
     assert!(participant.received(HOTELS).is_empty() && participant.received(CANCEL).is_empty());
 }
 
-async fn a_participant_may_answer_202_and_report_later(backend: Backend) {
+/// A trip whose flight is reserved and whose hotel's participant answered 202: the
+/// participant, the server, the trip's id and the hotel's request.
+pub(crate) async fn trip_waiting_for_its_hotel(
+    backend: Backend,
+) -> (Participant, TestServer, String, Received) {
     let participant = Participant::start().await;
     participant.script(FLIGHTS, vec![Reply::Reserve]);
     participant.script(HOTELS, vec![Reply::Json(202, json!({}))]);
     let server = trip_server(backend, &participant, true).await;
     let id = book(&server).await;
     let [hotel] = participant.wait_for(HOTELS, 1).await.try_into().expect("one hotel request");
+    (participant, server, id, hotel)
+}
+
+async fn a_participant_may_answer_202_and_report_later(backend: Backend) {
+    let (participant, server, id, hotel) = trip_waiting_for_its_hotel(backend).await;
     let report_url = hotel.body["report_url"].as_str().expect("a report_url").to_owned();
     // The participant has answered 202; the host records that it waits for the report.
     let mut diagnostics = Value::Null;

@@ -1,8 +1,8 @@
 //! What the server tells of its work: Prometheus metrics at `/metrics`, and log lines
 //! that name the request and the instance.
 
-use crate::effects::{FLIGHTS, HOTELS, book, trip_server};
-use crate::support::{Backend, Participant, Reply, TestServer, module};
+use crate::effects::trip_waiting_for_its_hotel;
+use crate::support::{Backend, TestServer, module};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -12,12 +12,7 @@ both_backends!(
 );
 
 async fn metrics_count_requests_transitions_effects_and_commits(backend: Backend) {
-    let participant = Participant::start().await;
-    participant.script(FLIGHTS, vec![Reply::Reserve]);
-    participant.script(HOTELS, vec![Reply::Json(202, json!({}))]);
-    let server = trip_server(backend, &participant, true).await;
-    let id = book(&server).await;
-    let [hotel] = participant.wait_for(HOTELS, 1).await.try_into().expect("one hotel request");
+    let (_participant, server, id, hotel) = trip_waiting_for_its_hotel(backend).await;
     // The hotel's task waits for its report: one effect is open.
     server.wait_for_metric("switchyard_outbox_depth", |open| open == 1.0).await;
     let path = hotel.body["report_url"].as_str().expect("report_url").replace(&server.base_url, "");

@@ -6,7 +6,7 @@ mod server;
 pub mod tls;
 pub mod wat;
 
-pub use participant::{Participant, Reply};
+pub use participant::{Participant, Received, Reply};
 
 pub use server::{Backend, TestServer};
 
