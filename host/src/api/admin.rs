@@ -4,28 +4,30 @@ use super::dto::{InstanceDto, MigrationDto};
 use super::extract::{Body, Path};
 use super::idempotency::{self, Begun, Endpoint};
 use super::instances::{instance_response, parse_id};
+use super::openapi::KeyHeader;
 use super::problem::Problem;
 use super::{AppState, stored_json};
 use crate::model::{Caller, Migration};
 use crate::service::{BulkMigration, InstanceView, MigrateInstance, Override};
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use switchyard_guest::abi::OverrideKind;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/instances/{id}/migrate", post(migrate_instance))
-        .route("/v1/admin/instances/{id}/cancel", post(cancel))
-        .route("/v1/admin/instances/{id}/force-complete", post(force_complete))
-        .route("/v1/admin/migrations", post(start_migration))
-        .route("/v1/admin/migrations/{id}", get(show_migration))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(migrate_instance))
+        .routes(routes!(cancel))
+        .routes(routes!(force_complete))
+        .routes(routes!(start_migration))
+        .routes(routes!(show_migration))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MigrateBody {
     to_version: u32,
@@ -34,8 +36,21 @@ struct MigrateBody {
     dry_run: bool,
 }
 
+/// Migrates an instance
+///
 /// Moves one instance to another version. A dry run answers with the would-be
 /// instance and writes nothing.
+#[utoipa::path(post, path = "/v1/admin/instances/{id}/migrate", tag = "admin",
+    params(("id" = String, Path), KeyHeader), request_body = MigrateBody,
+    responses(
+        (status = 200, description = "The instance after the migration (or as it would be)",
+            body = InstanceDto, headers(
+                ("ETag" = String, description = "The instance's revision"),
+                ("Switchyard-Dry-Run" = String, description = "`true` for a dry run"))),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 422, response = Problem),
+    ))]
 async fn migrate_instance(
     State(state): State<AppState>,
     caller: Caller,
@@ -69,7 +84,7 @@ async fn migrate_instance(
     Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkBody {
     definition: String,
@@ -81,7 +96,17 @@ struct BulkBody {
     reason: String,
 }
 
-/// Starts a bulk migration: 202 and the operation, to poll at its `Location`.
+/// Starts a bulk migration
+///
+/// 202 and the operation, to poll at its `Location`.
+#[utoipa::path(post, path = "/v1/admin/migrations", tag = "admin", params(KeyHeader), request_body = BulkBody,
+    responses(
+        (status = 202, description = "Started", body = MigrationDto,
+            headers(("Location" = String, description = "The operation's URL"))),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 422, response = Problem),
+    ))]
 async fn start_migration(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +153,12 @@ async fn start_migration(
     Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
+/// Shows a bulk migration: its progress and failures
+#[utoipa::path(get, path = "/v1/admin/migrations/{id}", tag = "admin", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The operation", body = MigrationDto),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+    ))]
 async fn show_migration(
     State(state): State<AppState>,
     caller: Caller,
@@ -138,12 +169,24 @@ async fn show_migration(
     Ok(axum::Json(MigrationDto::new(&migration, &failures)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OverrideBody {
     reason: String,
 }
 
+/// Cancels an instance
+///
+/// An audited override; the definition may refuse it (422).
+#[utoipa::path(post, path = "/v1/admin/instances/{id}/cancel", tag = "admin",
+    params(("id" = String, Path), KeyHeader), request_body = OverrideBody,
+    responses(
+        (status = 200, description = "The instance after the override", body = InstanceDto,
+            headers(("ETag" = String, description = "The instance's revision"))),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 422, response = Problem),
+    ))]
 async fn cancel(
     state: State<AppState>,
     caller: Caller,
@@ -154,6 +197,18 @@ async fn cancel(
     admin_override(state, caller, id, headers, body, OverrideKind::Cancel).await
 }
 
+/// Force-completes an instance
+///
+/// An audited override; the definition may refuse it (422).
+#[utoipa::path(post, path = "/v1/admin/instances/{id}/force-complete", tag = "admin",
+    params(("id" = String, Path), KeyHeader), request_body = OverrideBody,
+    responses(
+        (status = 200, description = "The instance after the override", body = InstanceDto,
+            headers(("ETag" = String, description = "The instance's revision"))),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 422, response = Problem),
+    ))]
 async fn force_complete(
     state: State<AppState>,
     caller: Caller,

@@ -58,7 +58,7 @@ impl Keys {
 pub fn required_role(method: &Method, route: &str, keys: &Keys) -> Option<Role> {
     let reading = *method == Method::GET || *method == Method::HEAD;
     match (reading, route) {
-        (_, "/healthz" | "/readyz") => None,
+        (_, "/healthz" | "/readyz" | "/openapi.json") => None,
         (_, "/metrics") => (!keys.open_metrics).then_some(Role::Client),
         (
             true,

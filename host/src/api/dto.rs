@@ -5,11 +5,12 @@ use crate::model::{
     DefinitionVersion, Effect, EffectKind, EffectStatus, FeedItem, HistoryEntry, IdempotencyRecord, Instance,
     Migration, PostedEvent, Status, Timestamp,
 };
-use crate::service::{DefinitionSummary, Diagnostics, InstanceView, VersionSummary};
+use crate::service::{DefinitionSummary, Diagnostics, InstanceView, Posted, VersionSummary};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use switchyard_guest::abi::Manifest;
+use utoipa::ToSchema;
 
 /// RFC 3339 in UTC with milliseconds.
 pub fn time(at: Timestamp) -> String {
@@ -27,13 +28,14 @@ fn json(text: &str) -> Box<RawValue> {
     RawValue::from_string(text.to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct InstanceDto<'a> {
     id: String,
     definition: &'a str,
     definition_version: u32,
     state: &'a str,
     status: &'static str,
+    #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
     revision: i64,
     allowed_actions: &'a [String],
@@ -67,7 +69,7 @@ impl<'a> InstanceDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct InstancePage<'a> {
     pub items: Vec<InstanceDto<'a>>,
     /// Pass as `cursor` for the next page; absent once a page comes back short.
@@ -75,7 +77,14 @@ pub struct InstancePage<'a> {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// An instance's history, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct HistoryPage<'a> {
+    pub instance_id: String,
+    pub items: Vec<HistoryDto<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct HistoryDto<'a> {
     seq: i64,
     from_state: Option<&'a str>,
@@ -88,11 +97,12 @@ pub struct HistoryDto<'a> {
     at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TriggerDto<'a> {
     kind: &'static str,
     name: &'a str,
     id: Option<&'a str>,
+    #[schema(value_type = serde_json::Value)]
     payload: Box<RawValue>,
 }
 
@@ -117,7 +127,7 @@ impl<'a> HistoryDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DiagnosticsDto<'a> {
     instance: InstanceDto<'a>,
     module_sha256: Option<&'a str>,
@@ -133,7 +143,7 @@ pub struct DiagnosticsDto<'a> {
     idempotency_records: Vec<IdempotencyRecordDto<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct IdempotencyRecordDto<'a> {
     scope: &'a str,
     key: &'a str,
@@ -142,7 +152,7 @@ struct IdempotencyRecordDto<'a> {
     created_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EffectDto<'a> {
     /// A task's `task_id`.
     id: &'a str,
@@ -155,6 +165,7 @@ struct EffectDto<'a> {
     /// When the executor next works on it, while it is open.
     next_attempt_at: Option<String>,
     last_error: Option<&'a str>,
+    #[schema(value_type = serde_json::Value)]
     result: Option<Box<RawValue>>,
     /// The history entry of the transition that asked for it.
     seq: i64,
@@ -162,7 +173,7 @@ struct EffectDto<'a> {
     updated_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CallDto<'a> {
     seq: i64,
     trigger: &'static str,
@@ -244,12 +255,49 @@ impl<'a> EffectDto<'a> {
     }
 }
 
+/// The events posted to an instance, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct PostedEventList<'a> {
+    pub instance_id: String,
+    pub items: Vec<PostedEventDto<'a>>,
+}
+
+/// The answer to posting an event, by what became of it.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum EventOutcomeDto<'a> {
+    /// Applied now: the instance after it.
+    Applied { event_id: &'a str, instance: InstanceDto<'a> },
+    /// The definition refused it (or the instance had finished); nothing changed.
+    Refused { event_id: &'a str, code: &'a str, reason: &'a str },
+    /// An event with this id was received before: what became of that one.
+    Duplicate { event_id: &'a str, received: PostedEventDto<'a> },
+    /// Kept, to be applied later (202).
+    Accepted { event_id: &'a str, received: PostedEventDto<'a> },
+}
+
+impl<'a> EventOutcomeDto<'a> {
+    pub fn new(event_id: &'a str, posted: &'a Posted) -> Self {
+        match posted {
+            Posted::Applied(view) => EventOutcomeDto::Applied { event_id, instance: InstanceDto::new(view) },
+            Posted::Refused { code, reason } => EventOutcomeDto::Refused { event_id, code, reason },
+            Posted::Duplicate(kept) => {
+                EventOutcomeDto::Duplicate { event_id, received: PostedEventDto::new(kept) }
+            }
+            Posted::Accepted(kept) => {
+                EventOutcomeDto::Accepted { event_id, received: PostedEventDto::new(kept) }
+            }
+        }
+    }
+}
+
 /// An event a client posted, and what became of it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PostedEventDto<'a> {
     event_id: &'a str,
     #[serde(rename = "type")]
     name: &'a str,
+    #[schema(value_type = serde_json::Value)]
     payload: Box<RawValue>,
     status: &'static str,
     code: Option<&'a str>,
@@ -291,7 +339,13 @@ impl<'a> PostedEventDto<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// Every deployed definition.
+#[derive(Serialize, ToSchema)]
+pub struct DefinitionList<'a> {
+    pub items: Vec<DefinitionDto<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct DefinitionDto<'a> {
     name: &'a str,
     /// The version new instances get.
@@ -300,7 +354,7 @@ pub struct DefinitionDto<'a> {
     versions: Vec<VersionSummaryDto<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct VersionSummaryDto<'a> {
     version: u32,
     sha256: &'a str,
@@ -340,7 +394,7 @@ impl<'a> VersionSummaryDto<'a> {
 }
 
 /// A deployed version with its whole manifest and transition graph.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct VersionDto<'a> {
     name: &'a str,
     version: u32,
@@ -356,7 +410,7 @@ pub struct VersionDto<'a> {
     migrates_from: &'a [u32],
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct StateDto<'a> {
     name: &'a str,
     description: &'a str,
@@ -365,7 +419,7 @@ struct StateDto<'a> {
     status: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ActionDto<'a> {
     name: &'a str,
     description: &'a str,
@@ -374,7 +428,7 @@ struct ActionDto<'a> {
     admin_only: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TransitionDto<'a> {
     from: &'a str,
     action: &'a str,
@@ -428,7 +482,7 @@ impl<'a> VersionDto<'a> {
 }
 
 /// A bulk migration and its progress.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MigrationDto<'a> {
     id: String,
     definition: &'a str,
@@ -449,7 +503,7 @@ pub struct MigrationDto<'a> {
     finished_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FailureDto<'a> {
     instance_id: &'a str,
     reason: &'a str,
@@ -483,7 +537,7 @@ impl<'a> MigrationDto<'a> {
 }
 
 /// A committed transition as a CloudEvents 1.0 event (JSON format).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct FeedEventDto<'a> {
     specversion: &'static str,
     /// Unique per transition: the instance and its sequence number.
@@ -497,7 +551,7 @@ pub struct FeedEventDto<'a> {
     data: FeedDataDto<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FeedDataDto<'a> {
     /// The feed's cursor after this event.
     cursor: String,
@@ -511,7 +565,7 @@ struct FeedDataDto<'a> {
     actor: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FeedTriggerDto<'a> {
     kind: &'static str,
     name: &'a str,
@@ -549,4 +603,31 @@ impl<'a> FeedEventDto<'a> {
             },
         }
     }
+}
+
+/// What became of a participant's report.
+#[derive(Serialize, ToSchema)]
+pub struct TaskReportedDto<'a> {
+    pub task_id: &'a str,
+    pub status: ReportedStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportedStatus {
+    /// The task's result, applied to its instance.
+    Applied,
+    /// Refused by the definition (or the instance had finished).
+    Refused,
+    /// Kept, to be delivered later.
+    Accepted,
+    /// The same report again.
+    Duplicate,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct HealthDto {
+    /// `ok` (alive) or `ready` (the database answers).
+    pub status: &'static str,
 }

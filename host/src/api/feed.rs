@@ -4,39 +4,56 @@
 use super::AppState;
 use super::dto::FeedEventDto;
 use super::extract::Query;
+use super::openapi::LastEventIdHeader;
 use super::problem::Problem;
 use crate::model::FeedItem;
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::ACCEPT;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use std::collections::VecDeque;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/feed", get(feed))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(feed))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FeedParams {
+    /// A cursor this server handed out: the events after it. None: from the beginning.
     after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 struct FeedPage<'a> {
     items: Vec<FeedEventDto<'a>>,
     /// Where to resume: the last item's cursor, or the one asked with if none came.
     next_cursor: String,
 }
 
+/// Reads the transition feed
+///
+/// Every committed transition, in commit order, as CloudEvents 1.0: a page of JSON, or
+/// with `Accept: text/event-stream` a live stream of `switchyard.transition` events
+/// whose `id` is the cursor to resume from.
+#[utoipa::path(get, path = "/v1/feed", tag = "feed", params(FeedParams, LastEventIdHeader),
+    responses(
+        (status = 200, description = "A page of the feed, or the live stream", content(
+            (FeedPage = "application/json"),
+            (String = "text/event-stream"))),
+        (status = 400, response = Problem),
+    ))]
 async fn feed(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -1,33 +1,38 @@
 //! Instances: create, read (ETag, long-poll), list, act, history.
 
-use super::dto::{DiagnosticsDto, HistoryDto, InstanceDto, InstancePage, PostedEventDto};
+use super::dto::{
+    DiagnosticsDto, EventOutcomeDto, HistoryDto, HistoryPage, InstanceDto, InstancePage, PostedEventDto,
+    PostedEventList,
+};
 use super::extract::{Body, Path, Query};
 use super::idempotency::{self, Begun, Endpoint};
+use super::openapi::{IfMatchHeader, LongPollHeaders, RequiredKeyHeader};
 use super::problem::Problem;
 use super::{AppState, stored_json};
 use crate::model::{Caller, IdempotencyKey, InstanceFilter, InstanceId, Revision, StoredResponse};
 use crate::service::{ActRequest, InstanceView, Posted, StartRequest};
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/definitions/{name}/instances", post(create))
-        .route("/v1/instances", get(list))
-        .route("/v1/instances/{id}", get(show))
-        .route("/v1/instances/{id}/actions/{action}", post(act))
-        .route("/v1/instances/{id}/history", get(history))
-        .route("/v1/instances/{id}/events", post(post_event).get(events))
-        .route("/v1/instances/{id}/diagnostics", get(diagnostics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(list_instances))
+        .routes(routes!(show_instance))
+        .routes(routes!(act))
+        .routes(routes!(history))
+        .routes(routes!(post_event, events))
+        .routes(routes!(diagnostics))
 }
 
 /// The strong ETag of a revision.
@@ -35,15 +40,31 @@ pub fn etag(revision: Revision) -> String {
     format!("\"{}\"", revision.0)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// The definition's input, as it expects it.
     #[serde(default)]
+    #[schema(value_type = serde_json::Value)]
     input: Option<Box<RawValue>>,
+    /// Where the instance's terminal state is sent (http or https).
     callback_url: Option<String>,
+    /// The version to start on; by default the one new instances get.
     version: Option<u32>,
 }
 
+/// Starts an instance
+#[utoipa::path(post, path = "/v1/definitions/{name}/instances", tag = "instances",
+    params(("name" = String, Path), RequiredKeyHeader), request_body = CreateBody,
+    responses(
+        (status = 201, description = "Started", body = InstanceDto, headers(
+            ("Location" = String, description = "The instance's URL"),
+            ("ETag" = String, description = "The instance's revision"),
+            ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 422, response = Problem),
+    ))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,13 +98,28 @@ async fn create(
     Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActBody {
     #[serde(default)]
+    #[schema(value_type = serde_json::Value)]
     payload: Option<Box<RawValue>>,
 }
 
+/// Runs an action
+///
+/// An admin-only action needs the admin role.
+#[utoipa::path(post, path = "/v1/instances/{id}/actions/{action}", tag = "instances",
+    params(("id" = String, Path), ("action" = String, Path), RequiredKeyHeader, IfMatchHeader),
+    request_body(content = Option<ActBody>, description = "Optional: the action's payload"),
+    responses(
+        (status = 200, description = "The instance after the transition", body = InstanceDto, headers(
+            ("ETag" = String, description = "The instance's revision"),
+            ("Idempotent-Replayed" = String, description = "`true` on a replay"))),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 412, response = Problem),
+        (status = 413, response = Problem), (status = 422, response = Problem),
+    ))]
 async fn act(
     State(state): State<AppState>,
     caller: Caller,
@@ -92,7 +128,8 @@ async fn act(
     body: Body,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
-    let payload = body.json::<ActBody>()?.and_then(|body| body.payload);
+    // No body, or `null`: no payload.
+    let payload = body.json::<Option<ActBody>>()?.flatten().and_then(|body| body.payload);
     let if_match = if_match(&headers)?;
     let scope = idempotency::action_scope(id, &action);
     // The same body under another If-Match is another request.
@@ -116,10 +153,20 @@ async fn act(
     Ok(idempotency::finish_change(claim, outcome, &render).await)
 }
 
+/// Shows an instance
+///
 /// `GET` with `If-None-Match` (304 when unchanged) and `Prefer: wait=N`, which holds
 /// the request up to N seconds (or until the server starts to stop) for a change: away
 /// from the ETag given, or from the revision current when the request arrived.
-async fn show(
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", params(("id" = String, Path), LongPollHeaders),
+    responses(
+        (status = 200, description = "The instance", body = InstanceDto, headers(
+            ("ETag" = String, description = "The instance's revision"),
+            ("Preference-Applied" = String, description = "`wait=N` when the request long-polled"))),
+        (status = 304, description = "Unchanged from the `If-None-Match` ETag"),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+    ))]
+async fn show_instance(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -160,19 +207,33 @@ async fn show(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     definition: Option<String>,
     version: Option<u32>,
     state: Option<String>,
+    /// `running`, `completed`, `failed` or `cancelled`.
     status: Option<String>,
+    /// An instance id: its children.
     parent: Option<String>,
+    /// Page size, 1 to 500 (default 50).
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-async fn list(State(state): State<AppState>, Query(params): Query<ListParams>) -> Result<Response, Problem> {
+/// Lists instances, newest first
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", params(ListParams),
+    responses(
+        (status = 200, description = "A page of instances", body = InstancePage),
+        (status = 400, response = Problem),
+    ))]
+async fn list_instances(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, Problem> {
     let status = params
         .status
         .map(|status| status.parse())
@@ -205,27 +266,45 @@ async fn list(State(state): State<AppState>, Query(params): Query<ListParams>) -
     Ok(axum::Json(page).into_response())
 }
 
+/// Shows an instance's history
+#[utoipa::path(get, path = "/v1/instances/{id}/history", tag = "instances", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Every transition, oldest first", body = HistoryPage),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+    ))]
 async fn history(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let history = state.service.history(id).await?;
-    let items: Vec<_> = history.iter().map(HistoryDto::new).collect();
-    Ok(axum::Json(serde_json::json!({ "instance_id": id.to_string(), "items": items })).into_response())
+    let items = history.iter().map(HistoryDto::new).collect();
+    Ok(axum::Json(HistoryPage { instance_id: id.to_string(), items }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventBody {
     event_id: String,
     #[serde(rename = "type")]
     name: String,
     #[serde(default)]
+    #[schema(value_type = serde_json::Value)]
     payload: Option<Box<RawValue>>,
 }
 
+/// Posts an event
+///
 /// Records an event once per `event_id` and applies it: 200 with `status` `applied`
 /// (and the instance), `refused` (with the definition's code and reason) or
 /// `duplicate`; 202 `accepted` when it is applied later (the definition failed on it,
 /// or an earlier event waits). A sender that retries always gets a 2xx.
+#[utoipa::path(post, path = "/v1/instances/{id}/events", tag = "instances", params(("id" = String, Path)),
+    request_body = EventBody,
+    responses(
+        (status = 200, description = "Applied, refused or a duplicate", body = EventOutcomeDto),
+        (status = 202, description = "Accepted, to be applied later", body = EventOutcomeDto),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+        (status = 409, response = Problem), (status = 413, response = Problem),
+        (status = 422, response = Problem),
+    ))]
 async fn post_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -237,41 +316,32 @@ async fn post_event(
     let payload = request.payload.map_or_else(|| "null".to_owned(), |payload| payload.get().to_owned());
     let event_id = request.event_id.clone();
     let posted = state.service.post_event(id, request.event_id, request.name, payload, &caller).await?;
-    let body = match &posted {
-        Posted::Applied(view) => {
-            serde_json::json!({ "event_id": event_id, "status": "applied", "instance": InstanceDto::new(view) })
-        }
-        Posted::Refused { code, reason } => {
-            serde_json::json!({ "event_id": event_id, "status": "refused", "code": code, "reason": reason })
-        }
-        Posted::Duplicate(kept) => serde_json::json!({
-            "event_id": event_id,
-            "status": "duplicate",
-            "received": PostedEventDto::new(kept),
-        }),
-        Posted::Accepted(kept) => {
-            let event = PostedEventDto::new(kept);
-            return Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(
-                    serde_json::json!({ "event_id": event_id, "status": "accepted", "received": event }),
-                ),
-            )
-                .into_response());
-        }
-    };
-    Ok(axum::Json(body).into_response())
+    let status = if matches!(posted, Posted::Accepted(_)) { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, axum::Json(EventOutcomeDto::new(&event_id, &posted))).into_response())
 }
 
+/// Lists the events posted to an instance
+#[utoipa::path(get, path = "/v1/instances/{id}/events", tag = "instances", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Every event received, with what became of it", body = PostedEventList),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+    ))]
 async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
     let events = state.service.posted_events(id).await?;
-    let items: Vec<_> = events.iter().map(PostedEventDto::new).collect();
-    Ok(axum::Json(serde_json::json!({ "instance_id": id.to_string(), "items": items })).into_response())
+    let items = events.iter().map(PostedEventDto::new).collect();
+    Ok(axum::Json(PostedEventList { instance_id: id.to_string(), items }).into_response())
 }
 
+/// Shows an instance's diagnostics
+///
 /// Why an instance stands where it does: its effects (open and closed, with attempts,
 /// next attempt and last error), timers, children, events, and its recent calls.
+#[utoipa::path(get, path = "/v1/instances/{id}/diagnostics", tag = "instances", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "The instance's diagnostics", body = DiagnosticsDto),
+        (status = 400, response = Problem), (status = 404, response = Problem),
+    ))]
 async fn diagnostics(
     State(state): State<AppState>,
     caller: Caller,

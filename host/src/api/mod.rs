@@ -13,6 +13,7 @@ mod feed;
 mod idempotency;
 mod instances;
 mod limits;
+mod openapi;
 mod problem;
 mod tasks;
 
@@ -26,10 +27,12 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use dto::HealthDto;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Limits of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -60,25 +63,32 @@ pub struct AppState {
     in_flight: idempotency::InFlight,
     settings: Arc<Settings>,
     limits: Arc<limits::Limits>,
+    /// What `GET /openapi.json` serves: the document, as JSON.
+    openapi: axum::body::Bytes,
 }
 
 pub fn router(service: Arc<Service>, settings: Settings) -> Router {
     let limits = limits::Limits::new(&settings);
-    let state = AppState {
-        service,
-        in_flight: Default::default(),
-        settings: Arc::new(settings.clone()),
-        limits: limits.clone(),
-    };
-    Router::new()
+    // Each route is added with its description: the document covers every route.
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::base())
         .merge(definitions::router(settings.max_module_bytes))
         .merge(instances::router())
         .merge(admin::router())
         .merge(tasks::router())
         .merge(feed::router())
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::serve))
+        .split_for_parts();
+    let state = AppState {
+        service,
+        in_flight: Default::default(),
+        settings: Arc::new(settings.clone()),
+        limits: limits.clone(),
+        openapi: openapi::finish(document, &settings.keys),
+    };
+    routes
         // After routing, so that the route's pattern decides the role it needs.
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(settings.keys), auth::middleware))
         .fallback(not_found)
@@ -91,14 +101,19 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
         .layer(axum::middleware::from_fn(correlation::middleware))
 }
 
+/// Alive
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`ok`", body = HealthDto)))]
 async fn healthz() -> Response {
-    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+    axum::Json(HealthDto { status: "ok" }).into_response()
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "`ready`", body = HealthDto), (status = 503, response = Problem)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.ready().await {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(()) => axum::Json(HealthDto { status: "ready" }).into_response(),
         Err(err) => {
             let mut problem = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -112,8 +127,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Metrics
+///
 /// Prometheus' text format (version 0.0.4). The gauges read rather than counted are
 /// sampled now; should the database not answer, they keep their last values.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!(telemetry::REQUESTS_IN_FLIGHT).set(state.limits.requests_in_flight() as f64);
     if let Err(err) = state.service.sample_gauges().await {

@@ -4,7 +4,9 @@ use super::correlation;
 use crate::service;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
@@ -18,6 +20,24 @@ pub struct Problem {
     pub extensions: Map<String, Value>,
     /// The internal cause of a 5xx, logged once and never sent.
     pub cause: Option<String>,
+}
+
+/// A problem's JSON body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub(super) struct ProblemBody<'a> {
+    /// `urn:switchyard:problem:` and the problem's kind, e.g. `not-found`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^urn:switchyard:problem:[a-z-]+$")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    /// The request's `X-Correlation-Id`.
+    correlation_id: String,
+    /// Members some problems add, e.g. `current_state` and `allowed_actions`.
+    #[serde(flatten)]
+    extensions: &'a Map<String, Value>,
 }
 
 /// Carries a 5xx's cause to the correlation middleware, which logs it.
@@ -67,13 +87,14 @@ impl Problem {
 
     /// The JSON body, stamped with the current request's correlation id.
     pub fn body(&self) -> Vec<u8> {
-        let mut body = Map::new();
-        body.insert("type".into(), json!(format!("urn:switchyard:problem:{}", self.kind)));
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        body.insert("correlation_id".into(), json!(correlation::current()));
-        body.extend(self.extensions.clone());
+        let body = ProblemBody {
+            kind: format!("urn:switchyard:problem:{}", self.kind),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            correlation_id: correlation::current(),
+            extensions: &self.extensions,
+        };
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }

@@ -32,6 +32,7 @@ fn routes_need_the_roles_of_the_spec() {
     let keys = keys(true);
     let role = |method: Method, route| required_role(&method, route, &keys);
     assert_eq!(role(Method::GET, "/healthz"), None);
+    assert_eq!(role(Method::GET, "/openapi.json"), None);
     assert_eq!(role(Method::GET, "/metrics"), None);
     assert_eq!(required_role(&Method::GET, "/metrics", &self::keys(false)), Some(Role::Client));
     assert_eq!(role(Method::GET, "/v1/definitions"), Some(Role::Client));
