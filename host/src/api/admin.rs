@@ -31,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 struct MigrateBody {
     to_version: u32,
+    /// Why: recorded in history; not blank.
+    #[schema(pattern = "\\S")]
     reason: String,
     #[serde(default)]
     dry_run: bool,
@@ -90,9 +92,13 @@ struct BulkBody {
     definition: String,
     from_version: u32,
     to_version: u32,
+    /// Only instances in these states; when given, at least one.
+    #[schema(min_items = 1)]
     states: Option<Vec<String>>,
     #[serde(default)]
     dry_run: bool,
+    /// Why: recorded in history; not blank.
+    #[schema(pattern = "\\S")]
     reason: String,
 }
 
@@ -172,6 +178,8 @@ async fn show_migration(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OverrideBody {
+    /// Why: recorded in history; not blank.
+    #[schema(pattern = "\\S")]
     reason: String,
 }
 

@@ -48,6 +48,7 @@ struct CreateBody {
     #[schema(value_type = serde_json::Value)]
     input: Option<Box<RawValue>>,
     /// Where the instance's terminal state is sent (http or https).
+    #[schema(pattern = "^https?://")]
     callback_url: Option<String>,
     /// The version to start on; by default the one new instances get.
     version: Option<u32>,
@@ -282,8 +283,12 @@ async fn history(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventBody {
+    /// The sender's id of the event: a repeat with the same id is a duplicate.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
     event_id: String,
+    /// The event's type; not one of the host's own (`task.succeeded`, ...).
     #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     #[serde(default)]
     #[schema(value_type = serde_json::Value)]
