@@ -24,6 +24,7 @@ mod instances;
 mod limits;
 mod malformed;
 mod modules;
+mod openapi;
 mod readiness;
 mod scenarios;
 mod shutdown;
