@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 struct FeedParams {
     /// A cursor this server handed out: the events after it. None: from the beginning.
+    #[param(pattern = "^[0-9]+$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,

@@ -215,13 +215,15 @@ struct ListParams {
     definition: Option<String>,
     version: Option<u32>,
     state: Option<String>,
-    /// `running`, `completed`, `failed` or `cancelled`.
+    #[param(pattern = "^(running|completed|failed|cancelled)$")]
     status: Option<String>,
     /// An instance id: its children.
+    #[param(format = Uuid)]
     parent: Option<String>,
     /// Page size, 1 to 500 (default 50).
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
