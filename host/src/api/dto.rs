@@ -29,6 +29,7 @@ fn json(text: &str) -> Box<RawValue> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Instance)]
 pub struct InstanceDto<'a> {
     id: String,
     definition: &'a str,
@@ -85,6 +86,7 @@ pub struct HistoryPage<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = History)]
 pub struct HistoryDto<'a> {
     seq: i64,
     from_state: Option<&'a str>,
@@ -98,6 +100,7 @@ pub struct HistoryDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Trigger)]
 struct TriggerDto<'a> {
     kind: &'static str,
     name: &'a str,
@@ -128,6 +131,7 @@ impl<'a> HistoryDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Diagnostics)]
 pub struct DiagnosticsDto<'a> {
     instance: InstanceDto<'a>,
     module_sha256: Option<&'a str>,
@@ -144,6 +148,7 @@ pub struct DiagnosticsDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = IdempotencyRecord)]
 struct IdempotencyRecordDto<'a> {
     scope: &'a str,
     key: &'a str,
@@ -153,6 +158,7 @@ struct IdempotencyRecordDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Effect)]
 struct EffectDto<'a> {
     /// A task's `task_id`.
     id: &'a str,
@@ -174,6 +180,7 @@ struct EffectDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Call)]
 struct CallDto<'a> {
     seq: i64,
     trigger: &'static str,
@@ -264,6 +271,7 @@ pub struct PostedEventList<'a> {
 
 /// The answer to posting an event, by what became of it.
 #[derive(Serialize, ToSchema)]
+#[schema(as = EventOutcome)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum EventOutcomeDto<'a> {
     /// Applied now: the instance after it.
@@ -293,6 +301,7 @@ impl<'a> EventOutcomeDto<'a> {
 
 /// An event a client posted, and what became of it.
 #[derive(Serialize, ToSchema)]
+#[schema(as = PostedEvent)]
 pub struct PostedEventDto<'a> {
     event_id: &'a str,
     #[serde(rename = "type")]
@@ -346,6 +355,7 @@ pub struct DefinitionList<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Definition)]
 pub struct DefinitionDto<'a> {
     name: &'a str,
     /// The version new instances get.
@@ -355,6 +365,7 @@ pub struct DefinitionDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = VersionSummary)]
 struct VersionSummaryDto<'a> {
     version: u32,
     sha256: &'a str,
@@ -395,6 +406,7 @@ impl<'a> VersionSummaryDto<'a> {
 
 /// A deployed version with its whole manifest and transition graph.
 #[derive(Serialize, ToSchema)]
+#[schema(as = Version)]
 pub struct VersionDto<'a> {
     name: &'a str,
     version: u32,
@@ -411,6 +423,7 @@ pub struct VersionDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = State)]
 struct StateDto<'a> {
     name: &'a str,
     description: &'a str,
@@ -420,6 +433,7 @@ struct StateDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Action)]
 struct ActionDto<'a> {
     name: &'a str,
     description: &'a str,
@@ -429,6 +443,7 @@ struct ActionDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Transition)]
 struct TransitionDto<'a> {
     from: &'a str,
     action: &'a str,
@@ -483,6 +498,7 @@ impl<'a> VersionDto<'a> {
 
 /// A bulk migration and its progress.
 #[derive(Serialize, ToSchema)]
+#[schema(as = Migration)]
 pub struct MigrationDto<'a> {
     id: String,
     definition: &'a str,
@@ -504,6 +520,7 @@ pub struct MigrationDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = Failure)]
 struct FailureDto<'a> {
     instance_id: &'a str,
     reason: &'a str,
@@ -538,6 +555,7 @@ impl<'a> MigrationDto<'a> {
 
 /// A committed transition as a CloudEvents 1.0 event (JSON format).
 #[derive(Serialize, ToSchema)]
+#[schema(as = FeedEvent)]
 pub struct FeedEventDto<'a> {
     specversion: &'static str,
     /// Unique per transition: the instance and its sequence number.
@@ -552,6 +570,7 @@ pub struct FeedEventDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = FeedData)]
 struct FeedDataDto<'a> {
     /// The feed's cursor after this event.
     cursor: String,
@@ -566,6 +585,7 @@ struct FeedDataDto<'a> {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = FeedTrigger)]
 struct FeedTriggerDto<'a> {
     kind: &'static str,
     name: &'a str,
@@ -607,6 +627,7 @@ impl<'a> FeedEventDto<'a> {
 
 /// What became of a participant's report.
 #[derive(Serialize, ToSchema)]
+#[schema(as = TaskReported)]
 pub struct TaskReportedDto<'a> {
     pub task_id: &'a str,
     pub status: ReportedStatus,
@@ -627,6 +648,7 @@ pub enum ReportedStatus {
 
 /// `GET /healthz` and `GET /readyz`.
 #[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
 pub struct HealthDto {
     /// `ok` (alive) or `ready` (the database answers).
     pub status: &'static str,
