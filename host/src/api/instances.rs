@@ -131,7 +131,6 @@ async fn act(
     let id = parse_id(&id)?;
     // No body, or `null`: no payload.
     let payload = body.json::<Option<ActBody>>()?.flatten().and_then(|body| body.payload);
-    let if_match = if_match(&headers)?;
     let scope = idempotency::action_scope(id, &action);
     // The same body under another If-Match is another request.
     let request =
@@ -141,6 +140,8 @@ async fn act(
             Begun::Done(response) => return Ok(response),
             Begun::Run(claim) => claim,
         };
+    // After the key's checks: a request without a valid key is refused for that first.
+    let if_match = if_match(&headers)?;
     let render = |view: &InstanceView| instance_response(StatusCode::OK, view);
     let idempotent = claim.as_ref().map(|claim| claim.idempotent(&render));
     let request = ActRequest {
