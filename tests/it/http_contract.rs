@@ -17,6 +17,7 @@ both_backends!(
     a_replayed_migration_of_one_instance_is_not_applied_again,
     a_replayed_bulk_migration_starts_no_second_one,
     if_match_is_part_of_an_actions_fingerprint,
+    an_action_without_a_key_is_refused_for_it_before_its_if_match,
     head_answers_like_get_without_a_body,
     a_wrong_method_is_refused_with_the_allowed_ones,
     a_long_poll_is_capped_by_max_wait,
@@ -354,4 +355,13 @@ async fn a_repeated_deploy_answers_with_the_same_location(backend: Backend) {
     let again = server.deploy(module("document-processing")).await.expect(200);
     assert_eq!(first.header("location"), Some("/v1/definitions/document-processing/versions/1"));
     assert_eq!(again.header("location"), first.header("location"));
+}
+
+/// SPEC §4: an action without `Idempotency-Key` is a 400, whatever its `If-Match`.
+async fn an_action_without_a_key_is_refused_for_it_before_its_if_match(backend: Backend) {
+    let server = document_server(backend).await;
+    let id = create(&server).await;
+    let path = format!("/v1/instances/{id}/actions/validate");
+    let response = server.request(Method::POST, &path, &[("if-match", "not-an-etag")], None).await;
+    assert_problem(&response, 400, "idempotency-key-missing");
 }
