@@ -66,7 +66,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logs(cli.log_format);
+    let logs = telemetry::init_logs(cli.log_format);
     match cli.command {
         Command::Serve { listen, database, modules, module_cache, config, insecure_open } => {
             let text = |value: String| Some(toml::Value::String(value));
@@ -96,7 +96,12 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config.effective())?);
             Ok(())
         }
-        Command::Client(command) => std::process::exit(switchyard::client::run(command).await),
+        Command::Client(command) => {
+            let code = switchyard::client::run(command).await;
+            // `exit` runs no destructors: write what is logged first.
+            drop(logs);
+            std::process::exit(code)
+        }
     }
 }
 

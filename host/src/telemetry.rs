@@ -142,14 +142,21 @@ pub enum LogFormat {
 }
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default: info, sqlx's warnings).
-pub fn init_logs(format: LogFormat) {
+/// Lines are formatted by the code that logs them and written by a thread of their
+/// own, so that a request's line costs no write to stderr; should that thread fall
+/// behind, loggers wait rather than lose lines. What is queued is written when the
+/// returned guard drops: hold it until the process ends.
+pub fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let (writer, guard) =
+        tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
     }
+    guard
 }
 
 /// Counts one of something in gauge `name` until dropped (a parked long-poll, say).

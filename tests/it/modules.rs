@@ -236,11 +236,14 @@ async fn compiling_is_bounded_in_time_and_in_number(backend: Backend) {
         .initial("IDLE")
         .action("poke", &["IDLE"], &["IDLE"], "")
         .build();
-    server.deploy(module_declaring(&manifest, &trapping(&ENTRIES))).await.expect(201);
-    assert_eq!(
-        server.log().matches("compile finished").count(),
-        2,
-        "the quick compile waited for the slow one to end: {}",
-        server.log()
+    let quick = module_declaring(&manifest, &trapping(&ENTRIES));
+    let quick_bytes = format!("bytes={}", quick.len());
+    server.deploy(quick).await.expect(201);
+    // Lines are written in the order they are logged: the quick compile ended second.
+    let log = server.wait_for_log(|log| log.matches("compile finished").count() >= 2).await;
+    let finished: Vec<&str> = log.lines().filter(|line| line.contains("compile finished")).collect();
+    assert!(
+        finished.len() == 2 && finished[1].contains(&quick_bytes),
+        "the quick compile waited for the slow one to end: {log}"
     );
 }

@@ -82,8 +82,10 @@ async fn json_logs_name_the_request_and_its_instance(backend: Backend) {
     let path = format!("/v1/instances/{id}/actions/validate");
     server.request(Method::POST, &path, &headers, None).await.expect(200);
 
+    let ended = |log: &str| log.lines().any(|line| line.contains("corr-act") && line.contains("\"request\""));
     let lines: Vec<Value> = server
-        .log()
+        .wait_for_log(ended)
+        .await
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
         .collect();

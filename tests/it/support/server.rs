@@ -263,6 +263,19 @@ impl TestServer {
         self.scratch.join("modules")
     }
 
+    /// Waits until the log satisfies `holds`, for at most 30 s; returns it. The server
+    /// writes its lines from a thread of its own, a moment after they are logged.
+    pub async fn wait_for_log(&self, holds: impl Fn(&str) -> bool) -> String {
+        for _ in 0..3000 {
+            let log = self.log();
+            if holds(&log) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the log never showed what was expected within 30 s; log:\n{}", self.log());
+    }
+
     /// What the server logged so far, without ANSI colour codes.
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default();
