@@ -44,11 +44,15 @@ impl Trigger {
     fn kind(&self) -> TriggerKind {
         match self {
             Trigger::Action { .. } => TriggerKind::Action,
-            Trigger::Event { event, .. } if abi::events::is_host_event(&event.name) => TriggerKind::Effect,
-            Trigger::Event { .. } => TriggerKind::Event,
+            Trigger::Event { event, .. } => event_kind(event),
             Trigger::Migrate { .. } | Trigger::Override { .. } => TriggerKind::Admin,
         }
     }
+}
+
+/// An event the host delivers is an effect's result; any other, a client's.
+fn event_kind(event: &abi::Event) -> TriggerKind {
+    if abi::events::is_host_event(&event.name) { TriggerKind::Effect } else { TriggerKind::Event }
 }
 
 /// Counts a transition tried on an instance of `definition` at `version`, by how it ended.
@@ -326,10 +330,8 @@ impl Service {
             event: event.clone(),
         };
         let called = self.call_outcome(module.clone(), Entry::OnEvent, request).await?;
-        let kind =
-            if abi::events::is_host_event(&event.name) { TriggerKind::Effect } else { TriggerKind::Event };
         let cause = Cause {
-            kind,
+            kind: event_kind(event),
             name: event.name.clone(),
             id: Some(event.id.clone()),
             payload: event.payload.clone(),
