@@ -255,7 +255,7 @@ impl FileConfig {
         let effects = effects::Settings {
             trusted,
             host_id: self.host_id.unwrap_or_else(|| format!("{}:{}", hostname(), listen.port())),
-            lease: lease.unwrap_or(Duration::from_secs(5 * 60)),
+            lease: lease.unwrap_or(Duration::from_secs(30)),
             poll_every: poll_every.unwrap_or(Duration::from_secs(1)),
             participants: Participants {
                 bindings: self.tasks,

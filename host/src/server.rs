@@ -59,8 +59,8 @@ pub async fn serve(
     if let Some(dir) = &config.modules {
         deploy_folder(&service, dir).await?;
     }
-    service.resume_migrations().await?;
-    let sweeper = tokio::spawn(sweep_idempotency_records(service.clone()));
+    service.release_migration_leases().await?;
+    let background = tokio::spawn(background(service.clone(), config.effects.lease));
     let (stop_effects, effects_stopped) = tokio::sync::watch::channel(false);
     let executor = tokio::spawn(effects::run(service.clone(), config.effects.clone(), effects_stopped));
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
@@ -91,7 +91,7 @@ pub async fn serve(
             tracing::warn!(?grace, "requests still running after the grace period; stopping anyway");
         }
     }
-    sweeper.abort();
+    background.abort();
     // Effects in flight stay leased to this host, which takes them back when it starts.
     let _ = stop_effects.send(true);
     executor.abort();
@@ -131,14 +131,35 @@ async fn deploy_folder(service: &Service, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-async fn sweep_idempotency_records(service: Arc<Service>) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
+/// The periodic work of a host besides effects: taking up bulk migrations no host holds
+/// (at start, then every half lease), and sweeping expired idempotency records (one
+/// host at a time: the one holding the sweep's lease, which it keeps while it lives).
+async fn background(service: Arc<Service>, lease: Duration) {
+    let mut adopt = tokio::time::interval((lease / 2).max(Duration::from_millis(1)));
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
-        every.tick().await;
-        match service.sweep_idempotency_records().await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
-            Err(err) => tracing::warn!(%err, "sweeping idempotency records failed"),
+        tokio::select! {
+            _ = adopt.tick() => {
+                if let Err(err) = service.adopt_migrations().await {
+                    tracing::warn!(%err, "cannot look for migrations to take up");
+                }
+            }
+            _ = sweep.tick() => {
+                let owner = &service.leases().owner;
+                match service.store().hold_lease("idempotency.sweep", owner, 2 * SWEEP_EVERY).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot take the sweep's lease");
+                        continue;
+                    }
+                }
+                match service.sweep_idempotency_records().await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
+                    Err(err) => tracing::warn!(%err, "sweeping idempotency records failed"),
+                }
+            }
         }
     }
 }

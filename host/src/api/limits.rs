@@ -12,7 +12,7 @@
 use super::instances::prefer_wait;
 use super::problem::Problem;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -21,9 +21,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The one route that honours `Prefer: wait`.
 const LONG_POLL_ROUTE: &str = "/v1/instances/{id}";
-
-/// What a client refused for load is told to wait before it tries again.
-const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug)]
 pub(super) struct Limits {
@@ -61,17 +58,15 @@ impl Limits {
     }
 }
 
-/// `503 overloaded`, to retry after [`RETRY_AFTER_SECS`].
+/// `503 overloaded`, to retry after a moment (every 503 says how long).
 pub(super) fn overloaded(what: &str) -> Response {
-    let problem = Problem::new(
+    Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
         "Overloaded",
         format!("the server serves as many {what} as it may at once; retry shortly"),
-    );
-    let mut response = problem.into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-    response
+    )
+    .into_response()
 }
 
 pub(super) async fn middleware(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {

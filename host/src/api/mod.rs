@@ -114,16 +114,14 @@ async fn healthz() -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.service.ready().await {
         Ok(()) => axum::Json(HealthDto { status: "ready" }).into_response(),
-        Err(err) => {
-            let mut problem = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                "Not ready",
-                "the database does not answer",
-            );
-            problem.cause = Some(format!("{err:?}"));
-            problem.into_response()
-        }
+        Err(err) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            "the database does not answer",
+        )
+        .caused_by(format!("{err:?}"))
+        .into_response(),
     }
 }
 

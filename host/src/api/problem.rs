@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// What a 503 asks clients to wait before retrying, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
 /// An error response. `kind` becomes the `type` URI; `extensions` are extra members.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -69,14 +72,19 @@ impl Problem {
 
     /// A generic 500; `cause` goes to the log only.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        let mut problem = Problem::new(
+        Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "Internal error",
             "the server failed; see its log",
-        );
-        problem.cause = Some(cause.to_string());
-        problem
+        )
+        .caused_by(cause)
+    }
+
+    /// Keeps `cause` for the log, never sent.
+    pub fn caused_by(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
     }
 
     /// Whether a repeat of the request would get the same answer, so that it may be
@@ -103,6 +111,10 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        // Every 503 is passing: overload, a timeout, the database away.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
         if let Some(cause) = self.cause {
             response.extensions_mut().insert(ProblemCause(cause));
         }
@@ -209,6 +221,13 @@ impl From<service::Error> for Problem {
             E::KeyTaken => {
                 Problem::new(StatusCode::CONFLICT, "idempotency-key-in-use", "Idempotency key in use", detail)
             }
+            E::StoreUnavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+                "the database failed for a moment and nothing was written; retry",
+            )
+            .caused_by(format!("{err:?}")),
             E::Store(_) | E::Internal(_) => Problem::internal(format!("{err:?}")),
         }
     }

@@ -20,7 +20,7 @@ use task::random;
 pub use task::{Binding, Participants, RetryOverride, RetryPolicy};
 
 use crate::model::{Effect, EffectKind, EffectStatus, PendingEvent, Status, Timestamp};
-use crate::service::{self, Delivered, Retried, Service, kept_event};
+use crate::service::{self, Delivered, Retried, Service, kept_event, under_lease};
 use crate::store::Progress;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,29 +57,35 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
     let Some(mut handed_over) = service.take_handover() else {
         return tracing::error!("another executor runs in this process");
     };
-    // Children whose cancel a crash cut short: at start, then once per lease period.
+    // Children whose cancel a crash cut short: at start, then once per lease period,
+    // by one host at a time.
     let mut next_sweep = tokio::time::Instant::now();
     loop {
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep += settings.lease;
-            let service = service.clone();
+            let (service, settings) = (service.clone(), settings.clone());
             tokio::spawn(async move {
-                let cancelled = service.cancel_orphaned_children().await;
-                if cancelled > 0 {
-                    tracing::info!(cancelled, "cancelled children of cancelled instances");
+                if let Err(err) = service.store().read_clock().await {
+                    tracing::warn!(%err, "cannot read the database's clock");
+                }
+                if holds(&service, &settings, ORPHANS).await {
+                    let cancelled = service.cancel_orphaned_children().await;
+                    if cancelled > 0 {
+                        tracing::info!(cancelled, "cancelled children of cancelled instances");
+                    }
                 }
             });
         }
-        let now = Timestamp::now();
-        let until = Timestamp(now.0.saturating_add(millis(settings.lease)));
-        let leased = match service.store().lease_due_effects(&settings.host_id, now, until, BATCH).await {
+        let leased = match service.store().lease_due_effects(&settings.host_id, settings.lease, BATCH).await {
             Ok(leased) => leased,
             Err(err) => {
                 tracing::warn!(%err, "cannot lease effects");
                 Vec::new()
             }
         };
-        retry_events(&service, &settings).await;
+        if holds(&service, &settings, EVENTS).await {
+            retry_events(&service, &settings).await;
+        }
         let full = leased.len() == BATCH as usize;
         for effect in leased {
             let (service, settings, client) = (service.clone(), settings.clone(), client.clone());
@@ -89,9 +95,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
             continue;
         }
         let next_due = service.store().next_effect_due().await.ok().flatten();
-        let sleep = next_due
-            .map(|due| Duration::from_millis(u64::try_from(due.0 - Timestamp::now().0).unwrap_or(0)))
-            .map_or(settings.poll_every, |until_due| until_due.min(settings.poll_every));
+        let sleep = next_due.map_or(settings.poll_every, |until_due| until_due.min(settings.poll_every));
         let look_again = tokio::time::Instant::now() + sleep;
         // Until then, effects this process committed arrive leased already.
         loop {
@@ -104,6 +108,22 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
                 () = service.outbox_written() => break,
                 _ = stop.wait_for(|stop| *stop) => return,
             }
+        }
+    }
+}
+
+/// The periodic jobs of the loop, each done by one host at a time (the one holding its
+/// lease, which it keeps while it lives).
+const ORPHANS: &str = "effects.orphaned-children";
+const EVENTS: &str = "effects.event-retries";
+
+/// Whether this host holds (or now took) the lease on periodic job `name`.
+async fn holds(service: &Service, settings: &Settings, name: &str) -> bool {
+    match service.store().hold_lease(name, &settings.host_id, settings.lease).await {
+        Ok(held) => held,
+        Err(err) => {
+            tracing::warn!(%err, job = name, "cannot take the job's lease");
+            false
         }
     }
 }
@@ -139,9 +159,8 @@ async fn retry_events(service: &Service, settings: &Settings) {
     }
 }
 
-/// Works on one leased effect, extending the lease every third of its length for as
-/// long as the work takes (an attempt may outlast a lease), so no other host takes the
-/// effect up while this one still works on it.
+/// Works on one leased effect for as long as this host holds its lease; whatever it
+/// writes names the lease's token, so nothing of it counts once another host took over.
 async fn keep_leased(
     service: &Service,
     settings: &Settings,
@@ -149,24 +168,13 @@ async fn keep_leased(
     effect: Effect,
     committed: Option<std::time::Instant>,
 ) {
-    let id = effect.id.clone();
+    let (id, token, lease) = (effect.id.clone(), effect.lease_token, settings.lease);
     let work = work(service, settings, client, effect, committed);
-    tokio::pin!(work);
-    let mut renew =
-        tokio::time::interval_at(tokio::time::Instant::now() + settings.lease / 3, settings.lease / 3);
-    loop {
-        tokio::select! {
-            () = &mut work => return,
-            _ = renew.tick() => {
-                let until = Timestamp(Timestamp::now().0.saturating_add(millis(settings.lease)));
-                match service.store().extend_effect_lease(&id, &settings.host_id, until).await {
-                    Ok(true) => {}
-                    // Another host has it now (or it closed): leave it to that host.
-                    Ok(false) => return tracing::warn!(effect = %id, "the effect's lease was lost; stopped working on it"),
-                    Err(err) => tracing::warn!(%err, effect = %id, "cannot extend the effect's lease"),
-                }
-            }
-        }
+    let effect_id = id.as_str();
+    let extend = move || service.store().extend_effect_lease(effect_id, token, lease);
+    if under_lease(settings.lease, work, extend).await.is_none() {
+        // Another host has it now (or it closed): leave it to that host.
+        tracing::warn!(effect = %id, "the effect's lease was lost; stopped working on it");
     }
 }
 
@@ -213,7 +221,7 @@ async fn work(
         }
     };
     if let Some((received, attempts)) = outcome {
-        match service.deliver_result(&effect, attempts, received).await {
+        match service.deliver_result(&effect, attempts, received, true).await {
             Ok(Delivered::Applied | Delivered::Closed) => {}
             Ok(Delivered::Refused(reason)) => {
                 tracing::info!(%reason, "the definition did not take the result")
@@ -288,7 +296,11 @@ async fn child_ended(service: &Service, effect: &Effect) -> Option<Received> {
 
 /// Records what an attempt left to do; a failure costs a repeat after the lease.
 async fn record(service: &Service, effect: &Effect, progress: &Progress) {
-    if let Err(err) = service.store().record_effect_progress(&effect.id, progress, Timestamp::now()).await {
+    let recorded = service
+        .store()
+        .record_effect_progress(&effect.id, Some(effect.lease_token), progress, Timestamp::now())
+        .await;
+    if let Err(err) = recorded {
         tracing::warn!(%err, "cannot record the effect's progress; it runs again after its lease");
     }
 }

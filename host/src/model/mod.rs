@@ -262,6 +262,9 @@ pub struct Effect {
     pub child_id: Option<InstanceId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The token of the effect's lease when it was read: grows each time a host takes
+    /// the effect up, and writes made under the lease name it (fencing).
+    pub lease_token: i64,
 }
 
 /// An event a client posted to an instance, as it is kept.

@@ -28,13 +28,13 @@ use switchyard_guest::abi::{
 pub(super) enum Trigger {
     /// A client's action, with its JSON payload.
     Action { action: String, payload: String },
-    /// An event for `on_event`: an effect's result (`settles` names the effect and its
-    /// attempts so far; it is closed
-    /// in the same commit) or an event a client posted (`posted` says when; it is kept
-    /// in the same commit).
-    Event { event: abi::Event, settles: Option<(String, u32)>, posted: Option<Timestamp> },
-    /// An admin's migration to another version, or a step of bulk `migration`.
-    Migrate { to_version: u32, reason: String, migration: Option<uuid::Uuid> },
+    /// An event for `on_event`: an effect's result (`settles` names the effect; it is
+    /// closed in the same commit) or an event a client posted (`posted` says when; it
+    /// is kept in the same commit).
+    Event { event: abi::Event, settles: Option<Settling>, posted: Option<Timestamp> },
+    /// An admin's migration to another version, or a step of bulk `migration` (with
+    /// the token of the lease the step runs under).
+    Migrate { to_version: u32, reason: String, migration: Option<(uuid::Uuid, i64)> },
     /// An admin's cancel or force-complete, through `on_override`.
     Override { kind: abi::OverrideKind, reason: String },
 }
@@ -80,15 +80,24 @@ pub(super) fn count_transition<T>(definition: &str, version: u32, trigger: Trigg
     .increment(1);
 }
 
+/// The effect a result closes, with its attempts so far and the token of the lease
+/// the result was worked out under (`None` for a participant's report).
+#[derive(Debug, Clone)]
+pub(crate) struct Settling {
+    pub effect_id: String,
+    pub attempts: u32,
+    pub lease_token: Option<i64>,
+}
+
 /// What a commit records besides the instance: the bulk migration it is a step of,
 /// the effect whose result it delivers, the posted event it applies.
 #[derive(Debug, Default)]
 pub(super) struct Closes {
-    pub migration: Option<uuid::Uuid>,
+    pub migration: Option<(uuid::Uuid, i64)>,
     pub settles: Option<Settle>,
     pub posted: Option<(abi::Event, Timestamp)>,
-    /// The parent's child effect a new instance is started for.
-    pub child_of: Option<String>,
+    /// The parent's child effect a new instance is started for, and its lease's token.
+    pub child_of: Option<(String, i64)>,
     /// Whether the instance's open effects are cancelled with this commit.
     pub cancels_effects: bool,
 }
@@ -99,10 +108,11 @@ impl Trigger {
             Trigger::Migrate { migration, .. } => Closes { migration: *migration, ..Closes::default() },
             Trigger::Event { event, settles, posted } => Closes {
                 migration: None,
-                settles: settles.as_ref().map(|(effect_id, attempts)| Settle {
-                    effect_id: effect_id.clone(),
-                    attempts: *attempts,
+                settles: settles.as_ref().map(|settling| Settle {
+                    effect_id: settling.effect_id.clone(),
+                    attempts: settling.attempts,
                     result: event_json(event),
+                    lease_token: settling.lease_token,
                 }),
                 posted: posted.map(|received_at| (event.clone(), received_at)),
                 child_of: None,
@@ -228,7 +238,7 @@ impl Service {
             }
             Trigger::Event { event, .. } => self.event_change(current, event, actor).await,
             Trigger::Migrate { to_version, reason, migration } => {
-                let trigger_id = migration.map(|migration| migration.to_string()).or(key);
+                let trigger_id = migration.map(|(migration, _)| migration.to_string()).or(key);
                 self.migration_change(current, *to_version, reason, actor, trigger_id).await
             }
             Trigger::Override { kind, reason } => {
@@ -402,12 +412,14 @@ impl Service {
         // child's end, which its parent's effect waits for.
         let (due_now, due_later): (Vec<&Effect>, Vec<&Effect>) =
             effects.iter().partition(|effect| effect.due_at <= effect.created_at);
-        let handed_over: Vec<Effect> = due_now.into_iter().cloned().collect();
+        // The commit writes them with their first lease.
+        let handed_over: Vec<Effect> =
+            due_now.into_iter().map(|effect| Effect { lease_token: 1, ..effect.clone() }).collect();
         let wakes_executor =
             !due_later.is_empty() || (instance.parent_id.is_some() && instance.status.is_terminal());
         let lease_until = Timestamp(
-            instance
-                .updated_at
+            self.store
+                .database_now()
                 .0
                 .saturating_add(i64::try_from(self.leases.lease.as_millis()).unwrap_or(i64::MAX)),
         );
@@ -578,6 +590,7 @@ fn outbox_rows(
             child_id: None,
             created_at: now,
             updated_at: now,
+            lease_token: 0,
         });
     }
     (rows, cancel_timers)
@@ -605,6 +618,7 @@ fn callback_row(instance: &Instance, url: &str, body: Vec<u8>) -> Effect {
         child_id: None,
         created_at: instance.updated_at,
         updated_at: instance.updated_at,
+        lease_token: 0,
     }
 }
 

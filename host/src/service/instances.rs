@@ -125,7 +125,7 @@ impl Service {
             callback_url: None,
             actor: Caller::HOST.into(),
         };
-        let parent = Some((effect.instance_id, effect.id.clone()));
+        let parent = Some((effect.instance_id, (effect.id.clone(), effect.lease_token)));
         self.start_as(child_id(effect), request, parent, None).await
     }
 
@@ -135,7 +135,7 @@ impl Service {
         &self,
         id: InstanceId,
         request: StartRequest,
-        parent: Option<(InstanceId, String)>,
+        parent: Option<(InstanceId, (String, i64))>,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         let (version, sha256) = self.version_for_start(&request.definition, request.version).await?;
@@ -151,7 +151,7 @@ impl Service {
         id: InstanceId,
         request: StartRequest,
         (version, sha256): (u32, ModuleHash),
-        parent: Option<(InstanceId, String)>,
+        parent: Option<(InstanceId, (String, i64))>,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<InstanceView> {
         let module = self.module(&request.definition, version, &sha256).await?;
@@ -205,7 +205,7 @@ impl Service {
         &self,
         id: InstanceId,
         event: abi::Event,
-        settles: Option<(String, u32)>,
+        settles: Option<engine::Settling>,
     ) -> Result<InstanceView> {
         let trigger = Trigger::Event { event, settles, posted: None };
         let host = Caller::host();

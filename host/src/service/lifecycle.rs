@@ -279,8 +279,10 @@ impl Service {
         };
         migration.total = self.store.count_migration_candidates(&migration).await?;
         let record = idempotent.map(|idempotent| idempotent.record(&migration, now));
-        self.store.insert_migration(&migration, self.keyed(record.as_ref())).await?;
-        tokio::spawn(self.clone().run_migration(migration.id));
+        let lease = (self.leases.owner.as_str(), self.leases.lease);
+        self.store.insert_migration(&migration, lease, self.keyed(record.as_ref())).await?;
+        // Inserted under the lease's first token.
+        tokio::spawn(self.clone().run_migration(migration.id, 1));
         Ok(migration)
     }
 
@@ -300,24 +302,45 @@ impl Service {
         self.store.migration(id).await?.ok_or_else(|| Error::MigrationNotFound(id.to_string()))
     }
 
-    /// Picks up the migrations a previous run of the server left unfinished.
-    pub async fn resume_migrations(self: &Arc<Self>) -> Result<()> {
-        for migration in self.store.running_migrations().await? {
-            tracing::info!(id = %migration.id, cursor = ?migration.cursor, "resuming migration");
-            tokio::spawn(self.clone().run_migration(migration.id));
+    /// Lets go of the migration leases this host held before it restarted, so that it
+    /// takes them up again at once.
+    pub async fn release_migration_leases(&self) -> Result<()> {
+        let released = self.store.release_migration_leases(&self.leases.owner).await?;
+        if released > 0 {
+            tracing::info!(released, "took back this host's migrations");
         }
         Ok(())
     }
 
+    /// Takes up the running migrations no host holds a lease on (left by a host that
+    /// died or stopped) and runs them; called periodically.
+    pub async fn adopt_migrations(self: &Arc<Self>) -> Result<()> {
+        for migration in self.store.unleased_migrations().await? {
+            let Some(token) =
+                self.store.lease_migration(migration.id, &self.leases.owner, self.leases.lease).await?
+            else {
+                continue;
+            };
+            tracing::info!(id = %migration.id, cursor = ?migration.cursor, "resuming migration");
+            tokio::spawn(self.clone().run_migration(migration.id, token));
+        }
+        Ok(())
+    }
+
+    /// Runs migration `id` for as long as this host holds its lease (under `token`).
     #[tracing::instrument(skip(self))]
-    async fn run_migration(self: Arc<Self>, id: uuid::Uuid) {
-        if let Err(err) = self.migrate_batches(id).await {
-            // The migration stays `running` and resumes at the next start.
-            tracing::error!(%err, "migration stopped");
+    async fn run_migration(self: Arc<Self>, id: uuid::Uuid, token: i64) {
+        let (store, owner, lease) = (&self.store, self.leases.owner.as_str(), self.leases.lease);
+        let extend = move || store.extend_migration_lease(id, owner, token, lease);
+        match super::under_lease(lease, self.migrate_batches((id, token)), extend).await {
+            Some(Ok(())) => {}
+            // The migration stays `running`, and a host takes it up once the lease expires.
+            Some(Err(err)) => tracing::error!(%err, "migration stopped"),
+            None => tracing::warn!("the migration's lease was lost; another host goes on with it"),
         }
     }
 
-    async fn migrate_batches(&self, id: uuid::Uuid) -> Result<()> {
+    async fn migrate_batches(&self, (id, token): (uuid::Uuid, i64)) -> Result<()> {
         loop {
             let migration = self.stored_migration(id).await?;
             let batch = self
@@ -329,9 +352,9 @@ impl Service {
             }
             for instance in batch {
                 let instance_id = instance.id;
-                let step = self.migrate_one(&migration, instance).await?;
+                let step = self.migrate_one(&migration, token, instance).await?;
                 if step != MigrationStep::Migrated || migration.dry_run {
-                    self.store.record_migration_step(id, instance_id, &step).await?;
+                    self.store.record_migration_step((id, token), instance_id, &step).await?;
                 }
             }
             tokio::task::yield_now().await;
@@ -340,7 +363,7 @@ impl Service {
         let migration = self.stored_migration(id).await?;
         // Instances that finished or moved on before their turn were never picked up.
         let skipped = (migration.total - migration.migrated - migration.failed).max(migration.skipped);
-        self.store.finish_migration(id, skipped, Timestamp::now()).await?;
+        self.store.finish_migration((id, token), skipped, Timestamp::now()).await?;
         tracing::info!(
             migrated = migration.migrated,
             failed = migration.failed,
@@ -352,12 +375,17 @@ impl Service {
 
     /// Migrates one instance (or, in a dry run, only computes it). A real migration
     /// records its step in the instance's own commit.
-    async fn migrate_one(&self, migration: &Migration, instance: Instance) -> Result<MigrationStep> {
+    async fn migrate_one(
+        &self,
+        migration: &Migration,
+        token: i64,
+        instance: Instance,
+    ) -> Result<MigrationStep> {
         let id = instance.id;
         let trigger = Trigger::Migrate {
             to_version: migration.to_version,
             reason: migration.reason.clone(),
-            migration: Some(migration.id),
+            migration: Some((migration.id, token)),
         };
         // Only an admin starts a migration; it runs on as that admin.
         let caller = Caller { name: migration.actor.clone(), role: Role::Admin };

@@ -8,6 +8,7 @@ mod changes;
 mod definitions;
 mod engine;
 mod instances;
+mod leases;
 mod lifecycle;
 mod locks;
 mod lru;
@@ -18,6 +19,7 @@ mod results;
 
 pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
+pub use leases::{Leases, under_lease};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
 pub use posted::{Posted, Retried};
 pub use results::{Delivered, Diagnostics, Reported, TaskReport, kept_event};
@@ -102,6 +104,9 @@ pub enum Error {
     KeyTaken,
     #[error("storage failed")]
     Store(#[source] store::Error),
+    /// The database's passing trouble outlasted the retries: nothing was written.
+    #[error("the database is unavailable; retry")]
+    StoreUnavailable(#[source] store::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -117,6 +122,7 @@ impl From<store::Error> for Error {
         match err {
             store::Error::KeyTaken => Error::KeyTaken,
             store::Error::VersionGone => Error::VersionGone,
+            other if other.is_transient() => Error::StoreUnavailable(other),
             other => Error::Store(other),
         }
     }
@@ -164,13 +170,6 @@ pub struct CacheBudgets {
     /// The copies of instances this process committed last, each counted at its text
     /// (its data above all).
     pub recent_instances: usize,
-}
-
-/// This process's name in effect leases, and their length.
-#[derive(Debug, Clone)]
-pub struct Leases {
-    pub owner: String,
-    pub lease: Duration,
 }
 
 /// What the service needs to know of terminal callbacks.
@@ -248,6 +247,11 @@ impl Service {
             migration_pace: settings.migration_pace,
             callbacks: settings.callbacks,
         })
+    }
+
+    /// This process's name in leases, and their length.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     pub fn store(&self) -> &Store {

@@ -63,16 +63,20 @@ pub enum Reported {
 
 impl Service {
     /// Delivers `received`, the result of `effect` after `attempts` attempts, to its
-    /// instance; keeps it with the effect if that cannot be done now.
+    /// instance; keeps it with the effect if that cannot be done now. `leased` says
+    /// whether it was worked out under the lease `effect` was read with, which must
+    /// still be held for the result to count (a participant's report needs none).
     pub async fn deliver_result(
         &self,
         effect: &Effect,
         attempts: u32,
         received: Received,
+        leased: bool,
     ) -> Result<Delivered> {
         let event = received.into_event(effect.id.clone());
         let result = super::engine::event_json(&event);
-        let settles = Some((effect.id.clone(), attempts));
+        let lease_token = leased.then_some(effect.lease_token);
+        let settles = Some(super::engine::Settling { effect_id: effect.id.clone(), attempts, lease_token });
         // The effect's end, by the event it ends with, once that closes it.
         let ended = metrics::counter!(
             telemetry::EFFECTS,
@@ -98,7 +102,7 @@ impl Service {
             }
         };
         let progress = Progress { status, attempts, due_at, last_error: Some(note), result: Some(result) };
-        if !self.store.record_effect_progress(&effect.id, &progress, now).await? {
+        if !self.store.record_effect_progress(&effect.id, lease_token, &progress, now).await? {
             return Ok(Delivered::Closed);
         }
         if status == EffectStatus::Done {
@@ -130,7 +134,7 @@ impl Service {
         let reported = super::engine::event_json(&received.clone().into_event(effect.id.clone()));
         let closed = matches!(effect.status, EffectStatus::Done | EffectStatus::Cancelled);
         if !closed {
-            match self.deliver_result(&effect, effect.attempts.max(1), received).await? {
+            match self.deliver_result(&effect, effect.attempts.max(1), received, false).await? {
                 Delivered::Closed => {}
                 delivered => return Ok(Reported::Taken(delivered)),
             }

@@ -1,12 +1,16 @@
 //! The outbox as the executor sees it: leasing due effects, recording what an attempt
 //! left to do, closing effects whose result the definition did not take.
 //!
-//! A lease (`lease_owner`, `lease_expires_at`) says which host works on an effect
-//! until when; an expired lease is anyone's. Effects are written by transition
-//! commits ([`super::transition`]); here only their progress changes.
+//! A lease (`lease_owner`, `lease_expires_at`, `lease_token`) says which host works on
+//! an effect until when, by the database's clock; an expired lease is anyone's, and
+//! taking it grows its token, which the holder's writes name ([`super::leases`]).
+//! Effects are written by transition commits ([`super::transition`]); here only their
+//! progress changes.
 
+use super::leases::millis;
 use super::{Result, Store, rows};
 use crate::model::{Effect, EffectStatus, Timestamp};
+use std::time::Duration;
 
 /// What an attempt left to do with an effect.
 #[derive(Debug, Clone)]
@@ -20,51 +24,40 @@ pub struct Progress {
 }
 
 impl Store {
-    /// Leases up to `limit` open effects that are due at `now` and not leased by a live
-    /// host, to `owner` until `until`; returns them. Effects of the same instance come
+    /// Leases up to `limit` open effects that are due now and not leased by a live
+    /// host, to `owner` for `lease`; returns them. Effects of the same instance come
     /// in the order they were asked for.
-    pub async fn lease_due_effects(
-        &self,
-        owner: &str,
-        now: Timestamp,
-        until: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Effect>> {
+    pub async fn lease_due_effects(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Effect>> {
         // PostgreSQL: hosts skip each other's rows instead of queueing on them.
         // SQLite has one writer, which takes the write turn.
         let lock = if self.write_turn.is_some() { "" } else { " FOR UPDATE SKIP LOCKED" };
+        let now = self.clock;
         let sql = format!(
-            "UPDATE effects SET lease_owner = $1, lease_expires_at = $2
+            "UPDATE effects SET lease_owner = $1, lease_expires_at = {now} + $2, lease_token = lease_token + 1
              WHERE id IN (SELECT id FROM effects
-                 WHERE status IN ('pending', 'waiting', 'ready') AND due_at <= $3
-                   AND (lease_expires_at IS NULL OR lease_expires_at < $3)
-                 ORDER BY due_at LIMIT {limit}{lock})
+                 WHERE status IN ('pending', 'waiting', 'ready') AND due_at <= {now}
+                   AND (lease_expires_at IS NULL OR lease_expires_at < {now})
+                 ORDER BY due_at, id LIMIT {limit}{lock})
              RETURNING {}",
             rows::EFFECT_COLUMNS
         );
-        let rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(until.0)
-            .bind(now.0)
-            .fetch_all(&mut *self.writing().await?)
-            .await?;
+        let rows =
+            sqlx::query(&sql).bind(owner).bind(millis(lease)).fetch_all(&mut *self.writing().await?).await?;
         let mut effects = rows.iter().map(rows::effect).collect::<Result<Vec<_>>>()?;
         effects.sort_by_key(|effect| (effect.instance_id, effect.seq));
         Ok(effects)
     }
 
-    /// When the next open effect can be leased: when it falls due, or, if a host holds
-    /// it past that, when its lease runs out.
-    pub async fn next_effect_due(&self) -> Result<Option<Timestamp>> {
-        let due: Option<i64> = read!(self, |pool| {
-            sqlx::query_scalar(
-                "SELECT MIN(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END)
-                 FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
-            )
-            .fetch_one(pool)
-            .await
-        })?;
-        Ok(due.map(Timestamp))
+    /// How long until the next open effect can be leased, by the database's clock:
+    /// until it falls due, or, if a host holds it past that, until its lease runs out.
+    pub async fn next_effect_due(&self) -> Result<Option<Duration>> {
+        let sql = format!(
+            "SELECT MIN(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) - {}
+             FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
+            self.clock
+        );
+        let wait: Option<i64> = read!(self, |pool| sqlx::query_scalar(&sql).fetch_one(pool).await)?;
+        Ok(wait.map(|wait| Duration::from_millis(u64::try_from(wait).unwrap_or(0))))
     }
 
     /// How many effects are open, and when the one due longest ago fell due (if one
@@ -125,17 +118,19 @@ impl Store {
     }
 
     /// Records `progress` on an open effect and lets go of its lease. False if the
-    /// effect was closed meanwhile (a report came first, or it was cancelled).
+    /// effect was closed meanwhile (a report came first, or it was cancelled), or if
+    /// `lease_token` is given and the lease has changed hands since (fencing).
     pub async fn record_effect_progress(
         &self,
         id: &str,
+        lease_token: Option<i64>,
         progress: &Progress,
         now: Timestamp,
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE effects SET status = $1, attempts = $2, due_at = $3, last_error = $4,
                  result = COALESCE($5, result), updated_at = $6, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $7 AND status IN ('pending', 'waiting', 'ready')",
+             WHERE id = $7 AND status IN ('pending', 'waiting', 'ready') AND lease_token = COALESCE($8, lease_token)",
         )
         .bind(progress.status.as_str())
         .bind(i64::from(progress.attempts))
@@ -144,21 +139,26 @@ impl Store {
         .bind(&progress.result)
         .bind(now.0)
         .bind(id)
+        .bind(lease_token)
         .execute(&mut *self.writing().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Extends `owner`'s lease on an effect it still holds to `until`. False if it no
-    /// longer holds it (the effect was closed, or the lease ran out and was taken).
-    pub async fn extend_effect_lease(&self, id: &str, owner: &str, until: Timestamp) -> Result<bool> {
-        let extended =
-            sqlx::query("UPDATE effects SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3")
-                .bind(until.0)
-                .bind(id)
-                .bind(owner)
-                .execute(&mut *self.writing().await?)
-                .await?;
+    /// Extends the lease on an effect to `lease` from now, if it still has `token`.
+    /// False if not (the effect was closed, or the lease ran out and was taken).
+    pub async fn extend_effect_lease(&self, id: &str, token: i64, lease: Duration) -> Result<bool> {
+        let sql = format!(
+            "UPDATE effects SET lease_expires_at = {} + $1
+             WHERE id = $2 AND lease_token = $3 AND lease_owner IS NOT NULL",
+            self.clock
+        );
+        let extended = sqlx::query(&sql)
+            .bind(millis(lease))
+            .bind(id)
+            .bind(token)
+            .execute(&mut *self.writing().await?)
+            .await?;
         Ok(extended.rows_affected() == 1)
     }
 

@@ -7,15 +7,18 @@
 //! transaction, then answers each caller: nobody hears "done" before its batch is on
 //! disk. Should a write fail (a revision conflict, a key taken meanwhile by another
 //! host), the batch is redone with each commit in a savepoint, so the failure undoes
-//! that commit alone. Should the COMMIT itself fail, nothing is redone: the batch may
-//! have been committed all the same (a connection lost after the COMMIT was sent), and
-//! its callers hear an error instead. There is no timer: under light load a batch is one commit and
+//! that commit alone. A commit that fails on the database's passing trouble (a
+//! deadlock, a lock wait given up, a lost connection) before its COMMIT was sent is
+//! written again, alone, a few times. Should the COMMIT itself fail, nothing is redone:
+//! the batch may have been committed all the same (a connection lost after the COMMIT
+//! was sent), and its callers hear an error instead. There is no timer: under light load a batch is one commit and
 //! costs what a plain transaction costs; under heavy load batches grow by themselves.
 //!
 //! On PostgreSQL the committer is a task of the runtime writing through sqlx; on
 //! SQLite it is a thread of its own that owns its connection (see [`super::writer`])
 //! and takes the store's write turn for each batch.
 
+use super::transition::Locking;
 use super::writer::{WriteTx, Writer};
 use super::{Commit, Error, Result, WriteTurn, feed, transition};
 use crate::telemetry;
@@ -26,6 +29,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// The most commits in one transaction; bounds the work lost to a failed commit.
 const MAX_BATCH: usize = 256;
+
+/// How often a commit that failed on the database's passing trouble (a deadlock, a
+/// lost connection) is written again, alone, before its caller hears of it.
+const RETRIES: u32 = 3;
 
 #[derive(Debug, Clone)]
 pub(super) struct Committer {
@@ -182,22 +189,49 @@ async fn run(
     }
 }
 
-async fn commit_batch(writer: &mut impl Writer, batch: Vec<Pending>) {
+async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>) {
     // Conflicts are rare: first write the whole batch with shared statements; if that
     // fails, throw the transaction away and go again, isolating each commit.
+    let all: Vec<&Pending> = batch.iter().collect();
     let outcomes = match apply_together(writer, &batch).await {
         Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => apply_isolated(writer, &batch).await,
+        Ok(None) => apply_isolated(writer, &all).await,
         Err(err) => Err(err),
     };
-    let outcomes = outcomes.unwrap_or_else(|err| {
-        let err = Arc::new(err);
-        batch.iter().map(|_| Err(Error::Batch(err.clone()))).collect()
-    });
+    let mut outcomes = outcomes.unwrap_or_else(|err| failed(err, batch.len()));
+    // What failed on the database's passing trouble, before any COMMIT was sent (so
+    // nothing of it was written), is written again after a short pause.
+    for retry in 1..=RETRIES {
+        let again: Vec<usize> =
+            (0..batch.len()).filter(|&idx| outcomes[idx].as_ref().is_err_and(Error::is_transient)).collect();
+        if again.is_empty() {
+            break;
+        }
+        tracing::warn!(
+            commits = again.len(),
+            retry,
+            "commits failed on a transient database error; writing them again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10 << retry)).await;
+        let pending: Vec<&Pending> = again.iter().map(|&idx| &batch[idx]).collect();
+        let retried = apply_isolated(writer, &pending).await.unwrap_or_else(|err| failed(err, again.len()));
+        for (idx, outcome) in again.into_iter().zip(retried) {
+            outcomes[idx] = outcome;
+        }
+    }
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         // The caller may have gone (a dropped request); its commit stands regardless.
         let _ = pending.done.send(outcome);
     }
+}
+
+/// The outcome of each of `count` commits whose transaction failed as a whole.
+fn failed(err: Error, count: usize) -> Vec<Result<()>> {
+    let err = match err {
+        Error::Batch(inner) => inner,
+        other => Arc::new(other),
+    };
+    (0..count).map(|_| Err(Error::Batch(err.clone()))).collect()
 }
 
 /// Writes the batch with a few multi-row statements. Commits whose idempotency key is
@@ -219,14 +253,14 @@ async fn apply_together<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<
     let is_taken =
         |commit: &Commit| commit.idempotency.as_ref().is_some_and(|record| taken.contains(&record.key));
     let fresh: Vec<&Commit> = commits.iter().copied().filter(|commit| !is_taken(commit)).collect();
-    let written = match transition::apply(&mut tx, &fresh, share_lock::<W>()).await {
+    let written = match transition::apply(&mut tx, &fresh, locking::<W>()).await {
         Ok(()) if !W::SERIAL => feed::append(&mut tx, &fresh).await,
         Ok(()) => Ok(()),
         Err(err) => Err(err),
     };
     let mut failure = match written {
         Ok(()) => {
-            tx.commit().await?;
+            tx.commit().await.map_err(unconfirmed)?;
             None
         }
         // With one commit written, the failure is that commit's.
@@ -242,19 +276,23 @@ async fn apply_together<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<
     Ok(Some(outcomes.collect()))
 }
 
-/// How a statement keeps the rows it reads from being deleted until the commit: not
-/// at all on a database that writes one transaction at a time.
-fn share_lock<W: Writer>() -> &'static str {
-    if W::SERIAL { "" } else { " FOR KEY SHARE" }
+fn locking<W: Writer>() -> Locking {
+    if W::SERIAL { Locking::Serial } else { Locking::Rows }
+}
+
+/// A COMMIT that failed may have committed all the same (the connection was lost
+/// after it was sent): never written again.
+fn unconfirmed(err: Error) -> Error {
+    Error::Unconfirmed(Arc::new(err))
 }
 
 /// Writes each commit in a savepoint, so a failure undoes that commit alone.
-async fn apply_isolated<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<Vec<Result<()>>> {
+async fn apply_isolated<W: Writer>(writer: &mut W, batch: &[&Pending]) -> Result<Vec<Result<()>>> {
     let mut tx = writer.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for pending in batch {
         tx.execute("SAVEPOINT change", &[]).await?;
-        let outcome = transition::apply(&mut tx, &[&pending.commit], share_lock::<W>()).await;
+        let outcome = transition::apply(&mut tx, &[&pending.commit], locking::<W>()).await;
         if outcome.is_err() {
             tx.execute("ROLLBACK TO SAVEPOINT change", &[]).await?;
         }
@@ -270,6 +308,6 @@ async fn apply_isolated<W: Writer>(writer: &mut W, batch: &[Pending]) -> Result<
             .collect();
         feed::append(&mut tx, &written).await?;
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(unconfirmed)?;
     Ok(outcomes)
 }

@@ -162,8 +162,14 @@ impl Store {
         Ok(read!(self, |pool| query().fetch_one(pool).await)?)
     }
 
-    /// Stores a new migration, with `keyed`'s record in the same transaction.
-    pub async fn insert_migration(&self, migration: &Migration, keyed: Option<Keyed<'_>>) -> Result<()> {
+    /// Stores a new migration, leased to `owner` for `lease` under token 1, with
+    /// `keyed`'s record in the same transaction.
+    pub async fn insert_migration(
+        &self,
+        migration: &Migration,
+        (owner, lease): (&str, std::time::Duration),
+        keyed: Option<Keyed<'_>>,
+    ) -> Result<()> {
         let states = migration
             .states
             .as_ref()
@@ -173,24 +179,29 @@ impl Store {
         let mut writing = self.writing().await?;
         let mut tx = writing.begin().await?;
         claim(&mut tx, keyed).await?;
-        sqlx::query(
+        let sql = format!(
             "INSERT INTO migrations (id, definition, from_version, to_version, states, dry_run, reason, actor,
-                 status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, 0, NULL, $11, $11, NULL)",
-        )
-        .bind(migration.id.to_string())
-        .bind(&migration.definition)
-        .bind(i64::from(migration.from_version))
-        .bind(i64::from(migration.to_version))
-        .bind(states)
-        .bind(i64::from(migration.dry_run))
-        .bind(&migration.reason)
-        .bind(&migration.actor)
-        .bind(migration.status.as_str())
-        .bind(migration.total)
-        .bind(migration.created_at.0)
-        .execute(&mut *tx)
-        .await?;
+                 status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at,
+                 lease_owner, lease_expires_at, lease_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, 0, NULL, $11, $11, NULL, $12, {} + $13, 1)",
+            self.clock
+        );
+        sqlx::query(&sql)
+            .bind(migration.id.to_string())
+            .bind(&migration.definition)
+            .bind(i64::from(migration.from_version))
+            .bind(i64::from(migration.to_version))
+            .bind(states)
+            .bind(i64::from(migration.dry_run))
+            .bind(&migration.reason)
+            .bind(&migration.actor)
+            .bind(migration.status.as_str())
+            .bind(migration.total)
+            .bind(migration.created_at.0)
+            .bind(owner)
+            .bind(super::leases::millis(lease))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -201,9 +212,13 @@ impl Store {
         row.as_ref().map(rows::migration).transpose()
     }
 
-    /// Migrations to resume after a restart.
-    pub async fn running_migrations(&self) -> Result<Vec<Migration>> {
-        let sql = format!("{} WHERE status = 'running' ORDER BY created_at", rows::MIGRATION_SELECT);
+    /// Running migrations no host holds a lease on: left by a host that died or stopped.
+    pub async fn unleased_migrations(&self) -> Result<Vec<Migration>> {
+        let sql = format!(
+            "{} WHERE status = 'running' AND (lease_owner IS NULL OR lease_expires_at < {}) ORDER BY created_at",
+            rows::MIGRATION_SELECT,
+            self.clock
+        );
         let rows = read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?;
         rows.iter().map(rows::migration).collect()
     }
@@ -225,7 +240,7 @@ impl Store {
     /// its step itself ([`super::Commit::migration`]).
     pub async fn record_migration_step(
         &self,
-        migration: uuid::Uuid,
+        (migration, token): (uuid::Uuid, i64),
         instance: InstanceId,
         step: &MigrationStep,
     ) -> Result<()> {
@@ -242,30 +257,43 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        advance_migration(&mut tx, migration, instance, step).await?;
+        advance_migration(&mut tx, (migration, token), instance, step).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Marks a migration completed with its final count of skipped instances.
-    pub async fn finish_migration(&self, id: uuid::Uuid, skipped: i64, at: Timestamp) -> Result<()> {
-        sqlx::query(
-            "UPDATE migrations SET status = 'completed', skipped = $1, finished_at = $2, updated_at = $2 WHERE id = $3",
+    /// Marks a migration completed with its final count of skipped instances, and lets
+    /// go of its lease; [`Error::LeaseLost`] unless its lease still has `token`.
+    pub async fn finish_migration(
+        &self,
+        (id, token): (uuid::Uuid, i64),
+        skipped: i64,
+        at: Timestamp,
+    ) -> Result<()> {
+        let finished = sqlx::query(
+            "UPDATE migrations SET status = 'completed', skipped = $1, finished_at = $2, updated_at = $2,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $3 AND lease_token = $4",
         )
         .bind(skipped)
         .bind(at.0)
         .bind(id.to_string())
+        .bind(token)
         .execute(&mut *self.writing().await?)
         .await?;
-        Ok(())
+        match finished.rows_affected() {
+            1 => Ok(()),
+            _ => Err(Error::LeaseLost),
+        }
     }
 }
 
 /// Counts one step and moves the cursor, only if the cursor is still before
-/// `instance`: a step replayed after a crash is not counted twice.
+/// `instance`: a step replayed after a crash is not counted twice. Fails with
+/// [`Error::LeaseLost`] unless the migration's lease still has `token` (fencing).
 pub(super) async fn advance_migration(
     tx: &mut impl WriteTx,
-    migration: uuid::Uuid,
+    (migration, token): (uuid::Uuid, i64),
     instance: InstanceId,
     step: &MigrationStep,
 ) -> Result<()> {
@@ -275,12 +303,16 @@ pub(super) async fn advance_migration(
         MigrationStep::Failed(_) => "failed",
     };
     let sql = format!(
-        "UPDATE migrations SET {counter} = {counter} + 1, cursor = $1, updated_at = $2
-         WHERE id = $3 AND (cursor IS NULL OR cursor < $1)"
+        "UPDATE migrations SET {counter} = {counter} + CASE WHEN cursor IS NULL OR cursor < $1 THEN 1 ELSE 0 END,
+             cursor = CASE WHEN cursor IS NULL OR cursor < $1 THEN $1 ELSE cursor END, updated_at = $2
+         WHERE id = $3 AND lease_token = $4"
     );
-    let args = [instance.to_string().into(), Timestamp::now().0.into(), migration.to_string().into()];
-    tx.execute(&sql, &args).await?;
-    Ok(())
+    let args =
+        [instance.to_string().into(), Timestamp::now().0.into(), migration.to_string().into(), token.into()];
+    match tx.execute(&sql, &args).await? {
+        1 => Ok(()),
+        _ => Err(Error::LeaseLost),
+    }
 }
 
 /// `select` over the migration's candidates; `$1` and `$2` are the definition and

@@ -26,6 +26,7 @@ mod effects;
 mod events;
 mod feed;
 mod group_commit;
+mod leases;
 mod lifecycle;
 mod readers;
 mod rows;
@@ -66,6 +67,9 @@ pub enum Error {
     /// The transaction of a whole commit batch failed.
     #[error("database error")]
     Batch(#[source] std::sync::Arc<Error>),
+    /// A COMMIT failed, and may have committed all the same.
+    #[error("the commit's outcome is unknown")]
+    Unconfirmed(#[source] std::sync::Arc<Error>),
     #[error("cannot start the committer")]
     Committer(#[source] std::io::Error),
     /// The store is closing, or its committer died.
@@ -92,6 +96,33 @@ pub enum Error {
     /// A start or migration onto a version that was deleted or retired meanwhile.
     #[error("the version takes no new instances")]
     VersionGone,
+    /// The lease a write was made under changed hands: another host works on it now.
+    #[error("the lease was lost to another host")]
+    LeaseLost,
+}
+
+impl Error {
+    /// Whether this is the database's passing trouble — a deadlock, a serialization
+    /// failure, a lock wait given up, a lost connection, a database restarting — from
+    /// which nothing was committed: the same write may well succeed if made again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Db(err) => transient(err),
+            Error::Batch(inner) => inner.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+fn transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| matches!(&*code, "40001" | "40P01" | "55P03"))
+                || lost_connection(err)
+        }
+        sqlx::Error::PoolTimedOut => true,
+        _ => lost_connection(err),
+    }
 }
 
 /// An idempotency record kept in its operation's own transaction, in place of one
@@ -125,6 +156,10 @@ pub struct Store {
     /// The lookups every request makes, on connections of their own.
     hot_reads: Arc<Readers>,
     committer: group_commit::Committer,
+    /// The database's clock in SQL ([`leases`]): what lease expiries are judged by.
+    clock: &'static str,
+    /// How far the database's clock is ahead of this host's, in ms, when last read.
+    clock_offset: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// One change to an instance, committed atomically.
@@ -137,8 +172,9 @@ pub struct Commit {
     pub idempotency: Option<IdempotencyRecord>,
     /// Records created before this have expired: a key held only by one is free.
     pub expired_before: Timestamp,
-    /// The bulk migration this change is a step of, counted in the same transaction.
-    pub migration: Option<uuid::Uuid>,
+    /// The bulk migration this change is a step of, and the token of the lease it was
+    /// computed under: counted in the same transaction, if the lease is still held.
+    pub migration: Option<(uuid::Uuid, i64)>,
     /// The effects the transition asks for (the outbox), written with it.
     pub effects: Vec<Effect>,
     /// Keys of open timers the transition cancels.
@@ -149,9 +185,10 @@ pub struct Commit {
     /// The posted event this transition applies, kept in the same transaction, so an
     /// event id applies once ([`Error::EventDuplicate`] if it is kept already).
     pub event: Option<PostedEvent>,
-    /// The parent's child effect a new instance is started for: it must still be
-    /// pending, and records the child in the same transaction, so a child starts once.
-    pub child_of: Option<String>,
+    /// The parent's child effect a new instance is started for, and the token of the
+    /// lease it was started under: it must still be pending and leased under that
+    /// token, and records the child in the same transaction, so a child starts once.
+    pub child_of: Option<(String, i64)>,
     /// Cancels every open effect of the instance (an admin's cancel), before the
     /// effects this transition asks for are written.
     pub cancels_effects: bool,
@@ -171,6 +208,9 @@ pub struct Settle {
     pub attempts: u32,
     /// The event it came back as (JSON).
     pub result: String,
+    /// The token of the lease the result was worked out under: the effect closes only
+    /// if it still has it. `None` for a participant's report, which needs no lease.
+    pub lease_token: Option<i64>,
 }
 
 /// The version a new instance starts on ([`Store::start_version`]).
@@ -217,9 +257,14 @@ impl Store {
                 write_turn: Some(turn),
                 read,
                 hot_reads,
+                clock: leases::SQLITE_CLOCK,
+                clock_offset: Arc::default(),
             }
         } else {
-            let pool = pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10));
+            let pool =
+                pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10)).after_connect(
+                    |conn, _meta| Box::pin(async move { conn.execute(POSTGRES_SETUP).await.map(drop) }),
+                );
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let committer = group_commit::Committer::spawn(pool.clone());
@@ -233,8 +278,11 @@ impl Store {
                 write_turn: None,
                 read: pool,
                 hot_reads,
+                clock: leases::POSTGRES_CLOCK,
+                clock_offset: Arc::default(),
             }
         };
+        store.read_clock().await?;
         Ok(store)
     }
 
@@ -616,6 +664,10 @@ impl Store {
 
 /// Every SQLite connection: WAL, so readers never wait for the writer; FULL, so a
 /// transition is acknowledged only once it is on disk.
+/// A statement that waits longer than this for a row lock fails (and its commit is
+/// retried) instead of stalling its host's commits behind another host's.
+const POSTGRES_SETUP: &str = "SET lock_timeout = '3s'";
+
 const SQLITE_SETUP: &str =
     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
 

@@ -19,7 +19,7 @@ pub(super) const HISTORY_SELECT: &str = "SELECT instance_id, seq, from_state, to
      trigger_id, payload, actor, definition_version, module_sha256, fuel_used, at FROM history";
 
 pub(super) const EFFECT_COLUMNS: &str = "id, instance_id, seq, effect_key, kind, name, input, options, definition, \
-     definition_version, status, attempts, due_at, last_error, result, child_id, created_at, updated_at";
+     definition_version, status, attempts, due_at, last_error, result, child_id, created_at, updated_at, lease_token";
 
 pub(super) fn effect(row: &AnyRow) -> Result<Effect> {
     Ok(Effect {
@@ -41,6 +41,7 @@ pub(super) fn effect(row: &AnyRow) -> Result<Effect> {
         child_id: row.try_get::<Option<String>, _>("child_id")?.map(parse).transpose()?,
         created_at: Timestamp(row.try_get("created_at")?),
         updated_at: Timestamp(row.try_get("updated_at")?),
+        lease_token: row.try_get("lease_token")?,
     })
 }
 

@@ -20,14 +20,37 @@ const MAX_CHUNK: usize = 64;
 /// Up to this many rows take one statement of their exact size.
 const EXACT_CHUNK: usize = 16;
 
+/// How a batch's statements lock the rows they read or change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Locking {
+    /// The database writes one transaction at a time (SQLite): nothing to lock.
+    Serial,
+    /// Hosts write at once (PostgreSQL): rows are locked, always in id order, so two
+    /// batches never wait on each other in a cycle.
+    Rows,
+}
+
+impl Locking {
+    /// The suffix that keeps rows read from being deleted until the commit.
+    fn share(self) -> &'static str {
+        match self {
+            Locking::Serial => "",
+            Locking::Rows => " FOR KEY SHARE",
+        }
+    }
+}
+
 /// Writes `commits` in the open transaction. [`Error::RevisionConflict`] if an instance
 /// was not at its base revision, [`Error::Duplicate`] if an idempotency key is taken,
-/// [`Error::VersionGone`] if a version a commit moves onto is deleted or retired.
-/// With several commits, the error does not say which one failed. `share_lock` is the
-/// suffix that keeps read rows from being deleted (empty where the database has one
-/// writer).
-pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: &str) -> Result<()> {
-    check_versions(tx, commits, share_lock).await?;
+/// [`Error::VersionGone`] if a version a commit moves onto is deleted or retired,
+/// [`Error::LeaseLost`] if a lease a commit was computed under changed hands.
+/// With several commits, the error does not say which one failed.
+pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], locking: Locking) -> Result<()> {
+    // Every statement below takes its rows in instance id order.
+    let mut commits = commits.to_vec();
+    commits.sort_by_key(|commit| commit.instance.id);
+    let commits = commits.as_slice();
+    check_versions(tx, commits, locking.share()).await?;
     let created: Vec<&Instance> = commits
         .iter()
         .filter(|commit| commit.base_revision.is_none())
@@ -35,6 +58,10 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock
         .collect();
     let changed: Vec<&Commit> =
         commits.iter().copied().filter(|commit| commit.base_revision.is_some()).collect();
+    // A multi-row UPDATE locks rows in whatever order its plan visits them.
+    if locking == Locking::Rows && changed.len() > 1 {
+        lock_in_order(tx, &changed).await?;
+    }
     let written = execute_rows(tx, &created, INSERT_INSTANCES, bind_created, None).await?
         + execute_rows(tx, &changed, UPDATE_INSTANCES, bind_changed, None).await?;
     if written != commits.len() as u64 {
@@ -52,6 +79,7 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock
                 commit.instance.updated_at.0.into(),
                 (&settle.effect_id).into(),
                 i64::from(settle.attempts).into(),
+                settle.lease_token.into(),
             ];
             if tx.execute(SETTLE_EFFECT, &args).await? != 1 {
                 return Err(Error::EffectClosed);
@@ -72,8 +100,13 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock
         if let Some(event) = &commit.event {
             super::events::insert(tx, event).await?;
         }
-        if let Some(effect_id) = &commit.child_of {
-            let args = [instance.id.to_string().into(), instance.updated_at.0.into(), effect_id.into()];
+        if let Some((effect_id, lease_token)) = &commit.child_of {
+            let args = [
+                instance.id.to_string().into(),
+                instance.updated_at.0.into(),
+                effect_id.into(),
+                (*lease_token).into(),
+            ];
             if tx.execute(CHILD_STARTED, &args).await? != 1 {
                 return Err(Error::EffectClosed);
             }
@@ -104,6 +137,18 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], share_lock
             lifecycle::advance_migration(tx, migration, commit.instance.id, &MigrationStep::Migrated).await?;
         }
     }
+    Ok(())
+}
+
+/// Locks the rows of the instances `changed` (sorted by id) in id order.
+async fn lock_in_order(tx: &mut impl WriteTx, changed: &[&Commit]) -> Result<()> {
+    let ids: Vec<String> = (1..=changed.len()).map(|idx| format!("${idx}")).collect();
+    let sql = format!(
+        "SELECT id, id FROM instances WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+        ids.join(", ")
+    );
+    let args: Vec<Arg> = changed.iter().map(|commit| commit.instance.id.to_string().into()).collect();
+    tx.fetch_pairs(&sql, &args).await?;
     Ok(())
 }
 
@@ -229,16 +274,17 @@ const UPDATE_INSTANCES: Statement = Statement {
     columns: 11,
 };
 
-/// Closes an open effect with its result; one row, or the effect was closed already.
+/// Closes an open effect with its result; one row, or the effect was closed already
+/// (or its lease, if `$5` names one, changed hands).
 const SETTLE_EFFECT: &str =
     "UPDATE effects SET status = 'done', result = $1, updated_at = $2, attempts = $4, lease_owner = NULL
-     WHERE id = $3 AND status IN ('pending', 'waiting', 'ready')";
+     WHERE id = $3 AND status IN ('pending', 'waiting', 'ready') AND lease_token = COALESCE($5, lease_token)";
 
 /// The child effect waits for its child now; the child's end makes it due.
 const CHILD_STARTED: &str =
     "UPDATE effects SET status = 'waiting', child_id = $1, due_at = 9223372036854775807,
          updated_at = $2, lease_owner = NULL, lease_expires_at = NULL
-     WHERE id = $3 AND status = 'pending'";
+     WHERE id = $3 AND status = 'pending' AND lease_token = $4";
 
 const CHILD_ENDED: &str = "UPDATE effects SET status = 'ready', due_at = $2, updated_at = $2
      WHERE child_id = $1 AND status = 'waiting'";
@@ -251,10 +297,11 @@ const CANCEL_TIMER: &str = "UPDATE effects SET status = 'cancelled', updated_at 
 
 const INSERT_EFFECTS: Statement = Statement {
     before: "INSERT INTO effects (id, instance_id, seq, effect_key, kind, name, input, options, definition,
-             definition_version, status, attempts, due_at, created_at, updated_at, lease_owner, lease_expires_at)
+             definition_version, status, attempts, due_at, created_at, updated_at, lease_owner, lease_expires_at,
+             lease_token)
              VALUES ",
     after: "",
-    columns: 17,
+    columns: 18,
 };
 
 const INSERT_HISTORY: Statement = Statement {
@@ -392,6 +439,8 @@ fn bind_effect<'a>(row: &'a (&Effect, Option<&(String, Timestamp)>), args: &mut 
         effect.updated_at.0.into(),
         lease.map(|(owner, _)| owner.as_str()).into(),
         lease.map(|(_, expiry)| expiry.0).into(),
+        // Leased in its own commit: the first lease of the effect.
+        i64::from(lease.is_some()).into(),
     ]);
 }
 

@@ -37,11 +37,12 @@ fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
         E::BadCallback(_) => (28, StatusCode::UNPROCESSABLE_ENTITY, "invalid-callback"),
         E::Forbidden(_) => (29, StatusCode::FORBIDDEN, "forbidden"),
         E::VersionGone => (30, StatusCode::UNPROCESSABLE_ENTITY, "version-retired"),
+        E::StoreUnavailable(_) => (31, StatusCode::SERVICE_UNAVAILABLE, "database-unavailable"),
     }
 }
 
 /// How many arms [`expected`] has.
-const VARIANTS: usize = 31;
+const VARIANTS: usize = 32;
 
 /// One of each variant.
 fn samples() -> Vec<service::Error> {
@@ -82,6 +83,7 @@ fn samples() -> Vec<service::Error> {
             role: crate::model::Role::Client,
         }),
         E::VersionGone,
+        E::StoreUnavailable(crate::store::Error::Db(sqlx::Error::PoolTimedOut)),
     ]
 }
 
@@ -96,6 +98,16 @@ fn every_service_error_has_one_status_and_type() {
     }
     let missing: Vec<usize> = (0..VARIANTS).filter(|&index| !seen[index]).collect();
     assert!(missing.is_empty(), "no sample of the variants at {missing:?}");
+}
+
+#[test]
+fn a_transient_database_failure_is_a_503_to_retry() {
+    let err = service::Error::from(crate::store::Error::Db(sqlx::Error::PoolTimedOut));
+    let response = Problem::from(err).into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|value| value.to_str().ok()), Some("1"));
+    let lasting = service::Error::from(crate::store::Error::Corrupt("row".into()));
+    assert_eq!(Problem::from(lasting).status, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
 #[test]
