@@ -21,6 +21,7 @@ mod hosts;
 mod http_contract;
 mod idempotency;
 mod instances;
+mod leases;
 mod limits;
 mod malformed;
 mod modules;

@@ -390,3 +390,45 @@ async fn a_finished_instance_stays_finished_when_migrated(backend: Backend) {
         assert_eq!(refused["allowed_actions"], json!([]));
     }
 }
+
+mod postgres_only {
+    use super::*;
+
+    /// Two hosts: the one that started a bulk migration runs it alone while it lives
+    /// (the other never takes it up, though it looks every half lease), and once it
+    /// dies (kill -9) the other takes it up as its lease runs out and finishes it,
+    /// every instance migrated once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_migration_runs_on_one_host_and_another_takes_it_over_when_it_dies() {
+        // 20 batches, a tenth of a second apart: five leases long.
+        let config =
+            "[migrations]\nbatch_size = 5\npause_between_batches_ms = 100\n[effects]\nlease_ms = 400\n";
+        let mut first = TestServer::start_with_config(Backend::Postgres, config).await;
+        first.deploy(module("document-processing")).await.expect(201);
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            ids.push(id_of(&create_on(&first, None).await));
+        }
+        first.deploy(module("document-processing-v2")).await.expect(201);
+        let second = first.another_host().await;
+        let request = json!({ "definition": "document-processing", "from_version": 1, "to_version": 2, "reason": "v2" });
+        let location = start_bulk(&first, &request).await;
+        // Two leases' time in, the other host has looked four times and left it alone.
+        wait_for_progress(&first, &location, 40).await;
+        assert!(!second.log().contains("resuming migration"), "{}", second.log());
+        first.stop().await;
+
+        let done = wait_for_migration(&second, &location).await;
+        assert!(second.log().contains("resuming migration"), "{}", second.log());
+        assert_eq!((done["total"].as_i64(), done["migrated"].as_i64()), (Some(100), Some(100)), "{done}");
+        for id in &ids {
+            let migrations = history(&second, id)
+                .await
+                .iter()
+                .filter(|entry| entry["trigger"]["name"] == "migrate")
+                .count();
+            assert_eq!(migrations, 1, "{id} migrated {migrations} times");
+            assert_eq!(instance(&second, id).await["definition_version"], 2);
+        }
+    }
+}

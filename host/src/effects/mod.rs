@@ -222,7 +222,12 @@ async fn work(
     };
     if let Some((received, attempts)) = outcome {
         match service.deliver_result(&effect, attempts, received, true).await {
-            Ok(Delivered::Applied | Delivered::Closed) => {}
+            Ok(Delivered::Applied) => {}
+            Ok(Delivered::Closed) => {
+                tracing::info!(
+                    "the result was not taken: the effect is closed, or its lease passed to another host"
+                )
+            }
             Ok(Delivered::Refused(reason)) => {
                 tracing::info!(%reason, "the definition did not take the result")
             }

@@ -20,6 +20,8 @@ pub enum Reply {
     Reserve,
     /// Nothing, for this long (past any attempt timeout), then 200.
     Hang(Duration),
+    /// Nothing for this long, then 200 with this JSON body.
+    Slow(Duration, Value),
 }
 
 /// One request as the participant received it.
@@ -134,6 +136,10 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap,
         Some(Reply::Hang(duration)) => {
             tokio::time::sleep(duration).await;
             StatusCode::OK.into_response()
+        }
+        Some(Reply::Slow(duration, body)) => {
+            tokio::time::sleep(duration).await;
+            axum::Json(body).into_response()
         }
     }
 }

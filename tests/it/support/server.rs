@@ -182,6 +182,27 @@ impl TestServer {
             .expect("wait")
     }
 
+    /// The port it listens on, which its default `host_id` (`HOSTNAME:PORT`) ends with.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Freezes the process (SIGSTOP), as a host stalls: a long GC-like pause, a VM
+    /// migrated, a disk that hangs. [`TestServer::resume`] lets it go on.
+    pub async fn pause(&self) {
+        self.signal("-STOP").await;
+    }
+
+    pub async fn resume(&self) {
+        self.signal("-CONT").await;
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().and_then(Child::id).expect("a running server").to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status().await.expect("kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
