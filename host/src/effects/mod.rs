@@ -60,6 +60,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
     // Children whose cancel a crash cut short: at start, then once per lease period,
     // by one host at a time.
     let mut next_sweep = tokio::time::Instant::now();
+    let mut event_retries = Job { name: EVENTS, held: false, next_look: tokio::time::Instant::now() };
     loop {
         if tokio::time::Instant::now() >= next_sweep {
             next_sweep += settings.lease;
@@ -83,7 +84,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
                 Vec::new()
             }
         };
-        if holds(&service, &settings, EVENTS).await {
+        if event_retries.held(&service, &settings).await {
             retry_events(&service, &settings).await;
         }
         let full = leased.len() == BATCH as usize;
@@ -116,6 +117,25 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
 /// lease, which it keeps while it lives).
 const ORPHANS: &str = "effects.orphaned-children";
 const EVENTS: &str = "effects.event-retries";
+
+/// A periodic job's lease as this host last saw it; renewed (or looked for) once a
+/// third of a lease has passed, not on every turn of the loop.
+struct Job {
+    name: &'static str,
+    held: bool,
+    next_look: tokio::time::Instant,
+}
+
+impl Job {
+    async fn held(&mut self, service: &Service, settings: &Settings) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.next_look {
+            self.held = holds(service, settings, self.name).await;
+            self.next_look = now + settings.lease / 3;
+        }
+        self.held
+    }
+}
 
 /// Whether this host holds (or now took) the lease on periodic job `name`.
 async fn holds(service: &Service, settings: &Settings, name: &str) -> bool {
