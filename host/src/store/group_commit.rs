@@ -204,12 +204,11 @@ async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>) {
     for retry in 1..=RETRIES {
         let again: Vec<usize> =
             (0..batch.len()).filter(|&idx| outcomes[idx].as_ref().is_err_and(Error::is_transient)).collect();
-        if again.is_empty() {
-            break;
-        }
+        let Some(Err(cause)) = again.first().map(|&idx| &outcomes[idx]) else { break };
         tracing::warn!(
             commits = again.len(),
             retry,
+            ?cause,
             "commits failed on a transient database error; writing them again"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10 << retry)).await;
