@@ -7,8 +7,12 @@
 //! so the report can say how long the host took from the trip's creation to the
 //! participant (the dispatch delay: an upper bound of commit → participant, since
 //! `created_at` is taken before the guest call and the commit).
+//!
+//! With several hosts, a trip's create and each of its polls go to the next host in
+//! turn ([`Hosts::route`]); every host has the same task bindings, so whichever host
+//! runs a task calls the same participant.
 
-use crate::workload::{Percentiles, round3};
+use crate::workload::{Hosts, Percentiles, Route, round3};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -47,7 +51,7 @@ impl Participant {
         Ok(Participant { base_url, seen })
     }
 
-    /// The `[tasks]` of a server whose trips this participant serves.
+    /// The `[tasks]` of the servers whose trips this participant serves.
     pub fn config(&self) -> String {
         format!(
             "[tasks.\"flights.reserve\"]\nurl = \"{0}/flights\"\n[tasks.\"hotels.reserve\"]\nurl = \"{0}/hotels\"\n",
@@ -87,7 +91,7 @@ pub struct TripReport {
 /// Runs `count` trips, `concurrency` in flight at once, none started after `deadline`.
 pub async fn run(
     client: &reqwest::Client,
-    url: &str,
+    hosts: &Hosts,
     participant: &Participant,
     (run_id, first, count, concurrency): (&str, u64, u64, u64),
     deadline: Instant,
@@ -98,8 +102,8 @@ pub async fn run(
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.min(count) {
-        let (client, url, next, stop, run_id) =
-            (client.clone(), url.to_owned(), next.clone(), stop.clone(), run_id.to_owned());
+        let (client, hosts, next, stop, run_id) =
+            (client.clone(), hosts.clone(), next.clone(), stop.clone(), run_id.to_owned());
         workers.spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -107,7 +111,8 @@ pub async fn run(
                 if index >= count || Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                     return done;
                 }
-                done.push(trip(&client, &url, &format!("trip-{run_id}-{}", first + index)).await);
+                let n = first + index;
+                done.push(trip(&client, hosts.route(n), &format!("trip-{run_id}-{n}")).await);
             }
         });
     }
@@ -153,12 +158,16 @@ pub async fn run(
 }
 
 /// One trip to `COMPLETED`: its id, `created_at` (ms) and the latency (ms).
-async fn trip(client: &reqwest::Client, url: &str, key: &str) -> Result<(String, f64, f64), String> {
+async fn trip(
+    client: &reqwest::Client,
+    mut route: Route<'_>,
+    key: &str,
+) -> Result<(String, f64, f64), String> {
     let started = Instant::now();
     let body =
         json!({ "input": { "trip_id": key, "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } } });
     let created = client
-        .post(format!("{url}/v1/definitions/trip-booking/instances"))
+        .post(format!("{}/v1/definitions/trip-booking/instances", route.next()))
         .header("idempotency-key", key)
         .json(&body)
         .send()
@@ -174,7 +183,7 @@ async fn trip(client: &reqwest::Client, url: &str, key: &str) -> Result<(String,
     let mut revision = instance["revision"].as_i64().unwrap_or(1);
     for _ in 0..100 {
         let polled = client
-            .get(format!("{url}/v1/instances/{id}"))
+            .get(format!("{}/v1/instances/{id}", route.next()))
             .header("if-none-match", format!("\"{revision}\""))
             .header("prefer", "wait=10")
             .send()
@@ -216,9 +225,29 @@ mod tests {
     }
 }
 
-/// The server's dispatch-delay histogram (`switchyard_task_dispatch_seconds`): the
-/// cumulative count at each bucket's upper bound, in ms (`+Inf` last, as infinity).
-pub async fn dispatch_histogram(client: &reqwest::Client, url: &str) -> Option<Vec<(f64, u64)>> {
+/// The dispatch-delay histogram (`switchyard_task_dispatch_seconds`) of all hosts
+/// together: the cumulative count at each bucket's upper bound, in ms (`+Inf` last, as
+/// infinity), summed over the hosts, whose buckets are the same.
+pub async fn dispatch_histogram(client: &reqwest::Client, hosts: &Hosts) -> Option<Vec<(f64, u64)>> {
+    let mut total: Option<Vec<(f64, u64)>> = None;
+    for url in hosts.all() {
+        let buckets = host_dispatch_histogram(client, url).await?;
+        match &mut total {
+            None => total = Some(buckets),
+            Some(total) => {
+                if total.len() != buckets.len() {
+                    return None;
+                }
+                for ((_, sum), (_, count)) in total.iter_mut().zip(buckets) {
+                    *sum += count;
+                }
+            }
+        }
+    }
+    total
+}
+
+async fn host_dispatch_histogram(client: &reqwest::Client, url: &str) -> Option<Vec<(f64, u64)>> {
     let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
     let buckets: Vec<(f64, u64)> = text
         .lines()
