@@ -59,15 +59,15 @@
 //! Exactly one JSON line on stdout (progress goes to stderr): the number of `hosts`,
 //! throughput, latency percentiles per request kind, error counts of the measured
 //! phase and of the warm-up, and how the server batched the measured phase's commits
-//! (`group_commit`, the difference of its `GET /metrics` counters read just before and
-//! just after; the largest batch is a gauge, so only `largest_batch_since_start` is
-//! known). With `--spawn`, also the server's CPU time during the measured phase and
-//! its peak RSS (read before the server is stopped with SIGTERM); with `--spawn
-//! postgres`, the CPU time of every local process named `postgres` during the measured
-//! phase (`database_cpu_seconds`, which assumes nothing else uses that PostgreSQL
-//! meanwhile). With several hosts, the commit counters and CPU times are summed over
-//! the hosts, the peak RSS is the largest host's, and each host's own figures are
-//! added (`server_cpu_seconds_per_host`, `server_peak_rss_mib_per_host`).
+//! (`group_commit`, the difference of its `GET /metrics` figures read just before and
+//! just after; of the largest batch, its histogram gives only the bucket). With
+//! `--spawn`, also the server's CPU time during the measured phase and its peak RSS
+//! (read before the server is stopped with SIGTERM); with `--spawn postgres`, the CPU
+//! time of every local process named `postgres` during the measured phase
+//! (`database_cpu_seconds`, which assumes nothing else uses that PostgreSQL meanwhile).
+//! With several hosts, the commit figures and CPU times are summed over the hosts, the
+//! peak RSS is the largest host's, and each host's own figures are added
+//! (`server_cpu_seconds_per_host`, `server_peak_rss_mib_per_host`).
 //! The exit status is 1 if there were errors or replay mismatches, in the warm-up or
 //! the measured phase, and the line is printed anyway.
 
@@ -271,20 +271,21 @@ struct GroupCommit {
     commits: u64,
     batches: u64,
     mean_batch: f64,
-    /// `/metrics` keeps no largest batch per phase: this one may be of the warm-up, or
-    /// of earlier load on a server given by `--url`.
-    largest_batch_since_start: u64,
+    /// The upper bound of the largest batch's histogram bucket (1, 2, 4, … 256);
+    /// `null` for a larger batch, or none.
+    largest_batch_at_most: Option<u64>,
 }
 
 impl GroupCommit {
-    fn between(before: CommitCounters, after: CommitCounters) -> GroupCommit {
+    fn between(before: &CommitCounters, after: &CommitCounters) -> GroupCommit {
         let commits = after.commits.saturating_sub(before.commits);
-        let batches = after.batches.saturating_sub(before.batches);
+        let sizes = after.batch_sizes.since(&before.batch_sizes);
+        let batches = sizes.count();
         GroupCommit {
             commits,
             batches,
             mean_batch: round3(commits as f64 / batches.max(1) as f64),
-            largest_batch_since_start: after.largest_batch,
+            largest_batch_at_most: sizes.bound_of(batches).filter(|_| batches > 0).map(|size| size as u64),
         }
     }
 }
@@ -455,7 +456,7 @@ async fn bench(
     let cpu_after = CpuTimes::read(server, postgres);
     let counters_after = workload.commit_counters().await;
     let group_commit = match (counters_before, counters_after) {
-        (Ok(before), Ok(after)) => Some(GroupCommit::between(before, after)),
+        (Ok(before), Ok(after)) => Some(GroupCommit::between(&before, &after)),
         (Err(err), _) | (_, Err(err)) => {
             eprintln!("no group-commit figures: {err}");
             None

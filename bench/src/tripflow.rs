@@ -12,7 +12,7 @@
 //! turn ([`Hosts::route`]); every host has the same task bindings, so whichever host
 //! runs a task calls the same participant.
 
-use crate::workload::{Hosts, Percentiles, Route, round3};
+use crate::workload::{Histogram, Hosts, Percentiles, Route, round3};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -226,39 +226,18 @@ mod tests {
 }
 
 /// The dispatch-delay histogram (`switchyard_task_dispatch_seconds`) of all hosts
-/// together: the cumulative count at each bucket's upper bound, in ms (`+Inf` last, as
-/// infinity), summed over the hosts, whose buckets are the same.
-pub async fn dispatch_histogram(client: &reqwest::Client, hosts: &Hosts) -> Option<Vec<(f64, u64)>> {
-    let mut total: Option<Vec<(f64, u64)>> = None;
+/// together.
+pub async fn dispatch_histogram(client: &reqwest::Client, hosts: &Hosts) -> Option<Histogram> {
+    let mut total: Option<Histogram> = None;
     for url in hosts.all() {
-        let buckets = host_dispatch_histogram(client, url).await?;
-        match &mut total {
-            None => total = Some(buckets),
-            Some(total) => {
-                if total.len() != buckets.len() {
-                    return None;
-                }
-                for ((_, sum), (_, count)) in total.iter_mut().zip(buckets) {
-                    *sum += count;
-                }
-            }
-        }
+        let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
+        let histogram = Histogram::parse(&text, "switchyard_task_dispatch_seconds")?;
+        total = Some(match total {
+            None => histogram,
+            Some(total) => total.add(&histogram)?,
+        });
     }
     total
-}
-
-async fn host_dispatch_histogram(client: &reqwest::Client, url: &str) -> Option<Vec<(f64, u64)>> {
-    let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
-    let buckets: Vec<(f64, u64)> = text
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("switchyard_task_dispatch_seconds_bucket{le=\"")?;
-            let (le, count) = rest.split_once("\"} ")?;
-            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().ok()? * 1000.0 };
-            Some((bound, count.trim().parse().ok()?))
-        })
-        .collect();
-    (!buckets.is_empty()).then_some(buckets)
 }
 
 /// Commit → first attempt, from the histogram's growth between two readings: for each
@@ -271,20 +250,12 @@ pub struct DispatchBound {
 }
 
 impl DispatchBound {
-    pub fn between(before: &[(f64, u64)], after: &[(f64, u64)]) -> DispatchBound {
-        let grown: Vec<(f64, u64)> = after
-            .iter()
-            .zip(before)
-            .map(|((bound, count), (_, earlier))| (*bound, count.saturating_sub(*earlier)))
-            .collect();
-        let tasks = grown.last().map_or(0, |(_, count)| *count);
+    pub fn between(before: &Histogram, after: &Histogram) -> DispatchBound {
+        let grown = after.since(before);
+        let tasks = grown.count();
         let at = |p: f64| {
-            let rank = (p / 100.0 * tasks as f64).ceil().max(1.0) as u64;
-            grown
-                .iter()
-                .find(|(_, count)| *count >= rank)
-                .map(|(bound, _)| *bound)
-                .filter(|bound| bound.is_finite())
+            let rank = (p / 100.0 * tasks as f64).ceil() as u64;
+            grown.bound_of(rank).map(|seconds| round3(seconds * 1000.0))
         };
         DispatchBound { tasks, p50_at_most: at(50.0), p99_at_most: at(99.0) }
     }

@@ -105,12 +105,66 @@ pub struct Phase {
 }
 
 /// The server's group-commit figures at one moment, from `GET /metrics`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CommitCounters {
     pub commits: u64,
-    pub batches: u64,
-    /// A gauge, not a counter: the largest batch since the server started.
-    pub largest_batch: u64,
+    /// Batches by size (`switchyard_commit_batch_size`); its count is the batches'.
+    pub batch_sizes: Histogram,
+}
+
+/// A Prometheus histogram as `GET /metrics` writes it: the cumulative count at each
+/// bucket's upper bound, `+Inf` last (as infinity).
+#[derive(Debug, Clone)]
+pub struct Histogram(Vec<(f64, u64)>);
+
+impl Histogram {
+    /// Histogram `name` in `GET /metrics`' `text`; `None` if it has none.
+    pub fn parse(text: &str, name: &str) -> Option<Histogram> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(f64, u64)> = text
+            .lines()
+            .filter_map(|line| {
+                let (le, count) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+                let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((bound, count.trim().parse().ok()?))
+            })
+            .collect();
+        (!buckets.is_empty()).then_some(Histogram(buckets))
+    }
+
+    /// This and another host's histogram together; `None` if their buckets differ.
+    pub fn add(mut self, other: &Histogram) -> Option<Histogram> {
+        let same = self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.0 == b.0);
+        if !same {
+            return None;
+        }
+        for ((_, sum), (_, count)) in self.0.iter_mut().zip(&other.0) {
+            *sum += count;
+        }
+        Some(self)
+    }
+
+    /// What was counted after `earlier`, a reading of the same histogram.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let grown = self.0.iter().zip(&earlier.0);
+        Histogram(
+            grown.map(|((bound, count), (_, before))| (*bound, count.saturating_sub(*before))).collect(),
+        )
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.last().map_or(0, |(_, count)| *count)
+    }
+
+    /// The upper bound of the bucket of the `rank`-th smallest value (1-based), so an
+    /// "at most"; `None` past the last finite bound or with fewer values.
+    pub fn bound_of(&self, rank: u64) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(_, count)| *count >= rank.max(1))
+            .map(|(bound, _)| *bound)
+            .filter(|b| b.is_finite())
+    }
 }
 
 /// p50, p90 and p99 of a latency sample in milliseconds; `null` with no sample.
@@ -183,17 +237,23 @@ impl Workload {
         Ok(())
     }
 
-    /// The commit counters of all hosts together: the counts summed, the largest batch
-    /// the largest of any host.
+    /// The commit counters of all hosts together.
     pub async fn commit_counters(&self) -> Result<CommitCounters, String> {
-        let mut total = CommitCounters { commits: 0, batches: 0, largest_batch: 0 };
+        let mut total: Option<CommitCounters> = None;
         for host in self.hosts.all() {
             let counters = self.host_commit_counters(host).await?;
-            total.commits += counters.commits;
-            total.batches += counters.batches;
-            total.largest_batch = total.largest_batch.max(counters.largest_batch);
+            total = Some(match total {
+                None => counters,
+                Some(total) => CommitCounters {
+                    commits: total.commits + counters.commits,
+                    batch_sizes: total
+                        .batch_sizes
+                        .add(&counters.batch_sizes)
+                        .ok_or("the hosts' batch-size buckets differ")?,
+                },
+            });
         }
-        Ok(total)
+        total.ok_or_else(|| "no host".to_owned())
     }
 
     /// Reads one host's commit counters from `GET /metrics` (Prometheus' text format).
@@ -203,22 +263,14 @@ impl Workload {
             return Err(format!("GET {host}/metrics: {} (want 200)", answer.status));
         }
         let text = String::from_utf8_lossy(&answer.body);
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| {
-                    let mut words = line.split_whitespace();
-                    if words.next() != Some(name) {
-                        return None;
-                    }
-                    words.next()?.parse().ok()
-                })
-                .ok_or_else(|| format!("GET {host}/metrics: no value for {name}"))
-        };
-        Ok(CommitCounters {
-            commits: value("switchyard_commits_total")?,
-            batches: value("switchyard_commit_batches_total")?,
-            largest_batch: value("switchyard_commit_batch_largest")?,
-        })
+        let missing = |name: &str| format!("GET {host}/metrics: no value for {name}");
+        let commits = text
+            .lines()
+            .find_map(|line| line.strip_prefix("switchyard_commits_total ")?.trim().parse().ok())
+            .ok_or_else(|| missing("switchyard_commits_total"))?;
+        let batch_sizes = Histogram::parse(&text, "switchyard_commit_batch_size")
+            .ok_or_else(|| missing("switchyard_commit_batch_size"))?;
+        Ok(CommitCounters { commits, batch_sizes })
     }
 
     /// Runs instances `first..first + count` with `concurrency` of them in flight, each
