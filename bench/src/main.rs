@@ -24,6 +24,16 @@
 //! `--max-seconds` have passed since the workload began (or after Ctrl-C); every
 //! request has a timeout, so the run is bounded in time.
 //!
+//! # Several hosts
+//!
+//! `--spawn postgres --hosts N` starts N servers on the one database, each with its own
+//! port, `host_id` (`bench-0`, `bench-1`, …), log and module cache, and the same config.
+//! They start one after another: the first migrates the schema and deploys the
+//! modules, the others start once it answers `/healthz`. Requests are spread as a
+//! round-robin load balancer with no affinity would: request k of instance n goes to
+//! host (n + k) mod N, so an instance's create, actions, replays, GET (and tripflow's
+//! long-polls) land on different hosts. With `--url` or `--spawn sqlite`, N must be 1.
+//!
 //! # Usage
 //!
 //! ```sh
@@ -31,6 +41,8 @@
 //! # start a server of its own (SQLite in a fresh temp dir, or a fresh PostgreSQL database):
 //! ./target/release/switchyard-bench --spawn sqlite
 //! ./target/release/switchyard-bench --spawn postgres --postgres postgres://postgres@127.0.0.1:5432
+//! # three servers on one fresh PostgreSQL database, the load spread over them:
+//! ./target/release/switchyard-bench --spawn postgres --hosts 3
 //! # or load a server that is already running with document-processing deployed:
 //! ./target/release/switchyard-bench --url http://127.0.0.1:8080 --concurrency 64
 //! ```
@@ -38,20 +50,24 @@
 //! With `--spawn`, the server binary is `--server-bin`, else `$SWITCHYARD_BIN`, else
 //! `target/release/switchyard` next to this executable's `target/`; the modules are
 //! `--modules`, else `$SWITCHYARD_EXAMPLE_MODULES`, else `target/modules`. The server
-//! log and database live in a temp dir that is deleted at the end unless `--keep` is
-//! given or something failed.
+//! logs (`host-<i>/server.log`) and the SQLite database live in a temp dir that is
+//! deleted at the end unless `--keep` is given or something failed; the PostgreSQL
+//! database is dropped at the end in any case.
 //!
 //! # Output
 //!
-//! Exactly one JSON line on stdout (progress goes to stderr): throughput, latency
-//! percentiles per request kind, error counts of the measured phase and of the
-//! warm-up, and how the server batched the measured phase's commits (`group_commit`,
-//! the difference of its `GET /metrics` counters read just before and just after; the
-//! largest batch is a gauge, so only `largest_batch_since_start` is known). With
+//! Exactly one JSON line on stdout (progress goes to stderr): the number of `hosts`,
+//! throughput, latency percentiles per request kind, error counts of the measured
+//! phase and of the warm-up, and how the server batched the measured phase's commits
+//! (`group_commit`, the difference of its `GET /metrics` figures read just before and
+//! just after; of the largest batch, its histogram gives only the bucket). With
 //! `--spawn`, also the server's CPU time during the measured phase and its peak RSS
 //! (read before the server is stopped with SIGTERM); with `--spawn postgres`, the CPU
 //! time of every local process named `postgres` during the measured phase
 //! (`database_cpu_seconds`, which assumes nothing else uses that PostgreSQL meanwhile).
+//! With several hosts, the commit figures and CPU times are summed over the hosts, the
+//! peak RSS is the largest host's, and each host's own figures are added
+//! (`server_cpu_seconds_per_host`, `server_peak_rss_mib_per_host`).
 //! The exit status is 1 if there were errors or replay mismatches, in the warm-up or
 //! the measured phase, and the line is printed anyway.
 
@@ -68,7 +84,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
-use workload::{CommitCounters, Percentiles, Workload, round3};
+use workload::{CommitCounters, Hosts, Percentiles, Workload, round3};
 
 /// Every request (connect, send, read the whole answer) must finish within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,6 +99,10 @@ struct Args {
     /// Start a server of its own on a fresh database instead.
     #[arg(long, value_enum)]
     spawn: Option<Backend>,
+    /// Servers to start on the one database, the requests spread over them with no
+    /// affinity (round robin); more than 1 needs --spawn postgres.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    hosts: u64,
     /// The switchyard binary for --spawn [default: target/release/switchyard].
     #[arg(long, env = "SWITCHYARD_BIN")]
     server_bin: Option<PathBuf>,
@@ -104,7 +124,7 @@ struct Args {
     /// Instances run first and not measured.
     #[arg(long, default_value_t = 100)]
     warmup: u64,
-    /// Keep the temp dir (server log, SQLite database) of --spawn.
+    /// Keep the temp dir (server logs, SQLite database) of --spawn.
     #[arg(long)]
     keep: bool,
     /// docflow (document-processing, driven by its client) or tripflow (trip-booking,
@@ -141,6 +161,7 @@ impl Line {
 struct TripflowReport {
     workload: &'static str,
     backend: &'static str,
+    hosts: u64,
     concurrency: u64,
     warmup: u64,
     warmup_errors: u64,
@@ -148,9 +169,8 @@ struct TripflowReport {
     trips: tripflow::TripReport,
     /// From the server's own histogram: commit → the task's first attempt.
     commit_to_dispatch_ms: Option<tripflow::DispatchBound>,
-    server_cpu_seconds: Option<f64>,
-    database_cpu_seconds: Option<f64>,
-    server_peak_rss_mib: Option<f64>,
+    #[serde(flatten)]
+    server: ServerFigures,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +184,7 @@ enum Backend {
 struct Report {
     workload: &'static str,
     backend: &'static str,
+    hosts: u64,
     concurrency: u64,
     /// Measured instances started; fewer than asked if `stopped_early`.
     instances: u64,
@@ -177,10 +198,8 @@ struct Report {
     replay_mismatches: u64,
     /// Errors and replay mismatches of the warm-up: they fail the run too.
     warmup_errors: u64,
-    server_cpu_seconds: Option<f64>,
-    /// PostgreSQL's own processes, whose work the server's CPU time leaves out.
-    database_cpu_seconds: Option<f64>,
-    server_peak_rss_mib: Option<f64>,
+    #[serde(flatten)]
+    server: ServerFigures,
     /// How the server batched the measured phase's commits; `None` if it has no
     /// `GET /metrics` (an older build).
     group_commit: Option<GroupCommit>,
@@ -192,25 +211,81 @@ impl Report {
     }
 }
 
+/// What `--spawn` measured of its hosts and of PostgreSQL in the measured phase;
+/// `null` where it has no figure (no `--spawn`, no `/proc`, no local PostgreSQL).
+#[derive(Debug, Serialize)]
+struct ServerFigures {
+    /// Summed over the hosts.
+    server_cpu_seconds: Option<f64>,
+    /// Written only with several hosts, so that `--hosts 1` keeps its line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_cpu_seconds_per_host: Option<Vec<f64>>,
+    /// PostgreSQL's own processes, whose work the server's CPU time leaves out.
+    database_cpu_seconds: Option<f64>,
+    /// The largest host's.
+    server_peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_peak_rss_mib_per_host: Option<Vec<f64>>,
+}
+
+/// CPU seconds so far of each host and of the local PostgreSQL.
+struct CpuTimes {
+    hosts: Option<Vec<f64>>,
+    database: Option<f64>,
+}
+
+impl CpuTimes {
+    fn read(server: Option<&Spawned>, postgres: bool) -> CpuTimes {
+        CpuTimes {
+            hosts: server.and_then(Spawned::cpu_seconds),
+            database: postgres.then(postgres_cpu_seconds).flatten(),
+        }
+    }
+}
+
+impl ServerFigures {
+    /// From the CPU times read at each end of the measured phase, and the hosts' peak
+    /// RSS, which must be read before they stop.
+    fn between(before: CpuTimes, after: CpuTimes, server: Option<&Spawned>) -> ServerFigures {
+        let per_host = before
+            .hosts
+            .zip(after.hosts)
+            .map(|(before, after)| before.iter().zip(after).map(|(b, a)| a - b).collect::<Vec<f64>>());
+        let peak_rss = server.and_then(Spawned::peak_rss_mib);
+        let several = |values: Vec<f64>| (values.len() > 1).then(|| values.into_iter().map(round3).collect());
+        ServerFigures {
+            server_cpu_seconds: per_host.as_ref().map(|spent| round3(spent.iter().sum())),
+            server_cpu_seconds_per_host: per_host.and_then(several),
+            database_cpu_seconds: before.database.zip(after.database).map(|(b, a)| round3(a - b)),
+            server_peak_rss_mib: peak_rss
+                .as_ref()
+                .and_then(|peaks| peaks.iter().copied().reduce(f64::max))
+                .map(round3),
+            server_peak_rss_mib_per_host: peak_rss.and_then(several),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct GroupCommit {
     commits: u64,
     batches: u64,
     mean_batch: f64,
-    /// `/metrics` keeps no largest batch per phase: this one may be of the warm-up, or
-    /// of earlier load on a server given by `--url`.
-    largest_batch_since_start: u64,
+    /// The upper bound of the largest batch's histogram bucket (1, 2, 4, … 256);
+    /// `null` for a larger batch, or none.
+    largest_batch_at_most: Option<u64>,
 }
 
 impl GroupCommit {
-    fn between(before: CommitCounters, after: CommitCounters) -> GroupCommit {
+    fn between(before: &CommitCounters, after: &CommitCounters) -> GroupCommit {
         let commits = after.commits.saturating_sub(before.commits);
-        let batches = after.batches.saturating_sub(before.batches);
+        let sizes = after.batch_sizes.since(&before.batch_sizes);
+        let batches = sizes.count();
         GroupCommit {
             commits,
             batches,
             mean_batch: round3(commits as f64 / batches.max(1) as f64),
-            largest_batch_since_start: after.largest_batch,
+            largest_batch_at_most: sizes.bound_of(batches).filter(|_| batches > 0).map(|size| size as u64),
         }
     }
 }
@@ -237,9 +312,14 @@ async fn main() -> std::process::ExitCode {
     });
 
     let result = match (args.spawn, args.workload) {
+        (spawn, _) if args.hosts > 1 && spawn != Some(Backend::Postgres) => Err(anyhow::anyhow!(
+            "--hosts {} needs --spawn postgres: several hosts share one PostgreSQL database \
+             (a SQLite database is one process's; --url names one server)",
+            args.hosts
+        )),
         (None, Kind::Docflow) => {
-            let url = args.url.clone().unwrap_or_else(|| DEFAULT_URL.into());
-            bench(&args, &run_id, &url, None, &stop).await.map(Line::Docflow)
+            let hosts = Hosts::new([args.url.clone().unwrap_or_else(|| DEFAULT_URL.into())]);
+            bench(&args, &run_id, &hosts, None, &stop).await.map(Line::Docflow)
         }
         (None, Kind::Tripflow) => {
             Err(anyhow::anyhow!("tripflow binds the server's tasks to the bench: use --spawn"))
@@ -255,14 +335,16 @@ async fn main() -> std::process::ExitCode {
                     let config = participant.as_ref().map(tripflow::Participant::config);
                     match server.start(&args, backend, config.as_deref()).await {
                         Ok(()) => {
-                            let url = server.base_url.clone();
+                            let hosts = server.hosts();
                             let result = match &participant {
-                                Some(participant) => trips(&args, &run_id, &url, &server, participant, &stop)
-                                    .await
-                                    .map(Line::Tripflow),
-                                None => {
-                                    bench(&args, &run_id, &url, Some(&server), &stop).await.map(Line::Docflow)
+                                Some(participant) => {
+                                    trips(&args, &run_id, &hosts, &server, participant, &stop)
+                                        .await
+                                        .map(Line::Tripflow)
                                 }
+                                None => bench(&args, &run_id, &hosts, Some(&server), &stop)
+                                    .await
+                                    .map(Line::Docflow),
                             };
                             server.shut_down().await;
                             result
@@ -296,7 +378,7 @@ async fn main() -> std::process::ExitCode {
 async fn trips(
     args: &Args,
     run_id: &str,
-    url: &str,
+    hosts: &Hosts,
     server: &Spawned,
     participant: &tripflow::Participant,
     stop: &Arc<AtomicBool>,
@@ -309,21 +391,20 @@ async fn trips(
         .context("cannot build the HTTP client")?;
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let shape = |first, count| (run_id, first, count, args.concurrency);
-    eprintln!("warmup: {} trips at concurrency {} against {url}", args.warmup, args.concurrency);
-    let warmup = tripflow::run(&client, url, participant, shape(0, args.warmup), deadline, stop).await;
+    eprintln!("warmup: {} trips at concurrency {} against {hosts}", args.warmup, args.concurrency);
+    let warmup = tripflow::run(&client, hosts, participant, shape(0, args.warmup), deadline, stop).await;
     eprintln!("measuring: {} trips at concurrency {}", args.instances, args.concurrency);
     let postgres = args.spawn == Some(Backend::Postgres);
-    let cpu = || (server.cpu_seconds(), postgres.then(postgres_cpu_seconds).flatten());
-    let (server_before, database_before) = cpu();
-    let dispatch_before = tripflow::dispatch_histogram(&client, url).await;
+    let cpu_before = CpuTimes::read(Some(server), postgres);
+    let dispatch_before = tripflow::dispatch_histogram(&client, hosts).await;
     let measured =
-        tripflow::run(&client, url, participant, shape(args.warmup, args.instances), deadline, stop).await;
-    let dispatch_after = tripflow::dispatch_histogram(&client, url).await;
-    let (server_after, database_after) = cpu();
-    let spent = |before: Option<f64>, after: Option<f64>| before.zip(after).map(|(b, a)| round3(a - b));
+        tripflow::run(&client, hosts, participant, shape(args.warmup, args.instances), deadline, stop).await;
+    let dispatch_after = tripflow::dispatch_histogram(&client, hosts).await;
+    let cpu_after = CpuTimes::read(Some(server), postgres);
     Ok(TripflowReport {
         workload: "tripflow",
         backend: if postgres { "postgres" } else { "sqlite" },
+        hosts: args.hosts,
         concurrency: args.concurrency,
         warmup: args.warmup,
         warmup_errors: warmup.errors,
@@ -331,17 +412,15 @@ async fn trips(
         commit_to_dispatch_ms: dispatch_before
             .zip(dispatch_after)
             .map(|(before, after)| tripflow::DispatchBound::between(&before, &after)),
-        server_cpu_seconds: spent(server_before, server_after),
-        database_cpu_seconds: spent(database_before, database_after),
-        server_peak_rss_mib: server.peak_rss_mib().map(round3),
+        server: ServerFigures::between(cpu_before, cpu_after, Some(server)),
     })
 }
 
-/// Runs the warmup and the measured phase against `url`.
+/// Runs the warmup and the measured phase against `hosts`.
 async fn bench(
     args: &Args,
     run_id: &str,
-    url: &str,
+    hosts: &Hosts,
     server: Option<&Spawned>,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Report> {
@@ -352,12 +431,12 @@ async fn bench(
         .pool_max_idle_per_host(usize::try_from(args.concurrency).unwrap_or(usize::MAX))
         .build()
         .context("cannot build the HTTP client")?;
-    let workload = Workload::new(client, url, run_id);
+    let workload = Workload::new(client, hosts.clone(), run_id);
     workload.preflight().await?;
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
 
     let warmup_errors = if args.warmup > 0 {
-        eprintln!("warmup: {} instances at concurrency {} against {url}", args.warmup, args.concurrency);
+        eprintln!("warmup: {} instances at concurrency {} against {hosts}", args.warmup, args.concurrency);
         let warmup = workload.run(0, args.warmup, args.concurrency, deadline, stop).await;
         let failures = warmup.stats.errors + warmup.stats.replay_mismatches;
         if failures > 0 {
@@ -370,16 +449,14 @@ async fn bench(
 
     eprintln!("measuring: {} instances at concurrency {}", args.instances, args.concurrency);
     let postgres = args.spawn == Some(Backend::Postgres);
-    let cpu = || (server.and_then(Spawned::cpu_seconds), postgres.then(postgres_cpu_seconds).flatten());
     // The counters are read outside the CPU window: their requests are not the workload's.
     let counters_before = workload.commit_counters().await;
-    let (server_before, database_before) = cpu();
+    let cpu_before = CpuTimes::read(server, postgres);
     let phase = workload.run(args.warmup, args.instances, args.concurrency, deadline, stop).await;
-    let (server_after, database_after) = cpu();
+    let cpu_after = CpuTimes::read(server, postgres);
     let counters_after = workload.commit_counters().await;
-    let spent = |before: Option<f64>, after: Option<f64>| before.zip(after).map(|(b, a)| round3(a - b));
     let group_commit = match (counters_before, counters_after) {
-        (Ok(before), Ok(after)) => Some(GroupCommit::between(before, after)),
+        (Ok(before), Ok(after)) => Some(GroupCommit::between(&before, &after)),
         (Err(err), _) | (_, Err(err)) => {
             eprintln!("no group-commit figures: {err}");
             None
@@ -399,6 +476,7 @@ async fn bench(
             Some(Backend::Postgres) => "postgres",
             None => "external",
         },
+        hosts: args.hosts,
         concurrency: args.concurrency,
         instances: stats.instances,
         warmup: args.warmup,
@@ -415,39 +493,35 @@ async fn bench(
         errors: stats.errors,
         replay_mismatches: stats.replay_mismatches,
         warmup_errors,
-        server_cpu_seconds: spent(server_before, server_after),
-        database_cpu_seconds: spent(database_before, database_after),
-        server_peak_rss_mib: server.and_then(Spawned::peak_rss_mib).map(round3),
+        server: ServerFigures::between(cpu_before, cpu_after, server),
         group_commit,
     })
 }
 
-/// A `switchyard serve` process started by the bench, with its temp dir and database.
+/// What `--spawn` starts: a temp dir, one database (a SQLite file in the temp dir, or a
+/// database created on PostgreSQL) and the `switchyard serve` processes sharing it.
 #[derive(Debug)]
 struct Spawned {
-    base_url: String,
     scratch: PathBuf,
-    child: Option<Child>,
-    pid: Option<u32>,
     run_id: String,
     /// The PostgreSQL server and the database created on it, to drop at the end.
     postgres: Option<(String, String)>,
+    hosts: Vec<Host>,
 }
 
 impl Spawned {
     fn new(run_id: &str) -> Spawned {
         Spawned {
-            base_url: String::new(),
             scratch: std::env::temp_dir().join(format!("switchyard-bench-{run_id}")),
-            child: None,
-            pid: None,
             run_id: run_id.to_owned(),
             postgres: None,
+            hosts: Vec::new(),
         }
     }
 
-    /// Creates the temp dir and database, starts the server and waits for `/healthz`.
-    /// `config`: the text of a config file to start the server with.
+    /// Creates the temp dir and the database, then starts `--hosts` servers on it, each
+    /// once the one before answers `/healthz`. `config`: the text of a config file to
+    /// start every host with.
     async fn start(&mut self, args: &Args, backend: Backend, config: Option<&str>) -> anyhow::Result<()> {
         let target = target_dir()?;
         let binary = args.server_bin.clone().unwrap_or_else(|| target.join("release").join("switchyard"));
@@ -460,8 +534,37 @@ impl Spawned {
         }
         std::fs::create_dir_all(&self.scratch)
             .with_context(|| format!("cannot create {}", self.scratch.display()))?;
+        let database = self.create_database(args, backend).await?;
+        let config = match config {
+            Some(config) => {
+                let path = self.scratch.join("config.toml");
+                std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
+        for index in 0..args.hosts {
+            // Only the first host deploys the modules, and the others start once it
+            // answers: it has migrated the schema by then, so none races it on the
+            // migrations, and they find the definitions in the database.
+            let deploy = (index == 0).then_some(modules.as_path());
+            let mut host = Host::spawn(&binary, &self.scratch, index, &database, config.as_deref(), deploy)?;
+            eprintln!(
+                "spawned {} ({backend:?}) as host {index} on {}; log: {}",
+                binary.display(),
+                host.base_url,
+                host.log_path().display()
+            );
+            let ready = host.wait_ready().await;
+            self.hosts.push(host);
+            ready?;
+        }
+        Ok(())
+    }
 
-        let database = match backend {
+    /// Creates the database every host serves; returns its URL.
+    async fn create_database(&mut self, args: &Args, backend: Backend) -> anyhow::Result<String> {
+        match backend {
             Backend::Postgres => {
                 let server = args.postgres.trim_end_matches('/');
                 let database = format!("switchyard_bench_{}", self.run_id);
@@ -475,31 +578,121 @@ impl Spawned {
                 let _ = admin.close().await;
                 let url = format!("{server}/{database}");
                 self.postgres = Some((server.to_owned(), database));
-                url
+                Ok(url)
             }
-            Backend::Sqlite => format!("sqlite://{}", self.scratch.join("bench.db").display()),
-        };
+            Backend::Sqlite => Ok(format!("sqlite://{}", self.scratch.join("bench.db").display())),
+        }
+    }
 
+    /// Drops the PostgreSQL database, if one was created.
+    async fn drop_database(&mut self) {
+        let Some((server, database)) = self.postgres.take() else { return };
+        let dropped = async {
+            let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            admin.close().await
+        };
+        match tokio::time::timeout(Duration::from_secs(30), dropped).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("could not drop database {database}: {err}"),
+            Err(_) => eprintln!("could not drop database {database}: timed out"),
+        }
+    }
+
+    fn hosts(&self) -> Hosts {
+        Hosts::new(self.hosts.iter().map(|host| host.base_url.clone()))
+    }
+
+    /// Stops every host with SIGTERM, as an operator would, so that each closes its
+    /// database cleanly; [`Spawned::cleanup`] kills any not gone within 10 s.
+    async fn shut_down(&mut self) {
+        // All are signalled before any is waited for: they stop side by side, within
+        // one grace period, as a deployment stopped at once would.
+        for host in &self.hosts {
+            host.terminate().await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for host in &mut self.hosts {
+            host.wait_stopped(deadline).await;
+        }
+    }
+
+    /// Kills the hosts, drops the PostgreSQL database and deletes the temp dir; `keep`
+    /// keeps the temp dir if a host was started in it.
+    async fn cleanup(&mut self, keep: bool) {
+        let keep = keep && !self.hosts.is_empty();
+        for host in &mut self.hosts {
+            if let Some(mut child) = host.child.take() {
+                let _ = child.kill().await;
+            }
+        }
+        self.drop_database().await;
+        if keep {
+            eprintln!("kept {} (server logs: host-*/server.log)", self.scratch.display());
+        } else if let Err(err) = std::fs::remove_dir_all(&self.scratch)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("could not delete {}: {err}", self.scratch.display());
+        }
+    }
+
+    /// Each host's CPU seconds so far; `None` if any is unknown.
+    fn cpu_seconds(&self) -> Option<Vec<f64>> {
+        self.hosts.iter().map(Host::cpu_seconds).collect()
+    }
+
+    /// Each host's peak RSS in MiB; `None` if any is unknown.
+    fn peak_rss_mib(&self) -> Option<Vec<f64>> {
+        self.hosts.iter().map(Host::peak_rss_mib).collect()
+    }
+}
+
+/// One `switchyard serve` process of [`Spawned`], with a port, `host_id`, log and
+/// module cache of its own (the last two in its own subdir of the temp dir).
+#[derive(Debug)]
+struct Host {
+    index: u64,
+    base_url: String,
+    dir: PathBuf,
+    child: Option<Child>,
+    pid: Option<u32>,
+}
+
+impl Host {
+    /// Starts host `index` on `database`; `modules`: a folder to deploy at start-up.
+    fn spawn(
+        binary: &Path,
+        scratch: &Path,
+        index: u64,
+        database: &str,
+        config: Option<&Path>,
+        modules: Option<&Path>,
+    ) -> anyhow::Result<Host> {
+        let dir = scratch.join(format!("host-{index}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .context("cannot find a free port")?
             .port();
-        self.base_url = format!("http://127.0.0.1:{port}");
-        let log_path = self.log_path();
+        let log_path = dir.join("server.log");
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let mut command = Command::new(&binary);
-        command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", &database]);
+        let mut command = Command::new(binary);
+        command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database", database]);
         if let Some(config) = config {
-            let path = self.scratch.join("config.toml");
-            std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
-            command.arg("--config").arg(path);
+            command.arg("--config").arg(config);
+        }
+        if let Some(modules) = modules {
+            command.arg("--modules").arg(modules);
         }
         let child = command
-            .arg("--modules")
-            .arg(&modules)
             .arg("--module-cache")
-            .arg(self.scratch.join("modules"))
+            .arg(dir.join("modules"))
+            // Leases need a host_id per host; the environment's settings are TOML
+            // values, hence the quotes.
+            .env("SWITCHYARD_HOST_ID", format!("\"bench-{index}\""))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("cannot share the log file")?)
@@ -507,15 +700,17 @@ impl Spawned {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        self.pid = child.id();
-        self.child = Some(child);
-        eprintln!(
-            "spawned {} ({backend:?}) on {}; log: {}",
-            binary.display(),
-            self.base_url,
-            log_path.display()
-        );
+        Ok(Host {
+            index,
+            base_url: format!("http://127.0.0.1:{port}"),
+            dir,
+            pid: child.id(),
+            child: Some(child),
+        })
+    }
 
+    /// Waits up to 60 s for `/healthz` to answer 200; fails early if the host exits.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .no_proxy()
@@ -530,57 +725,30 @@ impl Spawned {
             if let Some(child) = &mut self.child
                 && let Ok(Some(status)) = child.try_wait()
             {
-                bail!("the server exited with {status}; log:\n{}", self.log_tail());
+                bail!("host {} exited with {status}; log:\n{}", self.index, self.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("the server did not answer /healthz within 60 s; log:\n{}", self.log_tail())
+        bail!("host {} did not answer /healthz within 60 s; log:\n{}", self.index, self.log_tail())
     }
 
-    /// Stops the server with SIGTERM, as an operator would, so that it closes its
-    /// database cleanly; [`Spawned::cleanup`] kills it if it is not gone within 10 s.
-    async fn shut_down(&mut self) {
-        let (Some(pid), Some(child)) = (self.pid, self.child.as_mut()) else { return };
+    async fn terminate(&self) {
+        let (Some(pid), Some(_)) = (self.pid, &self.child) else { return };
         let signalled = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
         if !signalled.is_ok_and(|status| status.success()) {
-            eprintln!("could not send SIGTERM to the server ({pid})");
-        } else if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-            eprintln!("the server ({pid}) did not stop within 10 s of SIGTERM");
+            eprintln!("could not send SIGTERM to host {} ({pid})", self.index);
         }
     }
 
-    /// Kills the server, drops the PostgreSQL database and deletes the temp dir; `keep`
-    /// keeps the temp dir if the server was started in it.
-    async fn cleanup(&mut self, keep: bool) {
-        let keep = keep && self.log_path().exists();
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-        if let Some((server, database)) = self.postgres.take() {
-            let dropped = async {
-                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            };
-            match tokio::time::timeout(Duration::from_secs(30), dropped).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => eprintln!("could not drop database {database}: {err}"),
-                Err(_) => eprintln!("could not drop database {database}: timed out"),
-            }
-        }
-        if keep {
-            eprintln!("kept {} (server log: {})", self.scratch.display(), self.log_path().display());
-        } else if let Err(err) = std::fs::remove_dir_all(&self.scratch)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            eprintln!("could not delete {}: {err}", self.scratch.display());
+    async fn wait_stopped(&mut self, deadline: tokio::time::Instant) {
+        let Some(child) = self.child.as_mut() else { return };
+        if tokio::time::timeout_at(deadline, child.wait()).await.is_err() {
+            eprintln!("host {} ({:?}) did not stop within 10 s of SIGTERM", self.index, self.pid);
         }
     }
 
     fn log_path(&self) -> PathBuf {
-        self.scratch.join("server.log")
+        self.dir.join("server.log")
     }
 
     fn log_tail(&self) -> String {
@@ -589,13 +757,13 @@ impl Spawned {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// User plus system CPU time of the server so far.
+    /// User plus system CPU time of the process so far.
     fn cpu_seconds(&self) -> Option<f64> {
         let stat = ProcStat::read(Path::new(&format!("/proc/{}", self.pid?)))?;
         Some(stat.ticks as f64 / clock_ticks_per_second())
     }
 
-    /// The server's peak resident set (`VmHWM` in `/proc/<pid>/status`) in MiB.
+    /// The process's peak resident set (`VmHWM` in `/proc/<pid>/status`) in MiB.
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
         let line = status.lines().find_map(|line| line.strip_prefix("VmHWM:"))?;

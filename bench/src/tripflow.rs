@@ -7,8 +7,12 @@
 //! so the report can say how long the host took from the trip's creation to the
 //! participant (the dispatch delay: an upper bound of commit → participant, since
 //! `created_at` is taken before the guest call and the commit).
+//!
+//! With several hosts, a trip's create and each of its polls go to the next host in
+//! turn ([`Hosts::route`]); every host has the same task bindings, so whichever host
+//! runs a task calls the same participant.
 
-use crate::workload::{Percentiles, round3};
+use crate::workload::{Histogram, Hosts, Percentiles, Route, round3};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -47,7 +51,7 @@ impl Participant {
         Ok(Participant { base_url, seen })
     }
 
-    /// The `[tasks]` of a server whose trips this participant serves.
+    /// The `[tasks]` of the servers whose trips this participant serves.
     pub fn config(&self) -> String {
         format!(
             "[tasks.\"flights.reserve\"]\nurl = \"{0}/flights\"\n[tasks.\"hotels.reserve\"]\nurl = \"{0}/hotels\"\n",
@@ -87,7 +91,7 @@ pub struct TripReport {
 /// Runs `count` trips, `concurrency` in flight at once, none started after `deadline`.
 pub async fn run(
     client: &reqwest::Client,
-    url: &str,
+    hosts: &Hosts,
     participant: &Participant,
     (run_id, first, count, concurrency): (&str, u64, u64, u64),
     deadline: Instant,
@@ -98,8 +102,8 @@ pub async fn run(
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.min(count) {
-        let (client, url, next, stop, run_id) =
-            (client.clone(), url.to_owned(), next.clone(), stop.clone(), run_id.to_owned());
+        let (client, hosts, next, stop, run_id) =
+            (client.clone(), hosts.clone(), next.clone(), stop.clone(), run_id.to_owned());
         workers.spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -107,7 +111,8 @@ pub async fn run(
                 if index >= count || Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                     return done;
                 }
-                done.push(trip(&client, &url, &format!("trip-{run_id}-{}", first + index)).await);
+                let n = first + index;
+                done.push(trip(&client, hosts.route(n), &format!("trip-{run_id}-{n}")).await);
             }
         });
     }
@@ -153,12 +158,16 @@ pub async fn run(
 }
 
 /// One trip to `COMPLETED`: its id, `created_at` (ms) and the latency (ms).
-async fn trip(client: &reqwest::Client, url: &str, key: &str) -> Result<(String, f64, f64), String> {
+async fn trip(
+    client: &reqwest::Client,
+    mut route: Route<'_>,
+    key: &str,
+) -> Result<(String, f64, f64), String> {
     let started = Instant::now();
     let body =
         json!({ "input": { "trip_id": key, "flight": { "to": "LIS" }, "hotel": { "city": "Lisbon" } } });
     let created = client
-        .post(format!("{url}/v1/definitions/trip-booking/instances"))
+        .post(format!("{}/v1/definitions/trip-booking/instances", route.next()))
         .header("idempotency-key", key)
         .json(&body)
         .send()
@@ -174,7 +183,7 @@ async fn trip(client: &reqwest::Client, url: &str, key: &str) -> Result<(String,
     let mut revision = instance["revision"].as_i64().unwrap_or(1);
     for _ in 0..100 {
         let polled = client
-            .get(format!("{url}/v1/instances/{id}"))
+            .get(format!("{}/v1/instances/{id}", route.next()))
             .header("if-none-match", format!("\"{revision}\""))
             .header("prefer", "wait=10")
             .send()
@@ -216,20 +225,19 @@ mod tests {
     }
 }
 
-/// The server's dispatch-delay histogram (`switchyard_task_dispatch_seconds`): the
-/// cumulative count at each bucket's upper bound, in ms (`+Inf` last, as infinity).
-pub async fn dispatch_histogram(client: &reqwest::Client, url: &str) -> Option<Vec<(f64, u64)>> {
-    let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
-    let buckets: Vec<(f64, u64)> = text
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix("switchyard_task_dispatch_seconds_bucket{le=\"")?;
-            let (le, count) = rest.split_once("\"} ")?;
-            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().ok()? * 1000.0 };
-            Some((bound, count.trim().parse().ok()?))
-        })
-        .collect();
-    (!buckets.is_empty()).then_some(buckets)
+/// The dispatch-delay histogram (`switchyard_task_dispatch_seconds`) of all hosts
+/// together.
+pub async fn dispatch_histogram(client: &reqwest::Client, hosts: &Hosts) -> Option<Histogram> {
+    let mut total: Option<Histogram> = None;
+    for url in hosts.all() {
+        let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
+        let histogram = Histogram::parse(&text, "switchyard_task_dispatch_seconds")?;
+        total = Some(match total {
+            None => histogram,
+            Some(total) => total.add(&histogram)?,
+        });
+    }
+    total
 }
 
 /// Commit → first attempt, from the histogram's growth between two readings: for each
@@ -242,20 +250,12 @@ pub struct DispatchBound {
 }
 
 impl DispatchBound {
-    pub fn between(before: &[(f64, u64)], after: &[(f64, u64)]) -> DispatchBound {
-        let grown: Vec<(f64, u64)> = after
-            .iter()
-            .zip(before)
-            .map(|((bound, count), (_, earlier))| (*bound, count.saturating_sub(*earlier)))
-            .collect();
-        let tasks = grown.last().map_or(0, |(_, count)| *count);
+    pub fn between(before: &Histogram, after: &Histogram) -> DispatchBound {
+        let grown = after.since(before);
+        let tasks = grown.count();
         let at = |p: f64| {
-            let rank = (p / 100.0 * tasks as f64).ceil().max(1.0) as u64;
-            grown
-                .iter()
-                .find(|(_, count)| *count >= rank)
-                .map(|(bound, _)| *bound)
-                .filter(|bound| bound.is_finite())
+            let rank = (p / 100.0 * tasks as f64).ceil() as u64;
+            grown.bound_of(rank).map(|seconds| round3(seconds * 1000.0))
         };
         DispatchBound { tasks, p50_at_most: at(50.0), p99_at_most: at(99.0) }
     }

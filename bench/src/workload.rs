@@ -23,11 +23,56 @@ const GRACE: Duration = Duration::from_secs(60);
 /// How many error messages are written to stderr; the rest are only counted.
 const LOGGED_ERRORS: u64 = 10;
 
+/// The base URLs of the hosts a workload is spread over.
+#[derive(Debug, Clone)]
+pub struct Hosts(Arc<[String]>);
+
+impl Hosts {
+    pub fn new(urls: impl IntoIterator<Item = String>) -> Hosts {
+        let urls: Arc<[String]> = urls.into_iter().map(|url| url.trim_end_matches('/').to_owned()).collect();
+        assert!(!urls.is_empty(), "a workload needs a host");
+        Hosts(urls)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    /// The hosts of instance `n`'s requests in turn.
+    pub fn route(&self, n: u64) -> Route<'_> {
+        Route { hosts: &self.0, n, k: 0 }
+    }
+}
+
+impl std::fmt::Display for Hosts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
+/// Request `k` of instance `n` goes to host `(n + k) % N`: no affinity, as behind a
+/// round-robin load balancer, so an instance's requests (a replay and the one it
+/// repeats included) land on different hosts and each sees the others' commits.
+#[derive(Debug)]
+pub struct Route<'a> {
+    hosts: &'a [String],
+    n: u64,
+    k: u64,
+}
+
+impl<'a> Route<'a> {
+    pub fn next(&mut self) -> &'a str {
+        let index = (self.n.wrapping_add(self.k) % self.hosts.len() as u64) as usize;
+        self.k += 1;
+        &self.hosts[index]
+    }
+}
+
 /// Where requests go and how instances are named.
 #[derive(Debug, Clone)]
 pub struct Workload {
     client: Client,
-    base_url: String,
+    hosts: Hosts,
     /// Makes idempotency keys unique across runs against the same server.
     run_id: String,
     logged_errors: Arc<AtomicU64>,
@@ -60,12 +105,66 @@ pub struct Phase {
 }
 
 /// The server's group-commit figures at one moment, from `GET /metrics`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CommitCounters {
     pub commits: u64,
-    pub batches: u64,
-    /// A gauge, not a counter: the largest batch since the server started.
-    pub largest_batch: u64,
+    /// Batches by size (`switchyard_commit_batch_size`); its count is the batches'.
+    pub batch_sizes: Histogram,
+}
+
+/// A Prometheus histogram as `GET /metrics` writes it: the cumulative count at each
+/// bucket's upper bound, `+Inf` last (as infinity).
+#[derive(Debug, Clone)]
+pub struct Histogram(Vec<(f64, u64)>);
+
+impl Histogram {
+    /// Histogram `name` in `GET /metrics`' `text`; `None` if it has none.
+    pub fn parse(text: &str, name: &str) -> Option<Histogram> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(f64, u64)> = text
+            .lines()
+            .filter_map(|line| {
+                let (le, count) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+                let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+                Some((bound, count.trim().parse().ok()?))
+            })
+            .collect();
+        (!buckets.is_empty()).then_some(Histogram(buckets))
+    }
+
+    /// This and another host's histogram together; `None` if their buckets differ.
+    pub fn add(mut self, other: &Histogram) -> Option<Histogram> {
+        let same = self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| a.0 == b.0);
+        if !same {
+            return None;
+        }
+        for ((_, sum), (_, count)) in self.0.iter_mut().zip(&other.0) {
+            *sum += count;
+        }
+        Some(self)
+    }
+
+    /// What was counted after `earlier`, a reading of the same histogram.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let grown = self.0.iter().zip(&earlier.0);
+        Histogram(
+            grown.map(|((bound, count), (_, before))| (*bound, count.saturating_sub(*before))).collect(),
+        )
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.last().map_or(0, |(_, count)| *count)
+    }
+
+    /// The upper bound of the bucket of the `rank`-th smallest value (1-based), so an
+    /// "at most"; `None` past the last finite bound or with fewer values.
+    pub fn bound_of(&self, rank: u64) -> Option<f64> {
+        self.0
+            .iter()
+            .find(|(_, count)| *count >= rank.max(1))
+            .map(|(bound, _)| *bound)
+            .filter(|b| b.is_finite())
+    }
 }
 
 /// p50, p90 and p99 of a latency sample in milliseconds; `null` with no sample.
@@ -115,66 +214,63 @@ struct Answer {
     elapsed_ms: f64,
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Create,
-    Action,
-}
-
 impl Workload {
-    pub fn new(client: Client, base_url: &str, run_id: &str) -> Workload {
-        Workload {
-            client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            run_id: run_id.to_owned(),
-            logged_errors: Arc::new(AtomicU64::new(0)),
-        }
+    pub fn new(client: Client, hosts: Hosts, run_id: &str) -> Workload {
+        Workload { client, hosts, run_id: run_id.to_owned(), logged_errors: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// Checks that the server answers and that `document-processing` v1 is deployed.
+    /// Checks that every host answers and sees `document-processing` v1 deployed.
     pub async fn preflight(&self) -> anyhow::Result<()> {
-        let health = self.send(Method::GET, "/healthz", None, None).await.map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            health.status == StatusCode::OK,
-            "{}/healthz answered {}",
-            self.base_url,
-            health.status
-        );
-        let path = "/v1/definitions/document-processing/versions/1";
-        let version = self.send(Method::GET, path, None, None).await.map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            version.status == StatusCode::OK,
-            "{}{path} answered {}: deploy target/modules/document-processing.wasm first \
-             (or start the server with --modules)",
-            self.base_url,
-            version.status
-        );
+        for host in self.hosts.all() {
+            let health =
+                self.send(host, Method::GET, "/healthz", None, None).await.map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(health.status == StatusCode::OK, "{host}/healthz answered {}", health.status);
+            let path = "/v1/definitions/document-processing/versions/1";
+            let version = self.send(host, Method::GET, path, None, None).await.map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                version.status == StatusCode::OK,
+                "{host}{path} answered {}: deploy target/modules/document-processing.wasm first \
+                 (or start the server with --modules)",
+                version.status
+            );
+        }
         Ok(())
     }
 
-    /// Reads the commit counters from `GET /metrics` (Prometheus' text format).
+    /// The commit counters of all hosts together.
     pub async fn commit_counters(&self) -> Result<CommitCounters, String> {
-        let answer = self.send(Method::GET, "/metrics", None, None).await?;
+        let mut total: Option<CommitCounters> = None;
+        for host in self.hosts.all() {
+            let counters = self.host_commit_counters(host).await?;
+            total = Some(match total {
+                None => counters,
+                Some(total) => CommitCounters {
+                    commits: total.commits + counters.commits,
+                    batch_sizes: total
+                        .batch_sizes
+                        .add(&counters.batch_sizes)
+                        .ok_or("the hosts' batch-size buckets differ")?,
+                },
+            });
+        }
+        total.ok_or_else(|| "no host".to_owned())
+    }
+
+    /// Reads one host's commit counters from `GET /metrics` (Prometheus' text format).
+    async fn host_commit_counters(&self, host: &str) -> Result<CommitCounters, String> {
+        let answer = self.send(host, Method::GET, "/metrics", None, None).await?;
         if answer.status != StatusCode::OK {
-            return Err(format!("GET /metrics: {} (want 200)", answer.status));
+            return Err(format!("GET {host}/metrics: {} (want 200)", answer.status));
         }
         let text = String::from_utf8_lossy(&answer.body);
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|line| {
-                    let mut words = line.split_whitespace();
-                    if words.next() != Some(name) {
-                        return None;
-                    }
-                    words.next()?.parse().ok()
-                })
-                .ok_or_else(|| format!("GET /metrics: no value for {name}"))
-        };
-        Ok(CommitCounters {
-            commits: value("switchyard_commits_total")?,
-            batches: value("switchyard_commit_batches_total")?,
-            largest_batch: value("switchyard_commit_batch_largest")?,
-        })
+        let missing = |name: &str| format!("GET {host}/metrics: no value for {name}");
+        let commits = text
+            .lines()
+            .find_map(|line| line.strip_prefix("switchyard_commits_total ")?.trim().parse().ok())
+            .ok_or_else(|| missing("switchyard_commits_total"))?;
+        let batch_sizes = Histogram::parse(&text, "switchyard_commit_batch_size")
+            .ok_or_else(|| missing("switchyard_commit_batch_size"))?;
+        Ok(CommitCounters { commits, batch_sizes })
     }
 
     /// Runs instances `first..first + count` with `concurrency` of them in flight, each
@@ -241,7 +337,8 @@ impl Workload {
         let key = format!("bench-{}-{n}-create", self.run_id);
         let path = "/v1/definitions/document-processing/instances";
         let seq = n * MUTATIONS_PER_INSTANCE;
-        let created = self.mutate(Kind::Create, seq, path, &key, Some(body), stats).await?;
+        let mut route = self.hosts.route(n);
+        let created = self.mutate(&mut route, seq, path, &key, Some(body), stats).await?;
         let id = serde_json::from_slice::<Value>(&created)
             .ok()
             .and_then(|instance| instance.get("id")?.as_str()?.parse::<uuid::Uuid>().ok())
@@ -250,10 +347,10 @@ impl Workload {
         for (step, action) in (1..).zip(ACTIONS) {
             let key = format!("bench-{}-{n}-{action}", self.run_id);
             let path = format!("/v1/instances/{id}/actions/{action}");
-            self.mutate(Kind::Action, seq + step, &path, &key, None, stats).await?;
+            self.mutate(&mut route, seq + step, &path, &key, None, stats).await?;
         }
 
-        let answer = self.send(Method::GET, &format!("/v1/instances/{id}"), None, None).await?;
+        let answer = self.send(route.next(), Method::GET, &format!("/v1/instances/{id}"), None, None).await?;
         stats.get_ms.push(answer.elapsed_ms);
         let instance = serde_json::from_slice::<Value>(&answer.body).unwrap_or(Value::Null);
         let state = instance.get("state").and_then(Value::as_str);
@@ -269,10 +366,11 @@ impl Workload {
     }
 
     /// Sends one create or action and, if it is a replay slot, sends it again with the
-    /// same key and body. Returns the body of the first answer.
+    /// same key and body. Returns the body of the first answer. `seq` is
+    /// `n * MUTATIONS_PER_INSTANCE + step`, step 0 being the create.
     async fn mutate(
         &self,
-        kind: Kind,
+        route: &mut Route<'_>,
         seq: u64,
         path: &str,
         key: &str,
@@ -280,16 +378,13 @@ impl Workload {
         stats: &mut Stats,
     ) -> Result<Vec<u8>, String> {
         stats.mutating_requests += 1;
-        let first = self.send(Method::POST, path, Some(key), body.clone()).await?;
-        let expected = match kind {
-            Kind::Create => {
-                stats.create_ms.push(first.elapsed_ms);
-                StatusCode::CREATED
-            }
-            Kind::Action => {
-                stats.action_ms.push(first.elapsed_ms);
-                StatusCode::OK
-            }
+        let first = self.send(route.next(), Method::POST, path, Some(key), body.clone()).await?;
+        let expected = if seq.is_multiple_of(MUTATIONS_PER_INSTANCE) {
+            stats.create_ms.push(first.elapsed_ms);
+            StatusCode::CREATED
+        } else {
+            stats.action_ms.push(first.elapsed_ms);
+            StatusCode::OK
         };
         if first.status != expected {
             return Err(format!("POST {path}: {} (want {expected}): {}", first.status, lossy(&first.body)));
@@ -298,7 +393,7 @@ impl Workload {
 
         if is_replayed(seq) {
             stats.mutating_requests += 1;
-            let replay = self.send(Method::POST, path, Some(key), body).await?;
+            let replay = self.send(route.next(), Method::POST, path, Some(key), body).await?;
             stats.replay_ms.push(replay.elapsed_ms);
             let flagged = replay.headers.get("idempotent-replayed").is_some_and(|value| value == "true");
             if replay.status != first.status || replay.body != first.body || !flagged {
@@ -317,12 +412,13 @@ impl Workload {
 
     async fn send(
         &self,
+        host: &str,
         method: Method,
         path: &str,
         key: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, String> {
-        let mut request = self.client.request(method.clone(), format!("{}{path}", self.base_url));
+        let mut request = self.client.request(method.clone(), format!("{host}{path}"));
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -394,6 +490,15 @@ fn is_replayed(seq: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instances_requests_go_to_each_host_in_turn_from_its_own() {
+        let hosts = Hosts::new(["http://a/", "http://b", "http://c"].map(String::from));
+        let mut route = hosts.route(4);
+        let sent: Vec<&str> = (0..4).map(|_| route.next()).collect();
+        assert_eq!(sent, ["http://b", "http://c", "http://a", "http://b"]);
+        assert_eq!(Hosts::new(["http://a".to_owned()]).route(7).next(), "http://a");
+    }
 
     #[test]
     fn replays_one_in_ten_of_every_kind_of_request() {
