@@ -44,6 +44,14 @@ fn postgres_server() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// `host:port` of the PostgreSQL server the test databases are created on.
+pub fn postgres_address() -> String {
+    let server = postgres_server();
+    let authority = server.split_once("://").map_or(server.as_str(), |(_, rest)| rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    authority.split(['/', '?']).next().unwrap_or(authority).to_owned()
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         TestServer::start_with(backend, &[]).await
@@ -77,6 +85,21 @@ impl TestServer {
     /// Starts a server with this TOML config file (kept for its restarts).
     pub async fn start_with_config(backend: Backend, toml: &str) -> TestServer {
         let mut server = TestServer::prepared(backend).await;
+        let config = server.config_file(toml);
+        server.spawn(&["--config", &config]).await;
+        server
+    }
+
+    /// Starts a server with this TOML config file that reaches its database at
+    /// `route(url)` instead of `url` (a proxy in front of PostgreSQL, say); its restarts
+    /// and [`TestServer::another_host`] keep that route.
+    pub async fn start_routed(
+        backend: Backend,
+        toml: &str,
+        route: impl FnOnce(&str) -> String,
+    ) -> TestServer {
+        let mut server = TestServer::prepared(backend).await;
+        server.database_url = route(&server.database_url);
         let config = server.config_file(toml);
         server.spawn(&["--config", &config]).await;
         server

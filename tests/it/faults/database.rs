@@ -1,0 +1,108 @@
+//! The database going away under load — every connection reset and new ones refused
+//! for a while, or every session ended as a PostgreSQL restart ends them — and a slow
+//! network that drops connections: hosts reconnect by themselves, and clients that
+//! retry with their keys lose and double nothing.
+
+use super::{Cluster, Load, Rng, all_ready, audit, closed, finished, open_effects};
+use crate::support::{postgres_address, proxy::Proxy};
+use std::time::{Duration, Instant};
+
+const HOSTS: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_ride_out_a_database_restart() {
+    const TEST: &str = "hosts_ride_out_a_database_restart";
+    const UNITS: usize = 8;
+    let proxy = Proxy::start(&postgres_address()).await;
+    let cluster = Cluster::start(HOSTS, |url| proxy.route(url)).await;
+    let mut load = Load::new(&cluster, Rng::seeded(TEST).fork());
+    let reader = &cluster.hosts[0];
+
+    // The database goes away under load: every connection reset, new ones refused.
+    load.launch(UNITS);
+    load.wait_acked(UNITS / 2).await;
+    let open = open_effects(reader).await;
+    proxy.set_refusing(true);
+    let cut = proxy.cut_all();
+    let down = Instant::now();
+    assert!(cut > 0, "the hosts had connections to lose");
+    all_ready(&cluster.hosts, 503).await;
+    // Work keeps coming while it is away, and gets no acknowledgement.
+    let unanswered = load.clients.unanswered();
+    load.launch(UNITS);
+    for _ in 0..3000 {
+        if load.clients.unanswered() > unanswered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(load.clients.unanswered() > unanswered, "clients were refused while the database was away");
+    proxy.set_refusing(false);
+    let (outage, back) = (down.elapsed(), Instant::now());
+    // The same processes serve again: nobody restarted them.
+    all_ready(&cluster.hosts, 200).await;
+    let ready = back.elapsed();
+    assert!(proxy.live() > 0, "the hosts connected again through the proxy");
+    let moved_on = closed(reader, open, back).await;
+
+    // PostgreSQL ends every session of the database, as its restart does.
+    load.launch(UNITS);
+    load.wait_acked(load.clients.acked() + UNITS / 2).await;
+    let open = open_effects(reader).await;
+    let ended = reader.end_database_sessions().await;
+    let restarted = Instant::now();
+    assert!(ended > 0, "the hosts had sessions to lose");
+    all_ready(&cluster.hosts, 200).await;
+    let moved_on_after_restart = closed(reader, open, restarted).await;
+
+    let units = load.finish().await;
+    let finished = finished(reader, &units, restarted).await;
+    let figures = audit(reader, &cluster.stub, &units, &load.clients.acks(), finished).await;
+    let extra = format!(
+        " outage_ms={} ready_ms={} moved_on_ms={} cut_connections={cut} ended_sessions={ended} \
+         moved_on_after_restart_ms={} retried_requests={}",
+        outage.as_millis(),
+        ready.as_millis(),
+        moved_on.as_millis(),
+        moved_on_after_restart.as_millis(),
+        load.clients.unanswered(),
+    );
+    figures.report(TEST, &extra);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_survive_a_slow_and_flaky_network_to_the_database() {
+    const TEST: &str = "hosts_survive_a_slow_and_flaky_network_to_the_database";
+    const ROUNDS: usize = 4;
+    const UNITS_PER_ROUND: usize = 4;
+    const CUTS_PER_ROUND: usize = 2;
+    let proxy = Proxy::start(&postgres_address()).await;
+    let cluster = Cluster::start(HOSTS, |url| proxy.route(url)).await;
+    let mut rng = Rng::seeded(TEST);
+    let mut load = Load::new(&cluster, rng.fork());
+    let reader = &cluster.hosts[0];
+    let mut cuts = 0;
+    for _ in 0..ROUNDS {
+        // 20 to 50 ms for every chunk, each way.
+        let delay = 20 + rng.below(31);
+        proxy.set_delay(Duration::from_millis(u64::try_from(delay).unwrap_or(20)));
+        load.launch(UNITS_PER_ROUND);
+        load.wait_acked(load.clients.acked() + UNITS_PER_ROUND / 2).await;
+        for _ in 0..CUTS_PER_ROUND {
+            cuts += usize::from(proxy.cut_one(|live| rng.below(live)));
+        }
+    }
+    assert!(cuts >= ROUNDS, "connections were live to cut: {cuts} cut");
+    let last_fault = Instant::now();
+    let units = load.finish().await;
+    let finished = finished(reader, &units, last_fault).await;
+    // The audit reads a lot; the network's delay has been proven enough by now.
+    proxy.set_delay(Duration::ZERO);
+    let figures = audit(reader, &cluster.stub, &units, &load.clients.acks(), finished).await;
+    let extra = format!(
+        " cut_connections={cuts} connections_made={} retried_requests={}",
+        proxy.accepted(),
+        load.clients.unanswered()
+    );
+    figures.report(TEST, &extra);
+}
