@@ -14,6 +14,7 @@ async fn three_hosts_survive_kill_9_under_load() {
     let mut rng = Rng::seeded(TEST);
     let mut load = Load::new(&cluster, rng.fork());
     let mut takeovers = Vec::new();
+    let mut last_kill = Instant::now();
     for round in 0..KILLS {
         // Kill once this round's work is under way: some of it acknowledged, the rest
         // in flight or waiting on its effects.
@@ -25,6 +26,7 @@ async fn three_hosts_survive_kill_9_under_load() {
         let in_flight = load.clients.in_flight();
         cluster.hosts[victim].stop().await;
         let killed = Instant::now();
+        last_kill = killed;
         assert!(
             !open.is_empty() || in_flight > 0,
             "round {round}: the kill came with work open (effects {}, requests {in_flight})",
@@ -42,14 +44,14 @@ async fn three_hosts_survive_kill_9_under_load() {
         takeovers.push(took.as_millis());
         cluster.hosts[victim].start_again().await;
     }
-    let last_fault = Instant::now();
     let units = load.finish().await;
-    let finished = finished(&cluster.hosts[0], &units, last_fault).await;
+    let finished = finished(&cluster.hosts[0], &units, last_kill).await;
     let figures = audit(&cluster.hosts[0], &cluster.stub, &units, &load.clients.acks(), finished).await;
     let extra = format!(
         " takeover_ms_max={} kills={KILLS} retried_requests={}",
         takeovers.iter().max().copied().unwrap_or_default(),
         load.clients.unanswered()
     );
+    cluster.keep_logs(TEST);
     figures.report(TEST, &extra);
 }

@@ -73,6 +73,16 @@ impl Cluster {
         Cluster { hosts, stub }
     }
 
+    /// With `SWITCHYARD_FAULTS_LOGS=DIR`, writes every host's log there, for a person
+    /// reading what the hosts did under the faults.
+    fn keep_logs(&self, test: &str) {
+        let Some(folder) = std::env::var_os("SWITCHYARD_FAULTS_LOGS") else { return };
+        for (n, host) in self.hosts.iter().enumerate() {
+            let path = std::path::Path::new(&folder).join(format!("{test}-host-{n}.log"));
+            std::fs::write(&path, host.log()).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        }
+    }
+
     fn urls(&self) -> Vec<String> {
         self.hosts.iter().map(|host| host.base_url.clone()).collect()
     }
@@ -134,6 +144,8 @@ struct Clients {
     in_flight: Arc<AtomicUsize>,
     /// Requests that got no acknowledgement: sent again.
     unanswered: Arc<AtomicUsize>,
+    /// Of those, the ones a host answered with a 5xx.
+    server_errors: Arc<AtomicUsize>,
 }
 
 /// Attempts per request: at 50 ms between attempts plus the attempt itself, this
@@ -148,6 +160,7 @@ impl Clients {
             acks: Arc::default(),
             in_flight: Arc::default(),
             unanswered: Arc::default(),
+            server_errors: Arc::default(),
         }
     }
 
@@ -173,6 +186,9 @@ impl Clients {
                     return serde_json::from_slice(&body).expect("an acknowledgement is JSON");
                 }
                 (status, Ok(body)) if retryable(status, &body) => {
+                    if status >= 500 {
+                        self.server_errors.fetch_add(1, Ordering::SeqCst);
+                    }
                     last = format!("{status} {}", String::from_utf8_lossy(&body));
                 }
                 (status, Ok(body)) => {
@@ -205,6 +221,10 @@ impl Clients {
 
     fn unanswered(&self) -> usize {
         self.unanswered.load(Ordering::SeqCst)
+    }
+
+    fn server_errors(&self) -> usize {
+        self.server_errors.load(Ordering::SeqCst)
     }
 }
 
@@ -263,7 +283,8 @@ impl Kind {
                 "payment_id": format!("P-{n}"),
                 "amount": 25,
                 "currency": "EUR",
-                "region": if n % 2 == 0 { "US" } else { "EU" },
+                // Every other payment: the kinds take turns, so `n` alone would pick one region.
+                "region": if n / Kind::ALL.len() % 2 == 0 { "US" } else { "EU" },
                 "poll_interval_ms": 50,
                 "max_polls": 50,
                 "charge_timeout_ms": 150,
