@@ -284,7 +284,7 @@ impl Kind {
                 "amount": 25,
                 "currency": "EUR",
                 // Every other payment: the kinds take turns, so `n` alone would pick one region.
-                "region": if n / Kind::ALL.len() % 2 == 0 { "US" } else { "EU" },
+                "region": if (n / Kind::ALL.len()).is_multiple_of(2) { "US" } else { "EU" },
                 "poll_interval_ms": 50,
                 "max_polls": 50,
                 "charge_timeout_ms": 150,
