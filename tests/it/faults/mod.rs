@@ -337,13 +337,7 @@ impl Load {
 
     /// Waits until `count` requests were acknowledged in all (at most 30 s).
     async fn wait_acked(&self, count: usize) {
-        for _ in 0..3000 {
-            if self.clients.acked() >= count {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("only {} of {count} requests were acknowledged within 30 s", self.clients.acked());
+        wait_for(|| self.clients.acked() >= count).await;
     }
 
     /// Waits until every unit's requests were acknowledged.
@@ -655,6 +649,28 @@ async fn audit(
         }
     }
     figures
+}
+
+/// Waits until `holds` (at most 30 s), looking every 10 ms.
+#[track_caller]
+async fn wait_for(holds: impl Fn() -> bool) {
+    for _ in 0..3000 {
+        if holds() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not so within 30 s");
+}
+
+/// The lines where `hosts` logged a request that failed, with its cause.
+fn failed_requests<'a>(hosts: impl IntoIterator<Item = &'a TestServer>) -> String {
+    let logs: Vec<String> = hosts.into_iter().map(TestServer::log).collect();
+    logs.iter()
+        .flat_map(|log| log.lines())
+        .filter(|line| line.contains("request failed"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Waits until every host answers `/readyz` with `status` (at most 30 s).
