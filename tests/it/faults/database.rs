@@ -36,7 +36,7 @@ async fn hosts_ride_out_a_database_restart() {
     // Work keeps coming while it is away, and gets no acknowledgement.
     let unanswered = load.clients.unanswered();
     load.launch(UNITS);
-    wait_for(|| load.clients.unanswered() > unanswered).await;
+    wait_for("clients refused while the database is away", || load.clients.unanswered() > unanswered).await;
     tokio::time::sleep_until((down + OUTAGE).into()).await;
     all_ready(&cluster.hosts, 503).await;
     proxy.set_refusing(false);
@@ -114,7 +114,8 @@ async fn a_commit_that_meets_an_ended_session_is_made_again_not_answered_5xx() {
     let mut ended = 0;
     for end in 1..=ENDS {
         let acked = clients.acked();
-        wait_for(|| clients.acked() >= end * WRITERS * ACTIONS / (ENDS + 1) && clients.acked() > acked).await;
+        let progress = || clients.acked() >= end * WRITERS * ACTIONS / (ENDS + 1) && clients.acked() > acked;
+        wait_for("actions acknowledged between two ends of the sessions", progress).await;
         ended += first.end_database_sessions().await;
     }
     for writer in writers {

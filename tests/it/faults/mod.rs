@@ -337,7 +337,8 @@ impl Load {
 
     /// Waits until `count` requests were acknowledged in all (at most 30 s).
     async fn wait_acked(&self, count: usize) {
-        wait_for(|| self.clients.acked() >= count).await;
+        let what = format!("{count} requests acknowledged");
+        wait_for(&what, || self.clients.acked() >= count).await;
     }
 
     /// Waits until every unit's requests were acknowledged.
@@ -652,15 +653,14 @@ async fn audit(
 }
 
 /// Waits until `holds` (at most 30 s), looking every 10 ms.
-#[track_caller]
-async fn wait_for(holds: impl Fn() -> bool) {
+async fn wait_for(what: &str, holds: impl Fn() -> bool) {
     for _ in 0..3000 {
         if holds() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("not so within 30 s");
+    panic!("{what}: not so within 30 s");
 }
 
 /// The lines where `hosts` logged a request that failed, with its cause.
