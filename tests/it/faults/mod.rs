@@ -394,18 +394,16 @@ fn is_open(effect: &Value) -> bool {
     matches!(effect["status"].as_str(), Some("pending" | "waiting" | "ready"))
 }
 
-/// The open effects of every running instance, as (instance id, effect id).
+/// The open effects in the database, as (instance id, effect id): read in one query,
+/// so that the snapshot is of one moment.
 async fn open_effects(reader: &TestServer) -> HashSet<(String, String)> {
-    let mut open = HashSet::new();
-    for instance in all_instances(reader, "&status=running").await {
-        let id = instance["id"].as_str().expect("id");
-        let diagnostics = reader.get(&format!("/v1/instances/{id}/diagnostics")).await.expect(200).json();
-        for effect in diagnostics["effects"].as_array().into_iter().flatten().filter(|effect| is_open(effect))
-        {
-            open.insert((id.to_owned(), effect["id"].as_str().expect("effect id").to_owned()));
-        }
-    }
-    open
+    let sql = "SELECT instance_id || ' ' || id FROM effects \
+               WHERE status IN ('pending', 'waiting', 'ready') AND $1 = $1";
+    let rows = reader.query_texts(sql, "").await;
+    rows.iter()
+        .filter_map(|row| row.split_once(' '))
+        .map(|(instance, effect)| (instance.to_owned(), effect.to_owned()))
+        .collect()
 }
 
 /// Waits until none of `open` is open any more (at most 30 s); how long that took.

@@ -193,6 +193,28 @@ impl TestServer {
         }
     }
 
+    /// The first column, as text, of the rows one query with one text parameter finds
+    /// in this server's database: to see what the hosts keep there (leases, say).
+    pub async fn query_texts(&self, sql: &str, parameter: &str) -> Vec<String> {
+        // Straight to PostgreSQL, also for a host that reaches it through a proxy.
+        let postgres = match self.postgres_database() {
+            Some((server, database)) => Some(format!("{server}/{database}")),
+            None => self.database_url.starts_with("postgres").then(|| self.database_url.clone()),
+        };
+        if let Some(url) = postgres {
+            let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query_scalar(sql).bind(parameter).fetch_all(&mut connection).await.expect("query")
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url).await.expect("connect");
+            sqlx::query_scalar(sql).bind(parameter).fetch_all(&mut connection).await.expect("query")
+        }
+    }
+
+    /// The port this server listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("a running server");
