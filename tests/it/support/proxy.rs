@@ -102,7 +102,11 @@ impl Drop for Proxy {
 
 async fn accept(listener: TcpListener, upstream: String, shared: Arc<Shared>) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors, say: let the connections end before accepting more.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
         let number = shared.accepted.fetch_add(1, Ordering::SeqCst);
         // A zero linger makes closing a socket send RST: what a crashed server's peer sees.
         let _ = client.set_zero_linger();
