@@ -20,7 +20,7 @@ async fn hosts_ride_out_a_database_restart() {
     const TEST: &str = "hosts_ride_out_a_database_restart";
     const UNITS: usize = 8;
     let proxy = Proxy::start(&postgres_address()).await;
-    let cluster = Cluster::start(HOSTS, |url| proxy.route(url)).await;
+    let cluster = Cluster::start(TEST, HOSTS, |url| proxy.route(url)).await;
     let mut load = Load::new(&cluster, Rng::seeded(TEST).fork());
     let reader = &cluster.hosts[0];
 
@@ -72,7 +72,6 @@ async fn hosts_ride_out_a_database_restart() {
         moved_on_after_restart.as_millis(),
         load.clients.unanswered(),
     );
-    cluster.keep_logs(TEST);
     figures.report(TEST, &extra);
 }
 
@@ -148,7 +147,7 @@ async fn hosts_survive_a_slow_and_flaky_network_to_the_database() {
     const UNITS_PER_ROUND: usize = 4;
     const CUTS_PER_ROUND: usize = 2;
     let proxy = Proxy::start(&postgres_address()).await;
-    let cluster = Cluster::start(HOSTS, |url| proxy.route(url)).await;
+    let cluster = Cluster::start(TEST, HOSTS, |url| proxy.route(url)).await;
     let mut rng = Rng::seeded(TEST);
     let mut load = Load::new(&cluster, rng.fork());
     let reader = &cluster.hosts[0];
@@ -176,6 +175,5 @@ async fn hosts_survive_a_slow_and_flaky_network_to_the_database() {
         proxy.accepted(),
         load.clients.unanswered()
     );
-    cluster.keep_logs(TEST);
     figures.report(TEST, &extra);
 }

@@ -12,7 +12,7 @@ const UNITS_PER_ROUND: usize = 6;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_survive_kill_9_under_load() {
     const TEST: &str = "three_hosts_survive_kill_9_under_load";
-    let mut cluster = Cluster::start(3, str::to_owned).await;
+    let mut cluster = Cluster::start(TEST, 3, str::to_owned).await;
     let mut rng = Rng::seeded(TEST);
     let mut load = Load::new(&cluster, rng.fork());
     let (mut takeovers, mut moves) = (Vec::new(), Vec::new());
@@ -77,7 +77,6 @@ async fn three_hosts_survive_kill_9_under_load() {
         takeovers.len(),
         load.clients.unanswered()
     );
-    cluster.keep_logs(TEST);
     figures.report(TEST, &extra);
 }
 

@@ -47,16 +47,18 @@ fn config(stub: &Stub) -> String {
     )
 }
 
-/// Hosts on one database with every example task bound to one stub.
+/// Hosts on one database with every example task bound to one stub. When a test
+/// fails, the hosts' logs are kept (see [`Cluster::keep_logs`]).
 #[derive(Debug)]
 struct Cluster {
+    test: &'static str,
     hosts: Vec<TestServer>,
     stub: Stub,
 }
 
 impl Cluster {
     /// `count` hosts on a new database, each reaching PostgreSQL at `route(url)`.
-    async fn start(count: usize, route: impl FnOnce(&str) -> String) -> Cluster {
+    async fn start(test: &'static str, count: usize, route: impl FnOnce(&str) -> String) -> Cluster {
         let stub = Stub::start(([127, 0, 0, 1], 0).into(), Duration::from_millis(20)).await.expect("stub");
         // Alpha charges, then answers too late: every US payment's charge is in doubt,
         // and the payment waits on a timer before it asks alpha for the charge's status.
@@ -70,21 +72,35 @@ impl Cluster {
             let host = hosts[0].another_host().await;
             hosts.push(host);
         }
-        Cluster { hosts, stub }
+        Cluster { test, hosts, stub }
     }
 
-    /// With `SWITCHYARD_FAULTS_LOGS=DIR`, writes every host's log there, for a person
-    /// reading what the hosts did under the faults.
-    fn keep_logs(&self, test: &str) {
-        let Some(folder) = std::env::var_os("SWITCHYARD_FAULTS_LOGS") else { return };
+    /// Writes every host's log to `SWITCHYARD_FAULTS_LOGS` (a folder), or to a folder
+    /// under the system's temporary one, for a person reading what the hosts did.
+    fn keep_logs(&self) {
+        let folder = std::env::var_os("SWITCHYARD_FAULTS_LOGS")
+            .map_or_else(|| std::env::temp_dir().join("switchyard-faults"), std::path::PathBuf::from);
+        if std::fs::create_dir_all(&folder).is_err() {
+            return;
+        }
         for (n, host) in self.hosts.iter().enumerate() {
-            let path = std::path::Path::new(&folder).join(format!("{test}-host-{n}.log"));
-            std::fs::write(&path, host.log()).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            let path = folder.join(format!("{}-host-{n}.log", self.test));
+            if std::fs::write(&path, host.log()).is_ok() {
+                eprintln!("faults: {} host {n} logged to {}", self.test, path.display());
+            }
         }
     }
 
     fn urls(&self) -> Vec<String> {
         self.hosts.iter().map(|host| host.base_url.clone()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("SWITCHYARD_FAULTS_LOGS").is_some() {
+            self.keep_logs();
+        }
     }
 }
 
@@ -431,7 +447,23 @@ async fn closed(reader: &TestServer, mut open: HashSet<(String, String)>, since:
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("effects still open 30 s after the fault: {open:?}");
+    // What is stuck, and the children of its instance (for a child effect).
+    let mut stuck = Vec::new();
+    for (instance, effect) in &open {
+        let diagnostics =
+            reader.get(&format!("/v1/instances/{instance}/diagnostics")).await.expect(200).json();
+        let effects = diagnostics["effects"].as_array().cloned().unwrap_or_default();
+        stuck.extend(effects.into_iter().filter(|candidate| candidate["id"] == effect.as_str()));
+        let children = all_instances(reader, &format!("&parent={instance}")).await;
+        let children: Vec<String> = children
+            .iter()
+            .map(|child| {
+                format!("{} {} {} {}", child["id"], child["definition"], child["status"], child["state"])
+            })
+            .collect();
+        stuck.push(json!({ "instance": instance, "children": children }));
+    }
+    panic!("effects still open 30 s after the fault: {stuck:#?}");
 }
 
 /// What a run under faults did, and what it broke.
