@@ -78,6 +78,7 @@ async fn three_hosts_survive_kill_9_under_load() {
         load.clients.unanswered()
     );
     figures.report(TEST, &extra);
+    assert!(figures.every_kind(), "the load ran tasks, timers and children");
 }
 
 /// The open effects leased to the host on `port` (its `host_id` is `<hostname>:<port>`).

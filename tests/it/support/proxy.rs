@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback that the test controls, put between hosts and PostgreSQL:
 //! it forwards every connection to the database and, when told, resets them all or
-//! one of them, refuses new ones, or delays what it forwards.
+//! one of them, refuses new ones, delays what it forwards, or lets a transaction's
+//! `COMMIT` through and cuts the connection before its answer comes back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,15 @@ struct Shared {
     refusing: AtomicBool,
     /// Microseconds each chunk waits before it is forwarded, in either direction.
     delay_us: AtomicU64,
+    /// Commits still to make and then cut off from their answer.
+    commits_to_cut: AtomicU64,
+    commits_cut: AtomicU64,
 }
+
+/// A `COMMIT` as a simple query: `Q`, the length of what follows, the text and a NUL.
+const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+/// How long a commit is given to be made before its connection is cut.
+const COMMIT_TIME: Duration = Duration::from_millis(100);
 
 /// A proxy listening on `127.0.0.1:<port>` in front of `upstream`; stops when dropped,
 /// resetting every connection it holds.
@@ -82,6 +91,18 @@ impl Proxy {
         self.shared.delay_us.store(micros, Ordering::SeqCst);
     }
 
+    /// The next `count` commits, on any connection, are forwarded and made, and then
+    /// their connection is cut before the answer comes back: the host cannot know
+    /// whether its transaction was committed (it was).
+    pub fn cut_after_commits(&self, count: u64) {
+        self.shared.commits_to_cut.store(count, Ordering::SeqCst);
+    }
+
+    /// Commits cut off from their answer so far.
+    pub fn commits_cut(&self) -> u64 {
+        self.shared.commits_cut.load(Ordering::SeqCst)
+    }
+
     /// Connections accepted so far (refused ones included).
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
@@ -126,18 +147,28 @@ async fn forward(client: TcpStream, upstream: String, shared: Arc<Shared>, numbe
         let _ = server.set_zero_linger();
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
+        // Set once a commit went through that must not be answered.
+        let mute = AtomicBool::new(false);
         tokio::select! {
-            () = pump(client_read, server_write, &shared) => {}
-            () = pump(server_read, client_write, &shared) => {}
+            () = pump(client_read, server_write, &shared, Direction::ToServer(&mute)) => {}
+            () = pump(server_read, client_write, &shared, Direction::ToClient(&mute)) => {}
         }
     }
     lock(&shared.live).remove(&number);
+}
+
+/// Which way a pump forwards, and the connection's mute flag.
+#[derive(Clone, Copy)]
+enum Direction<'a> {
+    ToServer(&'a AtomicBool),
+    ToClient(&'a AtomicBool),
 }
 
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
+    direction: Direction<'_>,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
@@ -145,11 +176,34 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
+        let chunk = &buffer[..read];
         let delay = shared.delay_us.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_micros(delay)).await;
         }
-        if to.write_all(&buffer[..read]).await.is_err() {
+        let cut_after = match direction {
+            Direction::ToServer(mute) => {
+                let commits = chunk.windows(COMMIT.len()).any(|window| window == COMMIT);
+                let cut = commits
+                    && shared
+                        .commits_to_cut
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+                        .is_ok();
+                if cut {
+                    mute.store(true, Ordering::SeqCst);
+                }
+                cut
+            }
+            // Whatever the server says once the commit is muted never arrives.
+            Direction::ToClient(mute) if mute.load(Ordering::SeqCst) => continue,
+            Direction::ToClient(_) => false,
+        };
+        if to.write_all(chunk).await.is_err() {
+            return;
+        }
+        if cut_after {
+            tokio::time::sleep(COMMIT_TIME).await;
+            shared.commits_cut.fetch_add(1, Ordering::SeqCst);
             return;
         }
     }
