@@ -196,7 +196,8 @@ impl TestServer {
     /// The first column, as text, of the rows one query with one text parameter finds
     /// in this server's database: to see what the hosts keep there (leases, say).
     pub async fn query_texts(&self, sql: &str, parameter: &str) -> Vec<String> {
-        // Straight to PostgreSQL, also for a host that reaches it through a proxy.
+        // The server that created the database reads it straight from PostgreSQL (past
+        // any proxy its hosts go through); another host reads it as it reaches it.
         let postgres = match self.postgres_database() {
             Some((server, database)) => Some(format!("{server}/{database}")),
             None => self.database_url.starts_with("postgres").then(|| self.database_url.clone()),
