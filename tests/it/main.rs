@@ -13,6 +13,7 @@ mod connections;
 mod crash;
 mod definitions;
 mod effects;
+mod faults;
 mod feed;
 mod guest_limits;
 mod harness_parity;

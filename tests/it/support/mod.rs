@@ -2,13 +2,14 @@
 //! database; [`Response`] and the `assert_*` helpers read what it answers.
 
 pub mod participant;
+pub mod proxy;
 mod server;
 pub mod tls;
 pub mod wat;
 
 pub use participant::{Participant, Received, Reply};
 
-pub use server::{Backend, TestServer};
+pub use server::{Backend, TestServer, postgres_address};
 
 use reqwest::StatusCode;
 use serde_json::Value;

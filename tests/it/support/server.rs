@@ -44,6 +44,14 @@ fn postgres_server() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// `host:port` of the PostgreSQL server the test databases are created on.
+pub fn postgres_address() -> String {
+    let server = postgres_server();
+    let authority = server.split_once("://").map_or(server.as_str(), |(_, rest)| rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    authority.split(['/', '?']).next().unwrap_or(authority).to_owned()
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         TestServer::start_with(backend, &[]).await
@@ -77,6 +85,21 @@ impl TestServer {
     /// Starts a server with this TOML config file (kept for its restarts).
     pub async fn start_with_config(backend: Backend, toml: &str) -> TestServer {
         let mut server = TestServer::prepared(backend).await;
+        let config = server.config_file(toml);
+        server.spawn(&["--config", &config]).await;
+        server
+    }
+
+    /// Starts a server with this TOML config file that reaches its database at
+    /// `route(url)` instead of `url` (a proxy in front of PostgreSQL, say); its restarts
+    /// and [`TestServer::another_host`] keep that route.
+    pub async fn start_routed(
+        backend: Backend,
+        toml: &str,
+        route: impl FnOnce(&str) -> String,
+    ) -> TestServer {
+        let mut server = TestServer::prepared(backend).await;
+        server.database_url = route(&server.database_url);
         let config = server.config_file(toml);
         server.spawn(&["--config", &config]).await;
         server
@@ -168,6 +191,29 @@ impl TestServer {
             let mut connection = sqlx::SqliteConnection::connect(&self.database_url).await.expect("connect");
             sqlx::query(sql).bind(parameter).execute(&mut connection).await.expect("execute").rows_affected()
         }
+    }
+
+    /// The first column, as text, of the rows one query with one text parameter finds
+    /// in this server's database: to see what the hosts keep there (leases, say).
+    pub async fn query_texts(&self, sql: &str, parameter: &str) -> Vec<String> {
+        // The server that created the database reads it straight from PostgreSQL (past
+        // any proxy its hosts go through); another host reads it as it reaches it.
+        let postgres = match self.postgres_database() {
+            Some((server, database)) => Some(format!("{server}/{database}")),
+            None => self.database_url.starts_with("postgres").then(|| self.database_url.clone()),
+        };
+        if let Some(url) = postgres {
+            let mut connection = sqlx::PgConnection::connect(&url).await.expect("connect");
+            sqlx::query_scalar(sql).bind(parameter).fetch_all(&mut connection).await.expect("query")
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url).await.expect("connect");
+            sqlx::query_scalar(sql).bind(parameter).fetch_all(&mut connection).await.expect("query")
+        }
+    }
+
+    /// The port this server listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
