@@ -321,10 +321,9 @@ async fn child_ended(service: &Service, effect: &Effect) -> Option<Received> {
 
 /// Records what an attempt left to do; a failure costs a repeat after the lease.
 async fn record(service: &Service, effect: &Effect, progress: &Progress) {
-    let recorded = service
-        .store()
-        .record_effect_progress(&effect.id, Some(effect.lease_token), progress, Timestamp::now())
-        .await;
+    let leased = (effect.id.as_str(), Some(effect.lease_token));
+    let recorded =
+        service.store().record_effect_progress(leased, effect.status, progress, Timestamp::now()).await;
     if let Err(err) = recorded {
         tracing::warn!(%err, "cannot record the effect's progress; it runs again after its lease");
     }

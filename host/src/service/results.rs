@@ -102,7 +102,11 @@ impl Service {
             }
         };
         let progress = Progress { status, attempts, due_at, last_error: Some(note), result: Some(result) };
-        if !self.store.record_effect_progress(&effect.id, lease_token, &progress, now).await? {
+        if !self
+            .store
+            .record_effect_progress((&effect.id, lease_token), effect.status, &progress, now)
+            .await?
+        {
             return Ok(Delivered::Closed);
         }
         if status == EffectStatus::Done {

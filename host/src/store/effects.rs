@@ -117,20 +117,22 @@ impl Store {
         rows.iter().map(rows::effect).collect()
     }
 
-    /// Records `progress` on an open effect and lets go of its lease. False if the
-    /// effect was closed meanwhile (a report came first, or it was cancelled), or if
-    /// `lease_token` is given and the lease has changed hands since (fencing).
+    /// Records `progress` on an effect that is still `from` (the status the work on
+    /// it started from) and lets go of its lease. False if it moved on meanwhile (a
+    /// report came first, it was cancelled, a child's start committed though its answer
+    /// was lost), or if `lease_token` is given and the lease has changed hands since
+    /// (fencing).
     pub async fn record_effect_progress(
         &self,
-        id: &str,
-        lease_token: Option<i64>,
+        (id, lease_token): (&str, Option<i64>),
+        from: EffectStatus,
         progress: &Progress,
         now: Timestamp,
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE effects SET status = $1, attempts = $2, due_at = $3, last_error = $4,
                  result = COALESCE($5, result), updated_at = $6, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $7 AND status IN ('pending', 'waiting', 'ready') AND lease_token = COALESCE($8, lease_token)",
+             WHERE id = $7 AND status = $9 AND lease_token = COALESCE($8, lease_token)",
         )
         .bind(progress.status.as_str())
         .bind(i64::from(progress.attempts))
@@ -140,6 +142,7 @@ impl Store {
         .bind(now.0)
         .bind(id)
         .bind(lease_token)
+        .bind(from.as_str())
         .execute(&mut *self.writing().await?)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -81,8 +81,6 @@ async fn hosts_ride_out_a_database_restart() {
 /// a new one, and no client is answered 5xx (issue #13). Clients that were would send
 /// again with their keys; each action is in the history once either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "host bug (issue #13, transient-error retry of commits): a commit batch that meets a session \
-            PostgreSQL ended answers 500 `Store(Batch(Db(Io(UnexpectedEof))))` instead of being made again"]
 async fn a_commit_that_meets_an_ended_session_is_made_again_not_answered_5xx() {
     const WRITERS: usize = 8;
     const ACTIONS: usize = 12;
@@ -187,9 +185,6 @@ async fn hosts_survive_a_slow_and_flaky_network_to_the_database() {
 /// once and the work goes on: no acknowledged transition lost or doubled, and no
 /// effect stuck (a child started by a commit whose answer was lost is found started).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "host bug: a child start whose commit was made but whose answer was lost is recorded \
-            `pending` again over its `waiting` effect, and every retry fails (`starting the child failed: \
-            storage failed`: the child's id exists), so the parent never hears its child end"]
 async fn commits_whose_answers_are_lost_neither_lose_nor_double_nor_stick() {
     const TEST: &str = "commits_whose_answers_are_lost_neither_lose_nor_double_nor_stick";
     const ROUNDS: usize = 6;

@@ -211,11 +211,6 @@ impl TestServer {
         }
     }
 
-    /// The port this server listens on (kept across restarts).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stops the process as an operator would (SIGTERM) and waits for it to exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("a running server");
@@ -228,7 +223,8 @@ impl TestServer {
             .expect("wait")
     }
 
-    /// The port it listens on, which its default `host_id` (`HOSTNAME:PORT`) ends with.
+    /// The port it listens on (kept across restarts), which its default `host_id`
+    /// (`HOSTNAME:PORT`) ends with.
     pub fn port(&self) -> u16 {
         self.port
     }
