@@ -228,6 +228,14 @@ impl From<service::Error> for Problem {
                 "the database failed for a moment and nothing was written; retry",
             )
             .caused_by(format!("{err:?}")),
+            E::OutcomeUnknown(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "outcome-unknown",
+                "Outcome unknown",
+                "the database was lost as the change committed, so it may or may not have been made; \
+                 retry with the same Idempotency-Key to learn which",
+            )
+            .caused_by(format!("{err:?}")),
             E::Store(_) | E::Internal(_) => Problem::internal(format!("{err:?}")),
         }
     }

@@ -402,7 +402,7 @@ impl Service {
             let base_revision = current.revision;
             let change = match self.compute(current, &trigger, asked.caller, None).await {
                 Ok(change) => change,
-                Err(err @ (Error::Store(_) | Error::Internal(_))) => return Err(err),
+                Err(err) if err.is_host_fault() => return Err(err),
                 Err(refused) => return Ok(MigrationStep::Failed(refused.to_string())),
             };
             if migration.dry_run {
@@ -411,7 +411,7 @@ impl Service {
             match self.try_commit(change, base_revision, &trigger, asked).await {
                 Ok(Some(_)) => return Ok(MigrationStep::Migrated),
                 Ok(None) => {}
-                Err(err @ (Error::Store(_) | Error::Internal(_))) => return Err(err),
+                Err(err) if err.is_host_fault() => return Err(err),
                 // The target version was retired or deleted meanwhile.
                 Err(refused) => return Ok(MigrationStep::Failed(refused.to_string())),
             }

@@ -107,6 +107,9 @@ pub enum Error {
     /// The database's passing trouble outlasted the retries: nothing was written.
     #[error("the database is unavailable; retry")]
     StoreUnavailable(#[source] store::Error),
+    /// The connection was lost as the change was committed: it may have been.
+    #[error("the change may or may not have been made: the database was lost as it committed")]
+    OutcomeUnknown(#[source] store::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -123,12 +126,22 @@ impl From<store::Error> for Error {
             store::Error::KeyTaken => Error::KeyTaken,
             store::Error::VersionGone => Error::VersionGone,
             other if other.is_transient() => Error::StoreUnavailable(other),
+            other if other.is_unconfirmed() => Error::OutcomeUnknown(other),
             other => Error::Store(other),
         }
     }
 }
 
 impl Error {
+    /// Whether the host failed (storage, or a fault of its own), not the request or
+    /// the definition: work that meets one stops, to be taken up again.
+    pub fn is_host_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(_) | Error::StoreUnavailable(_) | Error::OutcomeUnknown(_) | Error::Internal(_)
+        )
+    }
+
     /// Whether a guest call failed for the runtime's own reasons (wasmtime could not
     /// run it), not for the definition's.
     pub fn is_runtime_fault(&self) -> bool {

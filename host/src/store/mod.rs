@@ -112,6 +112,15 @@ impl Error {
             _ => false,
         }
     }
+
+    /// Whether the change may or may not have been committed: its COMMIT failed.
+    pub fn is_unconfirmed(&self) -> bool {
+        match self {
+            Error::Unconfirmed(_) => true,
+            Error::Batch(inner) => inner.is_unconfirmed(),
+            _ => false,
+        }
+    }
 }
 
 fn transient(err: &sqlx::Error) -> bool {

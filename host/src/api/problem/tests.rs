@@ -38,11 +38,12 @@ fn expected(err: &service::Error) -> (usize, StatusCode, &'static str) {
         E::Forbidden(_) => (29, StatusCode::FORBIDDEN, "forbidden"),
         E::VersionGone => (30, StatusCode::UNPROCESSABLE_ENTITY, "version-retired"),
         E::StoreUnavailable(_) => (31, StatusCode::SERVICE_UNAVAILABLE, "database-unavailable"),
+        E::OutcomeUnknown(_) => (32, StatusCode::INTERNAL_SERVER_ERROR, "outcome-unknown"),
     }
 }
 
 /// How many arms [`expected`] has.
-const VARIANTS: usize = 32;
+const VARIANTS: usize = 33;
 
 /// One of each variant.
 fn samples() -> Vec<service::Error> {
@@ -84,6 +85,9 @@ fn samples() -> Vec<service::Error> {
         }),
         E::VersionGone,
         E::StoreUnavailable(crate::store::Error::Db(sqlx::Error::PoolTimedOut)),
+        E::OutcomeUnknown(crate::store::Error::Unconfirmed(std::sync::Arc::new(crate::store::Error::Db(
+            sqlx::Error::PoolTimedOut,
+        )))),
     ]
 }
 
