@@ -27,6 +27,7 @@ mod events;
 mod feed;
 mod group_commit;
 mod lifecycle;
+mod notify;
 mod readers;
 mod rows;
 mod transition;
@@ -34,6 +35,7 @@ mod writer;
 
 pub use effects::Progress;
 pub use lifecycle::{Deletion, Pinning, Retirement};
+pub use notify::Heard;
 
 use crate::model::{
     DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter,
@@ -125,6 +127,8 @@ pub struct Store {
     /// The lookups every request makes, on connections of their own.
     hot_reads: Arc<Readers>,
     committer: group_commit::Committer,
+    /// Takes each batch's ids for the other hosts (PostgreSQL).
+    notifier: notify::Notifier,
 }
 
 /// One change to an instance, committed atomically.
@@ -210,6 +214,7 @@ impl Store {
             let hot_reads = Arc::new(Readers::new(url.clone(), HOT_READERS, Some(SQLITE_SETUP)));
             Store {
                 committer,
+                notifier: notify::Notifier::default(),
                 write,
                 begin_write: "BEGIN IMMEDIATE",
                 url,
@@ -222,10 +227,12 @@ impl Store {
             let pool = pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10));
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            let committer = group_commit::Committer::spawn(pool.clone());
+            let notifier = notify::Notifier::default();
+            let committer = group_commit::Committer::spawn(pool.clone(), notifier.clone());
             let hot_reads = Arc::new(Readers::new(url.to_owned(), HOT_READERS, None));
             Store {
                 committer,
+                notifier,
                 write: pool.clone(),
                 begin_write: "BEGIN",
                 url: url.to_owned(),
