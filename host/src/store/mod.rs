@@ -275,6 +275,7 @@ impl Store {
     /// Commits what is queued, then closes every connection.
     pub async fn close(&self) {
         self.committer.close().await;
+        self.notifier.close();
         self.hot_reads.close().await;
         self.write.close().await;
         self.read.close().await;

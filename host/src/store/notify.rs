@@ -61,6 +61,8 @@ pub(super) struct Notifier(Arc<Outgoing>);
 struct Outgoing {
     /// Commits are recorded only once a sender runs ([`Store::hear_other_hosts`]).
     started: AtomicBool,
+    /// The store closes: the sender closes its connection and ends.
+    closing: AtomicBool,
     queued: Mutex<Queued>,
     wake: tokio::sync::Notify,
 }
@@ -92,6 +94,13 @@ impl Notifier {
         }
         queued.cap();
         drop(queued);
+        self.0.wake.notify_one();
+    }
+
+    /// Stops the sender, which closes its connection; later commits are not announced.
+    pub(super) fn close(&self) {
+        self.0.started.store(false, Ordering::Relaxed);
+        self.0.closing.store(true, Ordering::Relaxed);
         self.0.wake.notify_one();
     }
 }
@@ -208,6 +217,12 @@ async fn announce(url: String, outgoing: Arc<Outgoing>, me: String) {
         } else {
             tokio::time::sleep(retry_after).await;
         }
+        if outgoing.closing.load(Ordering::Relaxed) {
+            if let Some(connection) = connection {
+                let _ = connection.close().await;
+            }
+            return;
+        }
         unsent.merge(std::mem::take(&mut *lock(&outgoing.queued)));
         if unsent.is_empty() {
             continue;
@@ -270,7 +285,12 @@ async fn listen(url: String, me: String, heard: mpsc::Sender<Heard>) {
             return;
         }
         loop {
-            let notification = match listener.try_recv().await {
+            // Ends when the service stops following (its receiver dropped).
+            let received = tokio::select! {
+                received = listener.try_recv() => received,
+                () = heard.closed() => return,
+            };
+            let notification = match received {
                 Ok(Some(notification)) => notification,
                 Ok(None) => {
                     tracing::warn!("the listener's connection was lost; connecting again");
