@@ -42,6 +42,10 @@ const VERSION: &str = "1";
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// A NOTIFY not done by then is given up on, with its connection (whose peer may have
+/// vanished without a word), rather than holding up every later one.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What another host committed, as this one heard of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
@@ -228,7 +232,11 @@ async fn announce(url: String, outgoing: Arc<Outgoing>, me: String) {
             continue;
         }
         let payloads = std::mem::take(&mut unsent).payloads(&me);
-        match send(&mut connection, &url, &payloads).await {
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, send(&mut connection, &url, &payloads)).await {
+            Ok(sent) => sent.map_err(|err| err.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        };
+        match sent {
             Ok(()) => {
                 metrics::counter!(telemetry::NOTIFICATIONS_SENT).increment(payloads.len() as u64);
                 retry_after = RETRY_AFTER;
