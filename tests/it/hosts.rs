@@ -156,6 +156,8 @@ async fn a_long_poll_answers_a_change_made_on_another_host_when_its_wait_ends(ba
     let config = "notify_other_hosts = false\nlong_poll_recheck_ms = 60000\n";
     let (a, b) = two_hosts_with(backend, config, "document-processing").await;
     let id = created_on(&a).await;
+    // `b` loads the module now, not within the short wait.
+    created_on(&b).await;
     let (polled, took) = validated_while_polled(&a, &b, &id, 2, async {}).await;
     // `b`'s commit woke nobody on `a`: the wait ran out, and `a` read the instance again.
     assert!(took >= Duration::from_millis(1900), "answered at the end of the wait");
