@@ -95,8 +95,9 @@ fn parse_cursor(cursor: Option<&str>) -> Result<i64, Problem> {
 
 /// Reads on from `after` for as long as the client listens: a page at a time, and when
 /// it has caught up, again after this process commits or hears that another host did,
-/// or after the poll interval (for other hosts' commits it did not hear of). Ends when the server stops or a read fails; the client
-/// resumes with `Last-Event-ID`. Holds `slot` until it ends.
+/// or after the poll interval (for other hosts' commits it did not hear of). Ends when
+/// the server stops or a read fails; the client resumes with `Last-Event-ID`. Holds
+/// `slot` until it ends.
 fn stream(
     state: AppState,
     after: i64,
