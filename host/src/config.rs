@@ -38,6 +38,10 @@ pub struct Config {
     pub max_concurrent_requests: u32,
     /// Long-polls held at once; more are refused with 503.
     pub max_long_polls: u32,
+    /// How often a long-poll reads its instance again for other hosts' changes.
+    pub long_poll_recheck: Duration,
+    /// Whether hosts sharing a PostgreSQL database tell each other of their commits.
+    pub notify_other_hosts: bool,
     /// How often a caught-up feed stream looks for commits of other hosts.
     pub feed_poll: Duration,
     /// How long shutdown waits for requests in flight.
@@ -76,6 +80,10 @@ pub struct FileConfig {
     pub request_timeout_secs: Option<u64>,
     pub max_concurrent_requests: Option<u32>,
     pub max_long_polls: Option<u32>,
+    /// How often a long-poll reads its instance again, on a shared database.
+    pub long_poll_recheck_ms: Option<u64>,
+    /// LISTEN/NOTIFY between the hosts of a PostgreSQL database [default: true].
+    pub notify_other_hosts: Option<bool>,
     pub shutdown_grace_secs: Option<u64>,
     #[serde(default)]
     pub guest: GuestConfig,
@@ -295,6 +303,7 @@ impl FileConfig {
             positive_duration("idempotency_retention_secs", self.idempotency_retention_secs, SECS)?;
         let request_timeout = positive_duration("request_timeout_secs", self.request_timeout_secs, SECS)?;
         let feed_poll = positive_duration("feed.poll_interval_ms", self.feed.poll_interval_ms, MS)?;
+        let long_poll_recheck = positive_duration("long_poll_recheck_ms", self.long_poll_recheck_ms, MS)?;
         let pause =
             duration("migrations.pause_between_batches_ms", self.migrations.pause_between_batches_ms, MS)?;
         Ok(Config {
@@ -318,6 +327,8 @@ impl FileConfig {
             max_concurrent_requests: positive("max_concurrent_requests", self.max_concurrent_requests)?
                 .unwrap_or(1024),
             max_long_polls: positive("max_long_polls", self.max_long_polls)?.unwrap_or(1024),
+            long_poll_recheck: long_poll_recheck.unwrap_or(Duration::from_secs(1)),
+            notify_other_hosts: self.notify_other_hosts.unwrap_or(true),
             feed_poll: feed_poll.unwrap_or(Duration::from_millis(500)),
             shutdown_grace: duration("shutdown_grace_secs", self.shutdown_grace_secs, SECS)?
                 .unwrap_or(Duration::from_secs(10)),

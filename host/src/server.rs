@@ -49,6 +49,7 @@ pub async fn serve(
         module_cache: Some(config.module_cache.clone()),
         migration_pace: config.migration_pace,
         leases: service::Leases { owner: config.effects.host_id.clone(), lease: config.effects.lease },
+        long_poll_recheck: config.long_poll_recheck,
         callbacks: service::CallbackPolicy {
             signed: config.effects.callbacks.secret.is_some(),
             allow_private: config.allow_private_callbacks,
@@ -61,6 +62,10 @@ pub async fn serve(
     }
     service.release_migration_leases().await?;
     let background = tokio::spawn(background(service.clone(), config.effects.lease));
+    let other_hosts = config.notify_other_hosts.then(|| {
+        let service = service.clone();
+        tokio::spawn(async move { service.follow_other_hosts().await })
+    });
     let (stop_effects, effects_stopped) = tokio::sync::watch::channel(false);
     let executor = tokio::spawn(effects::run(service.clone(), config.effects.clone(), effects_stopped));
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
@@ -92,6 +97,9 @@ pub async fn serve(
         }
     }
     background.abort();
+    if let Some(other_hosts) = other_hosts {
+        other_hosts.abort();
+    }
     // Effects in flight stay leased to this host, which takes them back when it starts.
     let _ = stop_effects.send(true);
     executor.abort();

@@ -25,6 +25,8 @@ pub const OUTBOX_DEPTH: &str = "switchyard_outbox_depth";
 pub const OUTBOX_OLDEST_SECONDS: &str = "switchyard_outbox_oldest_age_seconds";
 pub const TASK_DISPATCH_SECONDS: &str = "switchyard_task_dispatch_seconds";
 pub const LONG_POLLS_WAITING: &str = "switchyard_long_polls_waiting";
+pub const NOTIFICATIONS_SENT: &str = "switchyard_notifications_sent_total";
+pub const NOTIFICATIONS_RECEIVED: &str = "switchyard_notifications_received_total";
 pub const MODULE_CACHE_HITS: &str = "switchyard_module_cache_hits_total";
 pub const MODULE_COMPILES: &str = "switchyard_module_compiles_total";
 pub const MODULE_ARTIFACT_LOADS: &str = "switchyard_module_artifact_loads_total";
@@ -114,6 +116,14 @@ fn describe() {
         "From the commit that asked for a task to its first attempt, for tasks handed over in memory."
     );
     describe_gauge!(LONG_POLLS_WAITING, "Long-polls parked until their instance changes.");
+    describe_counter!(
+        NOTIFICATIONS_SENT,
+        "Notifications (PostgreSQL NOTIFY) sent to tell other hosts of this host's commits."
+    );
+    describe_counter!(
+        NOTIFICATIONS_RECEIVED,
+        "Notifications of other hosts' commits received (this host's own not counted)."
+    );
     describe_counter!(MODULE_CACHE_HITS, "Modules found compiled in memory.");
     describe_counter!(
         MODULE_COMPILES,

@@ -52,41 +52,62 @@ async fn page_until(host: &TestServer, stop: tokio::sync::watch::Receiver<bool>)
 
 /// Reads the SSE stream from `last_event_id` (or the start) until it has `count` events.
 async fn stream(host: &TestServer, last_event_id: Option<&str>, count: usize) -> Vec<(String, Value)> {
-    let mut request = reqwest::Client::new()
-        .request(Method::GET, format!("{}/v1/feed", host.base_url))
-        .header("accept", "text/event-stream");
-    if let Some(id) = last_event_id {
-        request = request.header("last-event-id", id);
-    }
-    let mut response = request.send().await.expect("the stream opens");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut text = String::new();
+    let mut stream = Stream::open(host, last_event_id).await;
     let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while events.len() < count {
-        let chunk = tokio::time::timeout_at(deadline, response.chunk())
-            .await
-            .expect("the stream delivers within 120 s")
-            .expect("the stream is readable")
-            .expect("the stream stays open");
-        text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-        while let Some(end) = text.find("\n\n") {
-            let block: String = text.drain(..end + 2).collect();
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|line| line.strip_prefix(name))
-                    .map(|value| value.trim_start().to_owned())
-            };
-            // Keep-alive comments carry no data.
-            if let Some(data) = field("data:") {
-                assert_eq!(field("event:").as_deref(), Some("switchyard.transition"));
-                events.push((field("id:").expect("an id"), serde_json::from_str(&data).expect("JSON data")));
-            }
-        }
+        events.push(stream.next().await);
     }
     events
+}
+
+/// A live feed stream (`Accept: text/event-stream`) being read.
+pub struct Stream {
+    response: reqwest::Response,
+    /// What was received and not parsed yet.
+    text: String,
+}
+
+impl Stream {
+    /// Opens the stream from `last_event_id` (or the start).
+    pub async fn open(host: &TestServer, last_event_id: Option<&str>) -> Stream {
+        let mut request = reqwest::Client::new()
+            .request(Method::GET, format!("{}/v1/feed", host.base_url))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("the stream opens");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Stream { response, text: String::new() }
+    }
+
+    /// The next event: its id and data (waiting at most 120 s).
+    pub async fn next(&mut self) -> (String, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            while let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|value| value.trim_start().to_owned())
+                };
+                // Keep-alive comments carry no data.
+                if let Some(data) = field("data:") {
+                    assert_eq!(field("event:").as_deref(), Some("switchyard.transition"));
+                    return (field("id:").expect("an id"), serde_json::from_str(&data).expect("JSON data"));
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .expect("the stream delivers within 120 s")
+                .expect("the stream is readable")
+                .expect("the stream stays open");
+            self.text.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    }
 }
 
 async fn every_transition_is_listed_once_in_commit_order_while_two_hosts_commit(backend: Backend) {

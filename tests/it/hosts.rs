@@ -1,7 +1,8 @@
 //! Two server processes on one database, as several hosts run: each keeps its own
-//! copy of the instances it touched, and neither may act on a stale one.
+//! copy of the instances it touched, and neither may act on a stale one; on
+//! PostgreSQL each wakes the other's long-polls, feed streams and effect executor.
 
-use crate::support::{Backend, TestServer, assert_problem, module};
+use crate::support::{Backend, Response, TestServer, assert_problem, module};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -20,8 +21,14 @@ const RECOMPUTED: &str = "switchyard_transitions_recomputed_total";
 
 /// A host with document-processing deployed, and a second host on its database.
 async fn two_hosts(backend: Backend) -> (TestServer, TestServer) {
-    let first = TestServer::start(backend).await;
-    first.deploy(module("document-processing")).await.expect(201);
+    two_hosts_with(backend, "", "document-processing").await
+}
+
+/// A host with this config and `module` deployed, and a second host on its database
+/// with the same config.
+async fn two_hosts_with(backend: Backend, config: &str, module_name: &str) -> (TestServer, TestServer) {
+    let first = TestServer::start_with_config(backend, config).await;
+    first.deploy(module(module_name)).await.expect(201);
     let second = first.another_host().await;
     (first, second)
 }
@@ -143,23 +150,158 @@ async fn a_key_used_on_one_host_replays_on_another(backend: Backend) {
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "one instance created");
 }
 
+/// Without notifications, and with a recheck longer than the wait, nothing tells a
+/// host of another's change before the wait ends.
 async fn a_long_poll_answers_a_change_made_on_another_host_when_its_wait_ends(backend: Backend) {
-    let (a, b) = two_hosts(backend).await;
+    let config = "notify_other_hosts = false\nlong_poll_recheck_ms = 60000\n";
+    let (a, b) = two_hosts_with(backend, config, "document-processing").await;
     let id = created_on(&a).await;
-    let path = format!("/v1/instances/{id}");
-    let started = Instant::now();
-    let headers = [("if-none-match", "\"1\""), ("prefer", "wait=2")];
-    let poll = a.request(Method::GET, &path, &headers, None);
-    let change = async {
-        a.wait_for_metric("switchyard_long_polls_waiting", |waiting| waiting == 1.0).await;
-        b.act(&id, "validate", Value::Null).await.expect(200);
-    };
-    let (polled, ()) = tokio::join!(poll, change);
+    // `b` loads the module now, not within the short wait.
+    created_on(&b).await;
+    let (polled, took) = validated_while_polled(&a, &b, &id, 2, async {}).await;
     // `b`'s commit woke nobody on `a`: the wait ran out, and `a` read the instance again.
-    assert!(started.elapsed() >= Duration::from_millis(1900), "answered at the end of the wait");
+    assert!(took >= Duration::from_millis(1900), "answered at the end of the wait");
     let polled = polled.expect(200);
     assert_eq!(polled.header("etag"), Some("\"2\""));
     assert_eq!(polled.json()["state"], "VALIDATING");
+}
+
+/// Long-polls `a` for instance `id` past revision 1 for `wait` seconds; once the poll
+/// is parked, runs `meanwhile`, then validates the instance on `b`. What the poll
+/// answered, and when.
+async fn validated_while_polled(
+    a: &TestServer,
+    b: &TestServer,
+    id: &str,
+    wait: u32,
+    meanwhile: impl Future<Output = ()>,
+) -> (Response, Duration) {
+    let started = Instant::now();
+    let (path, prefer) = (format!("/v1/instances/{id}"), format!("wait={wait}"));
+    let headers = [("if-none-match", "\"1\""), ("prefer", prefer.as_str())];
+    let poll = async {
+        let polled = a.request(Method::GET, &path, &headers, None).await;
+        (polled, started.elapsed())
+    };
+    let change = async {
+        a.wait_for_metric("switchyard_long_polls_waiting", |waiting| waiting == 1.0).await;
+        meanwhile.await;
+        b.act(id, "validate", Value::Null).await.expect(200);
+    };
+    tokio::join!(poll, change).0
+}
+
+/// Cross-host wake-ups: PostgreSQL only (SQLite is one process, whose wake-ups stay in
+/// memory). Every backstop poll is a minute here, so only a notification explains an
+/// answer within seconds.
+mod notified {
+    use super::*;
+    use crate::feed::Stream;
+
+    const SLOW_POLLS: &str = "long_poll_recheck_ms = 60000\n\
+                              [feed]\npoll_interval_ms = 60000\n\
+                              [effects]\npoll_interval_ms = 60000\n";
+
+    /// Well within the backstop polls of a minute, and far beyond a notification's way.
+    const PROMPTLY: Duration = Duration::from_secs(10);
+
+    const RECEIVED: &str = "switchyard_notifications_received_total";
+
+    /// Two hosts with [`SLOW_POLLS`] and `module_name`, each listening for the other's
+    /// commits (and so announcing its own).
+    async fn listening_hosts(module_name: &str) -> (TestServer, TestServer) {
+        let (a, b) = two_hosts_with(Backend::Postgres, SLOW_POLLS, module_name).await;
+        for host in [&a, &b] {
+            host.wait_for_log(|log| log.contains("listening for other hosts' commits")).await;
+        }
+        (a, b)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_answers_another_hosts_change_well_before_its_wait_ends() {
+        let (a, b) = listening_hosts("document-processing").await;
+        let id = created_on(&a).await;
+        let (polled, took) = validated_while_polled(&a, &b, &id, 30, async {}).await;
+        assert!(took < PROMPTLY, "answered at once, not after {took:?}");
+        let polled = polled.expect(200);
+        assert_eq!(polled.header("etag"), Some("\"2\""));
+        assert_eq!(polled.json()["state"], "VALIDATING");
+        assert!(a.metric(RECEIVED).await >= 1.0);
+        assert!(b.metric("switchyard_notifications_sent_total").await >= 1.0);
+    }
+
+    /// A timer is leased by nobody until it is due. The host that set it dies before:
+    /// the other, told of the timer when it was set, fires it when due rather than at
+    /// its next look at the outbox.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_timer_set_on_a_host_that_died_fires_on_another_when_due() {
+        let (a, mut b) = listening_hosts("hostile-guest").await;
+        let id = b.create("hostile", json!({})).await["id"].as_str().expect("id").to_owned();
+        let heard = a.wait_for_metric(RECEIVED, |received| received >= 1.0).await;
+        let set = Instant::now();
+        b.act(&id, "wake", json!({ "key": "alarm", "after_ms": 3000 })).await.expect(200);
+        a.wait_for_metric(RECEIVED, |received| received > heard).await;
+        b.stop().await;
+        let fired = a.wait_until(&id, |instance| instance["data"]["fired"] == json!(["alarm"])).await;
+        assert_eq!(fired["revision"], 3);
+        assert!(set.elapsed() < PROMPTLY, "fired when due, not at the next poll: {:?}", set.elapsed());
+        let fired_here = a.metric_where("switchyard_effects_total", &[("kind", "timer")]).await;
+        assert_eq!(fired_here, 1.0, "the surviving host fired it");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_stream_on_one_host_delivers_another_hosts_commit_at_once() {
+        let (a, b) = listening_hosts("document-processing").await;
+        let id = created_on(&b).await;
+        let mut stream = Stream::open(&a, None).await;
+        let (_, created) = stream.next().await;
+        assert_eq!(created["subject"], id.as_str());
+        // The stream has caught up and waits.
+        let acted = Instant::now();
+        b.act(&id, "validate", Value::Null).await.expect(200);
+        let (_, validated) = stream.next().await;
+        assert!(acted.elapsed() < PROMPTLY, "delivered at once, not after {:?}", acted.elapsed());
+        assert_eq!(
+            (validated["subject"].as_str(), validated["data"]["seq"].as_i64()),
+            (Some(id.as_str()), Some(2))
+        );
+    }
+
+    /// Notifications sent while a listener reconnects are lost; once it listens again,
+    /// every waiter reads its instance again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_answers_at_once_across_a_lost_listener_connection() {
+        let (a, b) = listening_hosts("document-processing").await;
+        let id = created_on(&a).await;
+        let ended = async {
+            let listeners = a
+                .execute_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> $1::int",
+                    "0",
+                )
+                .await;
+            assert_eq!(listeners, 2, "each host's listener");
+        };
+        let (polled, took) = validated_while_polled(&a, &b, &id, 30, ended).await;
+        assert!(took < PROMPTLY, "answered at once, not after {took:?}");
+        assert_eq!(polled.expect(200).header("etag"), Some("\"2\""));
+        a.wait_for_log(|log| log.matches("listening for other hosts' commits").count() == 2).await;
+    }
+
+    /// The backstop alone: with notifications off, a long-poll finds another host's
+    /// change at its next recheck.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_notifications_a_long_poll_finds_another_hosts_change_at_its_recheck() {
+        let config = "notify_other_hosts = false\nlong_poll_recheck_ms = 200\n";
+        let (a, b) = two_hosts_with(Backend::Postgres, config, "document-processing").await;
+        let id = created_on(&a).await;
+        let (polled, took) = validated_while_polled(&a, &b, &id, 30, async {}).await;
+        assert!(took < PROMPTLY, "answered at a recheck, not after {took:?}");
+        assert_eq!(polled.expect(200).header("etag"), Some("\"2\""));
+        assert!(!a.log().contains("listening for other hosts' commits"));
+        assert_eq!(b.metric("switchyard_notifications_sent_total").await, 0.0);
+    }
 }
 
 mod postgres_only {

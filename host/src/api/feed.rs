@@ -94,9 +94,10 @@ fn parse_cursor(cursor: Option<&str>) -> Result<i64, Problem> {
 }
 
 /// Reads on from `after` for as long as the client listens: a page at a time, and when
-/// it has caught up, again after this process commits or after the poll interval (for
-/// other hosts' commits). Ends when the server stops or a read fails; the client
-/// resumes with `Last-Event-ID`. Holds `slot` until it ends.
+/// it has caught up, again after this process commits or hears that another host did,
+/// or after the poll interval (for other hosts' commits it did not hear of). Ends when
+/// the server stops or a read fails; the client resumes with `Last-Event-ID`. Holds
+/// `slot` until it ends.
 fn stream(
     state: AppState,
     after: i64,
@@ -109,7 +110,7 @@ fn stream(
         after: i64,
         limit: u32,
         ready: VecDeque<FeedItem>,
-        written: tokio::sync::watch::Receiver<u64>,
+        written: crate::service::FeedWritten,
         stopping: tokio::sync::watch::Receiver<bool>,
     }
     let written = state.service.feed_written();
@@ -134,13 +135,13 @@ fn stream(
                 return None;
             }
             // Marked seen before reading, so that a commit during the read wakes the next wait.
-            reading.written.borrow_and_update();
+            reading.written.mark_seen();
             match reading.state.service.feed(reading.after, reading.limit).await {
                 Ok(items) if !items.is_empty() => reading.ready.extend(items),
                 Ok(_) => {
                     let poll = reading.state.settings.feed_poll;
                     tokio::select! {
-                        _ = reading.written.changed() => {}
+                        () = reading.written.changed() => {}
                         _ = reading.stopping.changed() => {}
                         () = tokio::time::sleep(poll) => {}
                     }

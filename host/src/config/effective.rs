@@ -26,6 +26,8 @@ impl Config {
         put("request_timeout_secs", secs(self.request_timeout));
         put("max_concurrent_requests", number(self.max_concurrent_requests));
         put("max_long_polls", number(self.max_long_polls));
+        put("long_poll_recheck_ms", millis(self.long_poll_recheck));
+        put("notify_other_hosts", Value::Boolean(self.notify_other_hosts));
         put("shutdown_grace_secs", secs(self.shutdown_grace));
         put("host_id", text(&self.effects.host_id));
         put("public_url", text(&self.effects.participants.public_url));

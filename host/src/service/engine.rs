@@ -408,15 +408,13 @@ impl Service {
         }
         let idempotency = idempotent.map(|idempotent| idempotent.record(&view, instance.updated_at));
         // Effects due now go to this process's executor, leased to it in the commit;
-        // the executor looks at the outbox again for effects due later and for a
-        // child's end, which its parent's effect waits for.
-        let (due_now, due_later): (Vec<&Effect>, Vec<&Effect>) =
-            effects.iter().partition(|effect| effect.due_at <= effect.created_at);
+        // the executor looks at the outbox again for the rest (`Commit::wakes_executors`).
         // The commit writes them with their first lease.
-        let handed_over: Vec<Effect> =
-            due_now.into_iter().map(|effect| Effect { lease_token: 1, ..effect.clone() }).collect();
-        let wakes_executor =
-            !due_later.is_empty() || (instance.parent_id.is_some() && instance.status.is_terminal());
+        let handed_over: Vec<Effect> = effects
+            .iter()
+            .filter(|effect| effect.due_at <= effect.created_at)
+            .map(|effect| Effect { lease_token: 1, ..effect.clone() })
+            .collect();
         let lease_until = Timestamp(
             self.store
                 .database_now()
@@ -450,6 +448,7 @@ impl Service {
             leased_to: (!handed_over.is_empty()).then(|| (self.leases.owner.clone(), lease_until)),
             onto_version: base_revision.is_none() || migrates,
         };
+        let wakes_executor = commit.wakes_executors();
         if let Err(err) = self.store.commit(commit).await {
             // A taken key wrote nothing; after any other failure the copy may be stale.
             if !matches!(err, store::Error::Duplicate) {

@@ -1,5 +1,6 @@
 //! Starting instances, running actions on them and reading them back.
 
+use super::changes::Changed;
 use super::engine::{self, Asked, Trigger};
 use super::{Error, Result, Service};
 use crate::model::{
@@ -228,28 +229,49 @@ impl Service {
 
     /// The instance once its revision differs from `seen`, or as it is when `give_up`
     /// resolves (the wait is over, or the server stops). A terminal instance is
-    /// returned at once: it will not change. Waiters are woken with the instance as
-    /// committed, so a wake-up reads nothing; giving up reads it again, since a change
-    /// this process did not make (another host's) wakes nobody here.
+    /// returned at once: it will not change. A commit of this process hands waiters
+    /// the instance as committed, so that wake-up reads nothing. Another host's change
+    /// is read from the store: when a notification tells of it, else when the wait ends
+    /// or at the next recheck (`long_poll_recheck`, on a shared database).
     pub async fn wait_for_change(
         &self,
         id: InstanceId,
         seen: Revision,
         give_up: impl Future<Output = ()>,
     ) -> Result<InstanceView> {
+        let answers =
+            |view: &InstanceView| view.instance.revision != seen || view.instance.status.is_terminal();
         let mut subscription = self.changes.subscribe(id);
         let view = self.instance(id).await?;
-        if view.instance.revision != seen || view.instance.status.is_terminal() {
+        if answers(&view) {
             return Ok(view);
         }
         let _waiting = telemetry::Counted::new(telemetry::LONG_POLLS_WAITING);
+        let mut recheck = self.store.shared().then(|| {
+            let every = self.long_poll_recheck;
+            let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            recheck
+        });
         let changed = async {
             loop {
-                // The commit of `seen` itself (or an older one, finishing late) may be
-                // handed over after the read above.
-                let view = subscription.changed().await;
-                if view.instance.revision > seen {
-                    return Arc::unwrap_or_clone(view);
+                let changed = tokio::select! {
+                    changed = subscription.changed() => changed,
+                    () = next_tick(&mut recheck) => Changed::Elsewhere,
+                };
+                match changed {
+                    // The commit of `seen` itself (or an older one, finishing late) may
+                    // be handed over after the read above.
+                    Changed::Committed(view) if view.instance.revision > seen => {
+                        return Arc::unwrap_or_clone(view);
+                    }
+                    Changed::Committed(_) => {}
+                    // A failed read leaves the answer to the next wake-up, or to the end.
+                    Changed::Elsewhere => match self.instance(id).await {
+                        Ok(view) if answers(&view) => return view,
+                        Ok(_) => {}
+                        Err(err) => tracing::debug!(%err, "cannot read the instance again; waiting on"),
+                    },
                 }
             }
         };
@@ -281,14 +303,18 @@ impl Service {
         Ok(self.store.feed(after, limit).await?)
     }
 
-    /// Changes whenever this process has written commits: there may be more feed to
-    /// read. Commits of other hosts do not show here.
-    pub fn feed_written(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.store.batches_written()
-    }
-
     pub(super) async fn stored_instance(&self, id: InstanceId) -> Result<Instance> {
         self.store.instance(id).await?.ok_or_else(|| Error::InstanceNotFound(id.to_string()))
+    }
+}
+
+/// The next tick of `interval`; never without one.
+async fn next_tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

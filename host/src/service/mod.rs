@@ -13,6 +13,7 @@ mod lifecycle;
 mod locks;
 mod lru;
 mod modules;
+mod other_hosts;
 mod posted;
 mod recent;
 mod results;
@@ -21,6 +22,7 @@ pub use definitions::{DefinitionSummary, Deployed, VersionSummary};
 pub use instances::{ActRequest, Idempotent, InstanceView, StartRequest};
 pub use leases::{Leases, under_lease};
 pub use lifecycle::{BulkMigration, MigrateInstance, MigrationPace, Override};
+pub use other_hosts::FeedWritten;
 pub use posted::{Posted, Retried};
 pub use results::{Delivered, Diagnostics, Reported, TaskReport, kept_event};
 
@@ -173,6 +175,9 @@ pub struct Settings {
     /// Whom effects this process commits are leased to, and for how long: they are
     /// handed to this process's executor at once, not found by its next look.
     pub leases: Leases,
+    /// How often a long-poll reads its instance again, for changes of other hosts
+    /// that no notification announced (on a database other hosts share).
+    pub long_poll_recheck: Duration,
 }
 
 /// The memory this process's caches may use, in bytes as each counts them.
@@ -222,6 +227,10 @@ pub struct Service {
     /// Woken after a commit that wrote effects due later (or a child's end), so that
     /// the executor looks at the outbox again.
     outbox: tokio::sync::Notify,
+    /// Changes each time another host was heard to commit: feed streams read on.
+    feed_elsewhere: tokio::sync::watch::Sender<u64>,
+    /// See [`Settings::long_poll_recheck`].
+    long_poll_recheck: Duration,
     /// Effects due now that this process committed, leased to it, for its executor.
     handover: tokio::sync::mpsc::UnboundedSender<HandedOver>,
     handed_over: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<HandedOver>>>,
@@ -254,6 +263,8 @@ impl Service {
             modules: ModuleCache::new(settings.caches.modules, settings.module_cache),
             changes: Changes::default(),
             outbox: tokio::sync::Notify::new(),
+            feed_elsewhere: tokio::sync::watch::Sender::new(0),
+            long_poll_recheck: settings.long_poll_recheck,
             locks: Default::default(),
             recent: RecentInstances::new(settings.caches.recent_instances),
             idempotency_retention: settings.idempotency_retention,

@@ -18,6 +18,7 @@
 //! SQLite it is a thread of its own that owns its connection (see [`super::writer`])
 //! and takes the store's write turn for each batch.
 
+use super::notify::Notifier;
 use super::transition::Locking;
 use super::writer::{WriteTx, Writer};
 use super::{Commit, Error, Result, WriteTurn, feed, transition};
@@ -75,10 +76,10 @@ pub struct Stats {
 }
 
 impl Committer {
-    /// Commits through the pool, from a task of the runtime.
-    pub(super) fn spawn(pool: AnyPool) -> Committer {
+    /// Commits through the pool, from a task of the runtime; each batch's ids go to `notifier`.
+    pub(super) fn spawn(pool: AnyPool, notifier: Notifier) -> Committer {
         let (committer, queue) = Committer::new();
-        tokio::spawn(run(pool, queue, committer.stats.clone(), None));
+        tokio::spawn(run(pool, queue, committer.stats.clone(), None, notifier));
         committer
     }
 
@@ -91,7 +92,7 @@ impl Committer {
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(Error::Committer)?;
         std::thread::Builder::new()
             .name("sqlite-committer".into())
-            .spawn(move || runtime.block_on(run(connection, queue, stats, Some(turn))))
+            .spawn(move || runtime.block_on(run(connection, queue, stats, Some(turn), Notifier::default())))
             .map_err(Error::Committer)?;
         Ok(committer)
     }
@@ -150,6 +151,7 @@ async fn run(
     mut queue: mpsc::Receiver<Message>,
     stats: Arc<Counters>,
     turn: Option<WriteTurn>,
+    notifier: Notifier,
 ) {
     let mut messages = Vec::with_capacity(MAX_BATCH);
     let mut closers = Vec::new();
@@ -177,7 +179,7 @@ async fn run(
             None => None,
         };
         let started = std::time::Instant::now();
-        commit_batch(&mut writer, batch).await;
+        commit_batch(&mut writer, batch, &notifier).await;
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed());
         metrics::histogram!(telemetry::COMMIT_BATCH_SIZE).record(size as f64);
         metrics::counter!(telemetry::COMMITS).increment(size);
@@ -189,7 +191,7 @@ async fn run(
     }
 }
 
-async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>) {
+async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>, notifier: &Notifier) {
     // Conflicts are rare: first write the whole batch with shared statements; if that
     // fails, throw the transaction away and go again, isolating each commit.
     let all: Vec<&Pending> = batch.iter().collect();
@@ -218,6 +220,8 @@ async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>) {
             outcomes[idx] = outcome;
         }
     }
+    let committed = batch.iter().zip(&outcomes).filter(|(_, outcome)| outcome.is_ok());
+    notifier.committed(committed.map(|(pending, _)| &pending.commit));
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         // The caller may have gone (a dropped request); its commit stands regardless.
         let _ = pending.done.send(outcome);

@@ -28,6 +28,7 @@ mod feed;
 mod group_commit;
 mod leases;
 mod lifecycle;
+mod notify;
 mod readers;
 mod rows;
 mod transition;
@@ -35,6 +36,7 @@ mod writer;
 
 pub use effects::Progress;
 pub use lifecycle::{Deletion, Pinning, Retirement};
+pub use notify::Heard;
 
 use crate::model::{
     DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter,
@@ -169,6 +171,8 @@ pub struct Store {
     clock: &'static str,
     /// How far the database's clock is ahead of this host's, in ms, when last read.
     clock_offset: Arc<std::sync::atomic::AtomicI64>,
+    /// Takes each batch's ids for the other hosts (PostgreSQL).
+    notifier: notify::Notifier,
 }
 
 /// One change to an instance, committed atomically.
@@ -259,6 +263,7 @@ impl Store {
             let hot_reads = Arc::new(Readers::new(url.clone(), HOT_READERS, Some(SQLITE_SETUP)));
             Store {
                 committer,
+                notifier: notify::Notifier::default(),
                 write,
                 begin_write: "BEGIN IMMEDIATE",
                 url,
@@ -276,10 +281,12 @@ impl Store {
                 );
             let pool = pool.connect(url).await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            let committer = group_commit::Committer::spawn(pool.clone());
+            let notifier = notify::Notifier::default();
+            let committer = group_commit::Committer::spawn(pool.clone(), notifier.clone());
             let hot_reads = Arc::new(Readers::new(url.to_owned(), HOT_READERS, None));
             Store {
                 committer,
+                notifier,
                 write: pool.clone(),
                 begin_write: "BEGIN",
                 url: url.to_owned(),
@@ -325,6 +332,7 @@ impl Store {
     /// Commits what is queued, then closes every connection.
     pub async fn close(&self) {
         self.committer.close().await;
+        self.notifier.close();
         self.hot_reads.close().await;
         self.write.close().await;
         self.read.close().await;
