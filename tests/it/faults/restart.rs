@@ -7,6 +7,7 @@
 use super::{
     Clients, Cluster, Load, Rng, all_ready, audit, closed, failed_requests, finished, open_effects, wait_for,
 };
+use crate::support::TestServer;
 use crate::support::private_postgres::PrivatePostgres;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ async fn hosts_ride_out_a_real_postgres_restart() {
     all_ready(&cluster.hosts, 200).await;
     let ready = back.elapsed();
     let server_errors = load.clients.server_errors();
+    let heard = notifications_received(&cluster.hosts).await;
     let moved_on = closed(reader, open, back).await;
 
     // New work after the restart, on the hosts' new connections.
@@ -53,21 +55,42 @@ async fn hosts_ride_out_a_real_postgres_restart() {
     let finished = finished(reader, &units, back).await;
     // A 503 while PostgreSQL was down is fair; once every host is ready again, no 5xx is.
     let server_errors_after_ready = load.clients.server_errors() - server_errors;
+    // Each host hears the other's commits again: its listener connected anew by itself.
+    let heard_after: Vec<f64> = notifications_received(&cluster.hosts)
+        .await
+        .iter()
+        .zip(&heard)
+        .map(|(now, then)| now - then)
+        .collect();
     let figures = audit(reader, &cluster.stub, &units, &load.clients.acks(), finished).await;
     let extra = format!(
         " restart_ms={} ready_ms={} moved_on_ms={} retried_requests={} server_errors={server_errors} \
-         server_errors_after_ready={server_errors_after_ready}",
+         server_errors_after_ready={server_errors_after_ready} notifications_after_restart={}",
         restart.as_millis(),
         ready.as_millis(),
         moved_on.as_millis(),
         load.clients.unanswered(),
+        heard_after.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
     );
     figures.report(TEST, &extra);
     assert!(figures.every_kind(), "the load ran tasks, timers and children");
+    assert!(
+        heard_after.iter().all(|heard| *heard > 0.0),
+        "every host hears the other's commits after the restart: {heard_after:?}"
+    );
     assert_eq!(
         server_errors_after_ready,
         0,
         "answered 5xx after PostgreSQL was back; the hosts logged:\n{}",
         failed_requests(&cluster.hosts)
     );
+}
+
+/// How many other hosts' commits each host has heard of (`LISTEN`) so far.
+async fn notifications_received(hosts: &[TestServer]) -> Vec<f64> {
+    let mut received = Vec::new();
+    for host in hosts {
+        received.push(host.metric("switchyard_notifications_received_total").await);
+    }
+    received
 }
