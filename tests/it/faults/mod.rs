@@ -16,8 +16,9 @@
 
 mod database;
 mod kill;
+mod restart;
 
-use crate::support::{TestServer, module};
+use crate::support::{TestServer, module, postgres_server};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -59,11 +60,21 @@ struct Cluster {
 impl Cluster {
     /// `count` hosts on a new database, each reaching PostgreSQL at `route(url)`.
     async fn start(test: &'static str, count: usize, route: impl FnOnce(&str) -> String) -> Cluster {
+        Cluster::start_on(test, count, &postgres_server(), route).await
+    }
+
+    /// [`Cluster::start`] on the PostgreSQL server at `postgres` (a private one, say).
+    async fn start_on(
+        test: &'static str,
+        count: usize,
+        postgres: &str,
+        route: impl FnOnce(&str) -> String,
+    ) -> Cluster {
         let stub = Stub::start(([127, 0, 0, 1], 0).into(), Duration::from_millis(20)).await.expect("stub");
         // Alpha charges, then answers too late: every US payment's charge is in doubt,
         // and the payment waits on a timer before it asks alpha for the charge's status.
         stub.fault("gateway.alpha.charge", Fault::ActThenHang { ms: 400 });
-        let first = TestServer::start_routed(crate::support::Backend::Postgres, &config(&stub), route).await;
+        let first = TestServer::start_routed(postgres, &config(&stub), route).await;
         for definition in DEFINITIONS {
             first.deploy(module(definition)).await.expect(201);
         }
@@ -170,9 +181,14 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 impl Clients {
     fn new(urls: Vec<String>) -> Clients {
+        Clients::waiting(urls, Duration::from_secs(10))
+    }
+
+    /// Clients that wait at most `timeout` for an answer before sending again.
+    fn waiting(urls: Vec<String>, timeout: Duration) -> Clients {
         Clients {
             urls: Arc::new(urls),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client"),
+            http: reqwest::Client::builder().timeout(timeout).build().expect("client"),
             acks: Arc::default(),
             in_flight: Arc::default(),
             unanswered: Arc::default(),
@@ -340,7 +356,11 @@ struct Load {
 
 impl Load {
     fn new(cluster: &Cluster, rng: Rng) -> Load {
-        Load { clients: Clients::new(cluster.urls()), running: Vec::new(), launched: 0, rng }
+        Load::with(Clients::new(cluster.urls()), rng)
+    }
+
+    fn with(clients: Clients, rng: Rng) -> Load {
+        Load { clients, running: Vec::new(), launched: 0, rng }
     }
 
     /// Starts `count` more units, of every kind in turn, each at a random host.
@@ -708,19 +728,22 @@ fn failed_requests<'a>(hosts: impl IntoIterator<Item = &'a TestServer>) -> Strin
         .join("\n")
 }
 
-/// Waits until every host answers `/readyz` with `status` (at most 30 s).
+/// Waits until every host answers `/readyz` with `status` (at most 30 s). The hosts are
+/// asked at once: a probe that meets no database takes its time (up to 2 s) to say so.
 async fn all_ready(hosts: &[TestServer], status: u16) {
-    for host in hosts {
-        let (mut last, started) = (0, Instant::now());
-        while started.elapsed() < Duration::from_secs(30) {
-            last = host.request(Method::GET, "/readyz", &[], None).await.status.as_u16();
-            if last == status {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    futures::future::join_all(hosts.iter().map(|host| ready(host, status))).await;
+}
+
+async fn ready(host: &TestServer, status: u16) {
+    let (mut last, started) = (0, Instant::now());
+    while started.elapsed() < Duration::from_secs(30) {
+        last = host.request(Method::GET, "/readyz", &[], None).await.status.as_u16();
+        if last == status {
+            break;
         }
-        assert_eq!(last, status, "{}: /readyz within 30 s; log:\n{}", host.base_url, host.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(last, status, "{}: /readyz within 30 s; log:\n{}", host.base_url, host.log());
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -2,6 +2,7 @@
 //! database; [`Response`] and the `assert_*` helpers read what it answers.
 
 pub mod participant;
+pub mod private_postgres;
 pub mod proxy;
 mod server;
 pub mod tls;
@@ -9,7 +10,7 @@ pub mod wat;
 
 pub use participant::{Participant, Received, Reply};
 
-pub use server::{Backend, TestServer, postgres_address};
+pub use server::{Backend, TestServer, postgres_address, postgres_server};
 
 use reqwest::StatusCode;
 use serde_json::Value;

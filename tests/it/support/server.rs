@@ -40,7 +40,7 @@ fn scratch_folder(run_id: &str) -> PathBuf {
 }
 
 /// Where the test databases are created; CI and this machine run PostgreSQL here.
-fn postgres_server() -> String {
+pub fn postgres_server() -> String {
     std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
@@ -90,15 +90,12 @@ impl TestServer {
         server
     }
 
-    /// Starts a server with this TOML config file that reaches its database at
-    /// `route(url)` instead of `url` (a proxy in front of PostgreSQL, say); its restarts
-    /// and [`TestServer::another_host`] keep that route.
-    pub async fn start_routed(
-        backend: Backend,
-        toml: &str,
-        route: impl FnOnce(&str) -> String,
-    ) -> TestServer {
-        let mut server = TestServer::prepared(backend).await;
+    /// Starts a server with this TOML config file on a new database of the PostgreSQL
+    /// server at `postgres` (see [`postgres_server`]), reaching it at `route(url)`
+    /// instead of `url` (a proxy in front of PostgreSQL, say); its restarts and
+    /// [`TestServer::another_host`] keep that route.
+    pub async fn start_routed(postgres: &str, toml: &str, route: impl FnOnce(&str) -> String) -> TestServer {
+        let mut server = TestServer::prepared_on(postgres).await;
         server.database_url = route(&server.database_url);
         let config = server.config_file(toml);
         server.spawn(&["--config", &config]).await;
@@ -121,24 +118,27 @@ impl TestServer {
 
     /// A server with a database and scratch folder of its own, not started yet.
     async fn prepared(backend: Backend) -> TestServer {
+        match backend {
+            Backend::Sqlite => {
+                let scratch = scratch_folder(&uuid::Uuid::new_v4().simple().to_string());
+                let database_url = format!("sqlite://{}", scratch.join("switchyard.db").display());
+                TestServer::new(database_url, scratch, None)
+            }
+            Backend::Postgres => TestServer::prepared_on(&postgres_server()).await,
+        }
+    }
+
+    /// A server with a new database on the PostgreSQL server at `server`, not started yet.
+    async fn prepared_on(server: &str) -> TestServer {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let scratch = scratch_folder(&run_id);
-        let (database_url, postgres) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", scratch.join("switchyard.db").display()), None),
-            Backend::Postgres => {
-                let server = postgres_server();
-                let database = format!("switchyard_it_{run_id}");
-                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-                    .await
-                    .expect("PostgreSQL answers on 127.0.0.1:5432 (set SWITCHYARD_TEST_POSTGRES otherwise)");
-                sqlx::query(&format!("CREATE DATABASE {database}"))
-                    .execute(&mut admin)
-                    .await
-                    .expect("create db");
-                (format!("{server}/{database}"), Some((server, database)))
-            }
-        };
-        TestServer::new(database_url, scratch, postgres)
+        let database = format!("switchyard_it_{run_id}");
+        let mut admin =
+            sqlx::PgConnection::connect(&format!("{server}/postgres")).await.unwrap_or_else(|err| {
+                panic!("PostgreSQL answers at {server} (set SWITCHYARD_TEST_POSTGRES otherwise): {err}")
+            });
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await.expect("create db");
+        TestServer::new(format!("{server}/{database}"), scratch, Some((server.to_owned(), database)))
     }
 
     /// A second server process on this one's database, with its flags, as another host
@@ -562,7 +562,7 @@ impl Drop for TestServer {
     }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("bound").port()
 }
