@@ -127,7 +127,7 @@ impl From<store::Error> for Error {
         match err {
             store::Error::KeyTaken => Error::KeyTaken,
             store::Error::VersionGone => Error::VersionGone,
-            other if other.is_transient() => Error::StoreUnavailable(other),
+            other if other.is_unavailable() => Error::StoreUnavailable(other),
             other if other.is_unconfirmed() => Error::OutcomeUnknown(other),
             other => Error::Store(other),
         }

@@ -164,18 +164,4 @@ impl Store {
             .await?;
         Ok(extended.rows_affected() == 1)
     }
-
-    /// Lets go of every lease `owner` holds: a host that restarts takes its effects
-    /// up again at once instead of waiting for its old leases to expire. The tokens
-    /// grow, so that nothing its previous run still has in flight can commit.
-    pub async fn release_effect_leases(&self, owner: &str) -> Result<u64> {
-        let released = sqlx::query(
-            "UPDATE effects SET lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1
-             WHERE lease_owner = $1",
-        )
-        .bind(owner)
-        .execute(&mut *self.writing().await?)
-        .await?;
-        Ok(released.rows_affected())
-    }
 }

@@ -9,9 +9,10 @@
 //! host), the batch is redone with each commit in a savepoint, so the failure undoes
 //! that commit alone. A commit that fails on the database's passing trouble (a
 //! deadlock, a lock wait given up, a lost connection) before its COMMIT was sent is
-//! written again, alone, a few times. Should the COMMIT itself fail, nothing is redone:
-//! the batch may have been committed all the same (a connection lost after the COMMIT
-//! was sent), and its callers hear an error instead. There is no timer: under light load a batch is one commit and
+//! written again, alone, a few times. Should the COMMIT itself fail, the batch may have
+//! been committed all the same (a connection lost after the COMMIT was sent): what the
+//! database shows on a new connection decides, and only what was not made is written
+//! again; if it cannot be asked, the callers hear that the outcome is unknown. There is no timer: under light load a batch is one commit and
 //! costs what a plain transaction costs; under heavy load batches grow by themselves.
 //!
 //! On PostgreSQL the committer is a task of the runtime writing through sqlx; on
@@ -201,6 +202,7 @@ async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>, notifier: 
         Err(err) => Err(err),
     };
     let mut outcomes = outcomes.unwrap_or_else(|err| failed(err, batch.len()));
+    settle_unconfirmed(writer, &batch, &mut outcomes).await;
     // What failed on the database's passing trouble, before any COMMIT was sent (so
     // nothing of it was written), is written again after a short pause.
     for retry in 1..=RETRIES {
@@ -225,6 +227,46 @@ async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>, notifier: 
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         // The caller may have gone (a dropped request); its commit stands regardless.
         let _ = pending.done.send(outcome);
+    }
+}
+
+/// A COMMIT that failed may have committed all the same (the connection was lost with
+/// its answer): the database decides. A commit whose history entry is there, as it
+/// wrote it, was made; one whose entry is not was not, and is written again like any
+/// commit that met a lost connection. Should the database not answer, the outcome
+/// stays unknown.
+async fn settle_unconfirmed<W: Writer>(writer: &mut W, batch: &[Pending], outcomes: &mut [Result<()>]) {
+    let unconfirmed: Vec<usize> =
+        (0..batch.len()).filter(|&idx| outcomes[idx].as_ref().is_err_and(Error::is_unconfirmed)).collect();
+    if unconfirmed.is_empty() {
+        return;
+    }
+    let made = async {
+        let mut tx = writer.begin().await?;
+        let mut made = Vec::with_capacity(unconfirmed.len());
+        for &idx in &unconfirmed {
+            made.push(transition::was_made(&mut tx, &batch[idx].commit).await?);
+        }
+        tx.rollback().await?;
+        Ok::<_, Error>(made)
+    };
+    let made = match made.await {
+        Ok(made) => made,
+        Err(err) => {
+            return tracing::warn!(%err, "cannot read back whether a commit was made; its outcome is unknown");
+        }
+    };
+    tracing::info!(commits = unconfirmed.len(), "a COMMIT failed; read back whether its commits were made");
+    for (idx, made) in unconfirmed.into_iter().zip(made) {
+        outcomes[idx] = match std::mem::replace(&mut outcomes[idx], Ok(())) {
+            _ if made => Ok(()),
+            // What the COMMIT met (a lost connection, mostly): nothing was written.
+            Err(Error::Batch(inner)) => match &*inner {
+                Error::Unconfirmed(cause) => Err(Error::Batch(cause.clone())),
+                _ => Err(Error::Batch(inner)),
+            },
+            other => other,
+        };
     }
 }
 

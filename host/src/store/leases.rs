@@ -101,17 +101,26 @@ impl Store {
         Ok(extended.rows_affected() == 1)
     }
 
-    /// Lets go of every migration lease `owner` holds: a host that restarts takes its
-    /// migrations up again at once instead of waiting for its old leases to expire.
-    /// The tokens grow, so that nothing its previous run still has in flight can commit.
+    /// Lets go of every effect lease `owner` holds (see [`Store::release_leases`]).
+    pub async fn release_effect_leases(&self, owner: &str) -> Result<u64> {
+        self.release_leases("effects", owner).await
+    }
+
+    /// Lets go of every migration lease `owner` holds (see [`Store::release_leases`]).
     pub async fn release_migration_leases(&self, owner: &str) -> Result<u64> {
-        let released = sqlx::query(
-            "UPDATE migrations SET lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1
-             WHERE lease_owner = $1",
-        )
-        .bind(owner)
-        .execute(&mut *self.writing().await?)
-        .await?;
+        self.release_leases("migrations", owner).await
+    }
+
+    /// Lets go of every lease `owner` holds on the rows of `table`: a host that
+    /// restarts takes its work up again at once instead of waiting for its old leases
+    /// to expire. The tokens grow, so that nothing its previous run still has in
+    /// flight can commit.
+    async fn release_leases(&self, table: &str, owner: &str) -> Result<u64> {
+        let sql = format!(
+            "UPDATE {table} SET lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1
+             WHERE lease_owner = $1"
+        );
+        let released = sqlx::query(&sql).bind(owner).execute(&mut *self.writing().await?).await?;
         Ok(released.rows_affected())
     }
 }

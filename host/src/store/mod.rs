@@ -115,6 +115,17 @@ impl Error {
         }
     }
 
+    /// Whether the database could not be reached or failed for a moment, nothing
+    /// written: a transient failure, or no connection to be had within the pool's wait
+    /// (not retried: that wait was long already).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::PoolTimedOut) => true,
+            Error::Batch(inner) => inner.is_unavailable(),
+            other => other.is_transient(),
+        }
+    }
+
     /// Whether the change may or may not have been committed: its COMMIT failed.
     pub fn is_unconfirmed(&self) -> bool {
         match self {
@@ -125,15 +136,12 @@ impl Error {
     }
 }
 
+/// A serialization failure, a deadlock, a lock wait given up, or a lost connection.
 fn transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|code| matches!(&*code, "40001" | "40P01" | "55P03"))
-                || lost_connection(err)
-        }
-        sqlx::Error::PoolTimedOut => true,
-        _ => lost_connection(err),
-    }
+    let conflict = |db: &dyn sqlx::error::DatabaseError| {
+        db.code().is_some_and(|code| matches!(&*code, "40001" | "40P01" | "55P03"))
+    };
+    matches!(err, sqlx::Error::Database(db) if conflict(db.as_ref())) || lost_connection(err)
 }
 
 /// An idempotency record kept in its operation's own transaction, in place of one

@@ -140,6 +140,26 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], locking: L
     Ok(())
 }
 
+/// Whether `commit` was made: its history entry is there as it wrote it (a change made
+/// by another host at the same revision differs in its trigger, actor or time).
+pub(super) async fn was_made(tx: &mut impl WriteTx, commit: &Commit) -> Result<bool> {
+    let entry = &commit.history;
+    let sql = "SELECT CAST(at AS TEXT), trigger_kind || '|' || trigger_name || '|' || COALESCE(trigger_id, '') || '|' || actor
+               FROM history WHERE instance_id = $1 AND seq = $2";
+    let args = [entry.instance_id.to_string().into(), entry.seq.into()];
+    let ours = (
+        entry.at.0.to_string(),
+        format!(
+            "{}|{}|{}|{}",
+            entry.trigger.kind.as_str(),
+            entry.trigger.name,
+            entry.trigger.id.as_deref().unwrap_or_default(),
+            entry.actor
+        ),
+    );
+    Ok(tx.fetch_pairs(sql, &args).await?.first() == Some(&ours))
+}
+
 /// Locks the rows of the instances `changed` (sorted by id) in id order.
 async fn lock_in_order(tx: &mut impl WriteTx, changed: &[&Commit]) -> Result<()> {
     let ids: Vec<String> = (1..=changed.len()).map(|idx| format!("${idx}")).collect();

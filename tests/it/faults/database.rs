@@ -6,7 +6,7 @@
 use super::{
     Clients, Cluster, Load, Rng, all_ready, audit, closed, failed_requests, finished, open_effects, wait_for,
 };
-use crate::support::{Backend, TestServer, module, postgres_address, proxy::Proxy};
+use crate::support::{Backend, TestServer, module, postgres_address, postgres_server, proxy::Proxy};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -214,4 +214,22 @@ async fn commits_whose_answers_are_lost_neither_lose_nor_double_nor_stick() {
     );
     figures.report(TEST, &extra);
     assert!(figures.every_kind(), "the load ran tasks, timers and children");
+}
+
+/// The answer to a transition's COMMIT is lost (the proxy cuts the connection once the
+/// COMMIT went through): the host reads back that its commit was made and answers
+/// 200, not 500, and the action is in the history once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_read_back_and_answered() {
+    let proxy = Proxy::start(&postgres_address()).await;
+    let host = TestServer::start_routed(&postgres_server(), "", |url| proxy.route(url)).await;
+    host.deploy(module("hostile-guest")).await.expect(201);
+    let id = host.create("hostile", json!({})).await["id"].as_str().expect("id").to_owned();
+    proxy.cut_after_commits(1);
+    let answer = host.act(&id, "echo", json!({ "n": 1 })).await;
+    assert_eq!(proxy.commits_cut(), 1, "the COMMIT's answer was lost");
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let history = host.get(&format!("/v1/instances/{id}/history")).await.expect(200).json();
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(2), "made once: {history}");
+    assert!(host.log().contains("read back whether its commits were made"), "{}", host.log());
 }
