@@ -153,14 +153,8 @@ async fn background(service: Arc<Service>, lease: Duration) {
                 }
             }
             _ = sweep.tick() => {
-                let owner = &service.leases().owner;
-                match service.store().hold_lease("idempotency.sweep", owner, 2 * SWEEP_EVERY).await {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot take the sweep's lease");
-                        continue;
-                    }
+                if !service.holds_job("idempotency.sweep", 2 * SWEEP_EVERY).await {
+                    continue;
                 }
                 match service.sweep_idempotency_records().await {
                     Ok(0) => {}

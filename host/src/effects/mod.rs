@@ -69,7 +69,7 @@ pub async fn run(service: Arc<Service>, settings: Settings, mut stop: tokio::syn
                 if let Err(err) = service.store().read_clock().await {
                     tracing::warn!(%err, "cannot read the database's clock");
                 }
-                if holds(&service, &settings, ORPHANS).await {
+                if service.holds_job(ORPHANS, settings.lease).await {
                     let cancelled = service.cancel_orphaned_children().await;
                     if cancelled > 0 {
                         tracing::info!(cancelled, "cancelled children of cancelled instances");
@@ -130,21 +130,10 @@ impl Job {
     async fn held(&mut self, service: &Service, settings: &Settings) -> bool {
         let now = tokio::time::Instant::now();
         if now >= self.next_look {
-            self.held = holds(service, settings, self.name).await;
+            self.held = service.holds_job(self.name, settings.lease).await;
             self.next_look = now + settings.lease / 3;
         }
         self.held
-    }
-}
-
-/// Whether this host holds (or now took) the lease on periodic job `name`.
-async fn holds(service: &Service, settings: &Settings, name: &str) -> bool {
-    match service.store().hold_lease(name, &settings.host_id, settings.lease).await {
-        Ok(held) => held,
-        Err(err) => {
-            tracing::warn!(%err, job = name, "cannot take the job's lease");
-            false
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Work done under a lease: kept alive while the work runs, and given up the moment
 //! the lease is lost to another host.
 
+use super::Service;
 use std::time::Duration;
 
 /// This process's name in leases, and their length.
@@ -8,6 +9,20 @@ use std::time::Duration;
 pub struct Leases {
     pub owner: String,
     pub lease: Duration,
+}
+
+impl Service {
+    /// Whether this host holds (or now took, or kept) the lease on periodic job `name`
+    /// for `lease` from now; a failure to ask counts as not holding it.
+    pub async fn holds_job(&self, name: &str, lease: Duration) -> bool {
+        match self.store.hold_lease(name, &self.leases.owner, lease).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!(%err, job = name, "cannot take the job's lease");
+                false
+            }
+        }
+    }
 }
 
 /// Runs `work`, extending its lease of length `lease` every third of it with `extend`

@@ -273,11 +273,6 @@ impl Service {
         })
     }
 
-    /// This process's name in leases, and their length.
-    pub fn leases(&self) -> &Leases {
-        &self.leases
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -195,10 +195,9 @@ async fn run(
 async fn commit_batch<W: Writer>(writer: &mut W, batch: Vec<Pending>, notifier: &Notifier) {
     // Conflicts are rare: first write the whole batch with shared statements; if that
     // fails, throw the transaction away and go again, isolating each commit.
-    let all: Vec<&Pending> = batch.iter().collect();
     let outcomes = match apply_together(writer, &batch).await {
         Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => apply_isolated(writer, &all).await,
+        Ok(None) => apply_isolated(writer, &batch.iter().collect::<Vec<_>>()).await,
         Err(err) => Err(err),
     };
     let mut outcomes = outcomes.unwrap_or_else(|err| failed(err, batch.len()));
