@@ -7,15 +7,12 @@ use crate::model::ModuleHash;
 impl Store {
     /// The recorded sha256 of the artifact of `module` compiled under `engine_key`.
     pub async fn artifact_hash(&self, module: &ModuleHash, engine_key: &str) -> Result<Option<ModuleHash>> {
-        let artifact: Option<String> = read!(self, |pool| {
-            sqlx::query_scalar(
-                "SELECT artifact_sha256 FROM module_artifacts WHERE module_sha256 = $1 AND engine_key = $2",
-            )
-            .bind(&module.0)
-            .bind(engine_key)
-            .fetch_optional(pool)
-            .await
-        })?;
+        let sql = "SELECT artifact_sha256 FROM module_artifacts WHERE module_sha256 = $1 AND engine_key = $2";
+        let artifact = self
+            .fetch_optional(sql, &[module.0.as_str().into(), engine_key.into()], |row| {
+                row.text("artifact_sha256")
+            })
+            .await?;
         Ok(artifact.map(ModuleHash))
     }
 
@@ -27,15 +24,9 @@ impl Store {
         engine_key: &str,
         artifact: &ModuleHash,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO module_artifacts (module_sha256, engine_key, artifact_sha256) VALUES ($1, $2, $3)
-             ON CONFLICT (module_sha256, engine_key) DO UPDATE SET artifact_sha256 = excluded.artifact_sha256",
-        )
-        .bind(&module.0)
-        .bind(engine_key)
-        .bind(&artifact.0)
-        .execute(&mut *self.writing().await?)
-        .await?;
+        let sql = "INSERT INTO module_artifacts (module_sha256, engine_key, artifact_sha256) VALUES ($1, $2, $3)
+             ON CONFLICT (module_sha256, engine_key) DO UPDATE SET artifact_sha256 = excluded.artifact_sha256";
+        self.execute(sql, &[module.0.as_str().into(), engine_key.into(), artifact.0.as_str().into()]).await?;
         Ok(())
     }
 }

@@ -29,8 +29,8 @@ impl Store {
     /// in the order they were asked for.
     pub async fn lease_due_effects(&self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<Effect>> {
         // PostgreSQL: hosts skip each other's rows instead of queueing on them.
-        // SQLite has one writer, which takes the write turn.
-        let lock = if self.write_turn.is_some() { "" } else { " FOR UPDATE SKIP LOCKED" };
+        // SQLite has one writer.
+        let lock = if self.serial() { "" } else { " FOR UPDATE SKIP LOCKED" };
         let now = self.clock;
         let sql = format!(
             "UPDATE effects SET lease_owner = $1, lease_expires_at = {now} + $2, lease_token = lease_token + 1
@@ -41,9 +41,7 @@ impl Store {
              RETURNING {}",
             rows::EFFECT_COLUMNS
         );
-        let rows =
-            sqlx::query(&sql).bind(owner).bind(millis(lease)).fetch_all(&mut *self.writing().await?).await?;
-        let mut effects = rows.iter().map(rows::effect).collect::<Result<Vec<_>>>()?;
+        let mut effects = self.write_all(&sql, &[owner.into(), millis(lease).into()], rows::effect).await?;
         effects.sort_by_key(|effect| (effect.instance_id, effect.seq));
         Ok(effects)
     }
@@ -52,33 +50,31 @@ impl Store {
     /// until it falls due, or, if a host holds it past that, until its lease runs out.
     pub async fn next_effect_due(&self) -> Result<Option<Duration>> {
         let sql = format!(
-            "SELECT MIN(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) - {}
+            "SELECT MIN(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) - {} AS value
              FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
             self.clock
         );
-        let wait: Option<i64> = read!(self, |pool| sqlx::query_scalar(&sql).fetch_one(pool).await)?;
+        let wait = self.fetch_int(&sql, &[]).await?;
         Ok(wait.map(|wait| Duration::from_millis(u64::try_from(wait).unwrap_or(0))))
     }
 
     /// How many effects are open, and when the one due longest ago fell due (if one
     /// is due at `now`): what `GET /metrics` tells of the outbox.
     pub async fn outbox_summary(&self, now: Timestamp) -> Result<(i64, Option<Timestamp>)> {
-        let (open, oldest_due): (i64, Option<i64>) = read!(self, |pool| {
-            sqlx::query_as(
-                "SELECT COUNT(*), MIN(CASE WHEN due_at <= $1 THEN due_at END)
-                 FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
-            )
-            .bind(now.0)
-            .fetch_one(pool)
-            .await
-        })?;
+        let sql = "SELECT COUNT(*) AS open, MIN(CASE WHEN due_at <= $1 THEN due_at END) AS oldest_due
+                   FROM effects WHERE status IN ('pending', 'waiting', 'ready')";
+        let summary = self
+            .fetch_optional(sql, &[now.0.into()], |row| {
+                Ok((row.int("open")?, row.int_or_null("oldest_due")?))
+            })
+            .await?;
+        let (open, oldest_due) = summary.unwrap_or_default();
         Ok((open, oldest_due.map(Timestamp)))
     }
 
     pub async fn effect(&self, id: &str) -> Result<Option<Effect>> {
         let sql = format!("SELECT {} FROM effects WHERE id = $1", rows::EFFECT_COLUMNS);
-        let row = read!(self, |pool| sqlx::query(&sql).bind(id).fetch_optional(pool).await)?;
-        row.as_ref().map(rows::effect).transpose()
+        self.fetch_optional(&sql, &[id.into()], rows::effect).await
     }
 
     /// Up to `limit` running children whose parent's admin cancel closed their child
@@ -98,13 +94,10 @@ impl Store {
                                  AND cancel.trigger_kind = 'admin' AND cancel.trigger_name = 'cancel')
              LIMIT {limit}"
         );
-        let rows = read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?;
-        rows.iter()
-            .map(|row| {
-                use sqlx::Row;
-                Ok((rows::parse(row.try_get("id")?)?, rows::parse(row.try_get("parent_id")?)?))
-            })
-            .collect()
+        self.fetch_all(&sql, &[], |row| {
+            Ok((rows::parse(row.text("id")?)?, rows::parse(row.text("parent_id")?)?))
+        })
+        .await
     }
 
     /// Every effect of an instance, in the order they were asked for.
@@ -113,8 +106,7 @@ impl Store {
             "SELECT {} FROM effects WHERE instance_id = $1 ORDER BY seq, created_at",
             rows::EFFECT_COLUMNS
         );
-        let rows = read!(self, |pool| sqlx::query(&sql).bind(instance.to_string()).fetch_all(pool).await)?;
-        rows.iter().map(rows::effect).collect()
+        self.fetch_all(&sql, &[instance.to_string().into()], rows::effect).await
     }
 
     /// Records `progress` on an effect that is still `from` (the status the work on
@@ -129,23 +121,21 @@ impl Store {
         progress: &Progress,
         now: Timestamp,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE effects SET status = $1, attempts = $2, due_at = $3, last_error = $4,
+        let sql = "UPDATE effects SET status = $1, attempts = $2, due_at = $3, last_error = $4,
                  result = COALESCE($5, result), updated_at = $6, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $7 AND status = $9 AND lease_token = COALESCE($8, lease_token)",
-        )
-        .bind(progress.status.as_str())
-        .bind(i64::from(progress.attempts))
-        .bind(progress.due_at.0)
-        .bind(&progress.last_error)
-        .bind(&progress.result)
-        .bind(now.0)
-        .bind(id)
-        .bind(lease_token)
-        .bind(from.as_str())
-        .execute(&mut *self.writing().await?)
-        .await?;
-        Ok(done.rows_affected() == 1)
+             WHERE id = $7 AND status = $9 AND lease_token = COALESCE($8, lease_token)";
+        let args = [
+            progress.status.as_str().into(),
+            i64::from(progress.attempts).into(),
+            progress.due_at.0.into(),
+            (&progress.last_error).into(),
+            (&progress.result).into(),
+            now.0.into(),
+            id.into(),
+            lease_token.into(),
+            from.as_str().into(),
+        ];
+        Ok(self.execute(sql, &args).await? == 1)
     }
 
     /// Extends the lease on an effect to `lease` from now, if it still has `token`.
@@ -156,12 +146,6 @@ impl Store {
              WHERE id = $2 AND lease_token = $3 AND lease_owner IS NOT NULL",
             self.clock
         );
-        let extended = sqlx::query(&sql)
-            .bind(millis(lease))
-            .bind(id)
-            .bind(token)
-            .execute(&mut *self.writing().await?)
-            .await?;
-        Ok(extended.rows_affected() == 1)
+        Ok(self.execute(&sql, &[millis(lease).into(), id.into(), token.into()]).await? == 1)
     }
 }

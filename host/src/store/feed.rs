@@ -13,9 +13,9 @@
 //! a reader that sees position `n` sees every position before it. Taking the clock last
 //! also keeps it out of deadlocks: nothing else is locked after it.
 
+use super::backend::{Arg, WriteTx};
 use super::rows::{self, parse};
 use super::transition::{Statement, chunks};
-use super::writer::{Arg, WriteTx};
 use super::{Commit, Result, Store};
 use crate::model::FeedItem;
 
@@ -53,7 +53,7 @@ pub(super) async fn append(tx: &mut impl WriteTx, commits: &[&Commit]) -> Result
 impl Store {
     /// Up to `limit` transitions after `after`, in commit order.
     pub async fn feed(&self, after: i64, limit: u32) -> Result<Vec<FeedItem>> {
-        let sql = if self.write_turn.is_some() {
+        let sql = if self.serial() {
             format!(
                 "SELECT h.rowid AS position, {COLUMNS} FROM history h JOIN instances i ON i.id = h.instance_id
                  WHERE h.rowid > $1 ORDER BY h.rowid LIMIT {limit}"
@@ -66,18 +66,14 @@ impl Store {
                  WHERE f.position > $1 ORDER BY f.position LIMIT {limit}"
             )
         };
-        let found = read!(self, |pool| sqlx::query(&sql).bind(after).fetch_all(pool).await)?;
-        found
-            .iter()
-            .map(|row| {
-                use sqlx::Row;
-                Ok(FeedItem {
-                    position: row.try_get("position")?,
-                    definition: row.try_get("definition")?,
-                    status: parse(row.try_get("status")?)?,
-                    entry: rows::history_entry(row)?,
-                })
+        self.fetch_all(&sql, &[after.into()], |row| {
+            Ok(FeedItem {
+                position: row.int("position")?,
+                definition: row.text("definition")?,
+                status: parse(row.text("status")?)?,
+                entry: rows::history_entry(row)?,
             })
-            .collect()
+        })
+        .await
     }
 }

@@ -15,16 +15,17 @@
 //! again; if it cannot be asked, the callers hear that the outcome is unknown. There is no timer: under light load a batch is one commit and
 //! costs what a plain transaction costs; under heavy load batches grow by themselves.
 //!
-//! On PostgreSQL the committer is a task of the runtime writing through sqlx; on
-//! SQLite it is a thread of its own that owns its connection (see [`super::writer`])
-//! and takes the store's write turn for each batch.
+//! On PostgreSQL the committer is a task of the runtime writing through the pool; on
+//! SQLite it is the thread that owns the writing connection, and runs the other writes
+//! between batches (see [`super::sqlite`]).
 
+use super::backend::{WriteTx, Writer};
 use super::notify::Notifier;
+use super::postgres::Pool;
 use super::transition::Locking;
-use super::writer::{WriteTx, Writer};
-use super::{Commit, Error, Result, WriteTurn, feed, transition};
+use super::{Commit, Error, Result, feed, transition};
 use crate::telemetry;
-use sqlx::AnyPool;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -36,19 +37,26 @@ const MAX_BATCH: usize = 256;
 /// lost connection) is written again, alone, before its caller hears of it.
 const RETRIES: u32 = 3;
 
-#[derive(Debug, Clone)]
-pub(super) struct Committer {
-    queue: mpsc::Sender<Message>,
+/// Takes commits (and, on SQLite, other writes: jobs `J`) for the writer.
+pub(super) struct Committer<J> {
+    queue: mpsc::Sender<Message<J>>,
     stats: Arc<Counters>,
 }
 
-#[derive(Debug)]
+impl<J> std::fmt::Debug for Committer<J> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
 #[expect(
     clippy::large_enum_variant,
     reason = "nearly every message is a commit; boxing it costs an allocation each"
 )]
-enum Message {
+enum Message<J> {
     Commit(Pending),
+    /// Run between batches, in the order received.
+    Job(J),
     /// Commit what is queued, refuse the rest, let the writer go, then answer.
     Close(oneshot::Sender<()>),
 }
@@ -76,29 +84,38 @@ pub struct Stats {
     pub largest_batch: u64,
 }
 
-impl Committer {
+impl Committer<Infallible> {
     /// Commits through the pool, from a task of the runtime; each batch's ids go to `notifier`.
-    pub(super) fn spawn(pool: AnyPool, notifier: Notifier) -> Committer {
+    pub(super) fn spawn(pool: Arc<Pool>, notifier: Notifier) -> Committer<Infallible> {
         let (committer, queue) = Committer::new();
-        tokio::spawn(run(pool, queue, committer.stats.clone(), None, notifier));
+        tokio::spawn(run(pool, queue, committer.stats.clone(), notifier));
         committer
     }
+}
 
-    /// Commits on `connection`, from a thread of its own: the connection's statements,
+impl Committer<super::sqlite::Job> {
+    /// Writes on `connection`, from a thread of its own: the connection's statements,
     /// and the fsync of every commit, never run on the runtime's threads.
-    pub(super) fn spawn_thread(connection: rusqlite::Connection, turn: WriteTurn) -> Result<Committer> {
+    pub(super) fn spawn_thread(connection: rusqlite::Connection) -> Result<Committer<super::sqlite::Job>> {
         let (committer, queue) = Committer::new();
         let stats = committer.stats.clone();
-        // Only to wait for the queue and the turn: the writer's futures are ready when polled.
+        // Only to wait for the queue: the writer's futures are ready when polled.
         let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(Error::Committer)?;
         std::thread::Builder::new()
-            .name("sqlite-committer".into())
-            .spawn(move || runtime.block_on(run(connection, queue, stats, Some(turn), Notifier::default())))
+            .name("sqlite-writer".into())
+            .spawn(move || runtime.block_on(run(connection, queue, stats, Notifier::default())))
             .map_err(Error::Committer)?;
         Ok(committer)
     }
 
-    fn new() -> (Committer, mpsc::Receiver<Message>) {
+    /// Queues `job` for the writer.
+    pub(super) async fn submit(&self, job: super::sqlite::Job) -> Result<()> {
+        self.queue.send(Message::Job(job)).await.map_err(|_| Error::CommitterStopped)
+    }
+}
+
+impl<J> Committer<J> {
+    fn new() -> (Committer<J>, mpsc::Receiver<Message<J>>) {
         let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
         let stats = Counters {
             commits: AtomicU64::new(0),
@@ -147,26 +164,31 @@ impl Committer {
     }
 }
 
-async fn run(
-    mut writer: impl Writer,
-    mut queue: mpsc::Receiver<Message>,
+async fn run<W: Writer>(
+    mut writer: W,
+    mut queue: mpsc::Receiver<Message<W::Job>>,
     stats: Arc<Counters>,
-    turn: Option<WriteTurn>,
     notifier: Notifier,
 ) {
     let mut messages = Vec::with_capacity(MAX_BATCH);
     let mut closers = Vec::new();
+    let mut jobs = Vec::new();
     while queue.recv_many(&mut messages, MAX_BATCH).await > 0 {
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages.drain(..) {
             match message {
                 Message::Commit(pending) => batch.push(pending),
+                Message::Job(job) => jobs.push(job),
                 Message::Close(done) => {
                     // What is queued already is still received, then `recv_many` ends.
                     queue.close();
                     closers.push(done);
                 }
             }
+        }
+        // Requests made at the same time: their order is nobody's promise.
+        for job in jobs.drain(..) {
+            writer.run(job);
         }
         if batch.is_empty() {
             continue;
@@ -175,10 +197,6 @@ async fn run(
         stats.commits.fetch_add(size, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.largest.fetch_max(size, Ordering::Relaxed);
-        let _turn = match &turn {
-            Some(turn) => Some(turn.lock().await),
-            None => None,
-        };
         let started = std::time::Instant::now();
         commit_batch(&mut writer, batch, &notifier).await;
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed());

@@ -31,9 +31,9 @@ impl Store {
 
     /// Reads the database's clock and remembers how far this host's is off.
     pub async fn read_clock(&self) -> Result<Timestamp> {
-        let sql = format!("SELECT {}", self.clock);
+        let sql = format!("SELECT {} AS value", self.clock);
         let before = Timestamp::now().0;
-        let now: i64 = read!(self, |pool| sqlx::query_scalar(&sql).fetch_one(pool).await)?;
+        let now = self.fetch_int(&sql, &[]).await?.unwrap_or_default();
         let midway = before + (Timestamp::now().0 - before) / 2;
         self.clock_offset.store(now - midway, Ordering::Relaxed);
         Ok(Timestamp(now))
@@ -50,13 +50,7 @@ impl Store {
                  owner = excluded.owner, expires_at = excluded.expires_at
              WHERE leases.owner = excluded.owner OR leases.expires_at < {now}"
         );
-        let taken = sqlx::query(&sql)
-            .bind(name)
-            .bind(owner)
-            .bind(millis(lease))
-            .execute(&mut *self.writing().await?)
-            .await?;
-        Ok(taken.rows_affected() == 1)
+        Ok(self.execute(&sql, &[name.into(), owner.into(), millis(lease).into()]).await? == 1)
     }
 
     /// Takes the lease on running bulk migration `id` for `owner` unless another host
@@ -68,13 +62,8 @@ impl Store {
              WHERE id = $3 AND status = 'running' AND (lease_owner IS NULL OR lease_expires_at < {now})
              RETURNING lease_token"
         );
-        let token = sqlx::query_scalar(&sql)
-            .bind(owner)
-            .bind(millis(lease))
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.writing().await?)
-            .await?;
-        Ok(token)
+        let args = [owner.into(), millis(lease).into(), id.to_string().into()];
+        Ok(self.write_all(&sql, &args, |row| row.int("lease_token")).await?.into_iter().next())
     }
 
     /// Extends the lease `owner` holds on migration `id` under `token`. False if it
@@ -91,14 +80,8 @@ impl Store {
              WHERE id = $2 AND lease_owner = $3 AND lease_token = $4 AND status = 'running'",
             self.clock
         );
-        let extended = sqlx::query(&sql)
-            .bind(millis(lease))
-            .bind(id.to_string())
-            .bind(owner)
-            .bind(token)
-            .execute(&mut *self.writing().await?)
-            .await?;
-        Ok(extended.rows_affected() == 1)
+        let args = [millis(lease).into(), id.to_string().into(), owner.into(), token.into()];
+        Ok(self.execute(&sql, &args).await? == 1)
     }
 
     /// Lets go of every effect lease `owner` holds (see [`Store::release_leases`]).
@@ -120,7 +103,6 @@ impl Store {
             "UPDATE {table} SET lease_owner = NULL, lease_expires_at = NULL, lease_token = lease_token + 1
              WHERE lease_owner = $1"
         );
-        let released = sqlx::query(&sql).bind(owner).execute(&mut *self.writing().await?).await?;
-        Ok(released.rows_affected())
+        self.execute(&sql, &[owner.into()]).await
     }
 }

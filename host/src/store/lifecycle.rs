@@ -1,7 +1,7 @@
 //! The version lifecycle: pinning, retiring, deleting, and bulk migrations.
 
-use super::writer::WriteTx;
-use super::{Error, Keyed, Result, Store, Tx, claim, rows};
+use super::backend::{Arg, End, WriteTx};
+use super::{Claim, Error, Keyed, Result, Store, claim_key, rows};
 use crate::model::{Instance, InstanceId, Migration, MigrationStep, Timestamp};
 
 /// What [`Store::pin_version`] did.
@@ -44,26 +44,23 @@ impl Store {
         version: Option<u32>,
         keyed: Option<Keyed<'_>>,
     ) -> Result<Pinning> {
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        claim(&mut tx, keyed).await?;
-        if lock_definition(&mut tx, name, self.for_update()).await?.is_none() {
-            return Ok(Pinning::NoDefinition);
-        }
-        if let Some(version) = version {
-            match retired_at(&mut tx, name, version, "").await? {
-                None => return Ok(Pinning::NoVersion),
-                Some(Some(_)) => return Ok(Pinning::Retired),
-                Some(None) => {}
+        let (claim, name, for_update) = (Claim::of(keyed), name.to_owned(), self.for_update());
+        transaction!(self, |tx| async move {
+            claim_key(tx, claim.as_ref()).await?;
+            if lock_definition(tx, &name, for_update).await?.is_none() {
+                return Ok(End::Rollback(Pinning::NoDefinition));
             }
-        }
-        sqlx::query("UPDATE definitions SET pinned_version = $1 WHERE name = $2")
-            .bind(version.map(i64::from))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Pinning::Pinned)
+            if let Some(version) = version {
+                match retired_at(tx, &name, version, "").await? {
+                    None => return Ok(End::Rollback(Pinning::NoVersion)),
+                    Some(Some(_)) => return Ok(End::Rollback(Pinning::Retired)),
+                    Some(None) => {}
+                }
+            }
+            let args = [version.map(i64::from).into(), name.as_str().into()];
+            tx.execute("UPDATE definitions SET pinned_version = $1 WHERE name = $2", &args).await?;
+            Ok(End::Commit(Pinning::Pinned))
+        })
     }
 
     /// Marks a version retired at `at`, unless it is pinned (the first retirement is
@@ -75,24 +72,26 @@ impl Store {
         at: Timestamp,
         keyed: Option<Keyed<'_>>,
     ) -> Result<Retirement> {
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        claim(&mut tx, keyed).await?;
-        let pinned = lock_definition(&mut tx, name, self.for_update()).await?.flatten();
-        match retired_at(&mut tx, name, version, self.for_update()).await? {
-            None => return Ok(Retirement::NotFound),
-            Some(Some(at)) => return Ok(Retirement::Already(Timestamp(at))),
-            Some(None) if pinned == Some(i64::from(version)) => return Ok(Retirement::Pinned),
-            Some(None) => {}
-        }
-        sqlx::query("UPDATE definition_versions SET retired_at = $1 WHERE name = $2 AND version = $3")
-            .bind(at.0)
-            .bind(name)
-            .bind(i64::from(version))
-            .execute(&mut *tx)
+        let (claim, name, for_update) = (Claim::of(keyed), name.to_owned(), self.for_update());
+        transaction!(self, |tx| async move {
+            claim_key(tx, claim.as_ref()).await?;
+            let pinned = lock_definition(tx, &name, for_update).await?.flatten();
+            match retired_at(tx, &name, version, for_update).await? {
+                None => return Ok(End::Rollback(Retirement::NotFound)),
+                Some(Some(at)) => return Ok(End::Rollback(Retirement::Already(Timestamp(at)))),
+                Some(None) if pinned == Some(i64::from(version)) => {
+                    return Ok(End::Rollback(Retirement::Pinned));
+                }
+                Some(None) => {}
+            }
+            let args = [at.0.into(), name.as_str().into(), i64::from(version).into()];
+            tx.execute(
+                "UPDATE definition_versions SET retired_at = $1 WHERE name = $2 AND version = $3",
+                &args,
+            )
             .await?;
-        tx.commit().await?;
-        Ok(Retirement::Retired)
+            Ok(End::Commit(Retirement::Retired))
+        })
     }
 
     /// Deletes a retired version that no running instance uses. The version's row is
@@ -105,31 +104,30 @@ impl Store {
         version: u32,
         keyed: Option<Keyed<'_>>,
     ) -> Result<Deletion> {
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        claim(&mut tx, keyed).await?;
-        match retired_at(&mut tx, name, version, self.for_update()).await? {
-            None => return Ok(Deletion::NotFound),
-            Some(None) => return Ok(Deletion::NotRetired),
-            Some(Some(_)) => {}
-        }
-        let running: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM instances WHERE definition = $1 AND definition_version = $2 AND status = 'running'",
-        )
-        .bind(name)
-        .bind(i64::from(version))
-        .fetch_one(&mut *tx)
-        .await?;
-        if running > 0 {
-            return Ok(Deletion::StillRunning(running));
-        }
-        sqlx::query("DELETE FROM definition_versions WHERE name = $1 AND version = $2")
-            .bind(name)
-            .bind(i64::from(version))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Deletion::Deleted)
+        let (claim, name, for_update) = (Claim::of(keyed), name.to_owned(), self.for_update());
+        transaction!(self, |tx| async move {
+            claim_key(tx, claim.as_ref()).await?;
+            match retired_at(tx, &name, version, for_update).await? {
+                None => return Ok(End::Rollback(Deletion::NotFound)),
+                Some(None) => return Ok(End::Rollback(Deletion::NotRetired)),
+                Some(Some(_)) => {}
+            }
+            let args = [name.as_str().into(), i64::from(version).into()];
+            let running = tx
+                .fetch_optional(
+                    "SELECT COUNT(*) AS n FROM instances
+                     WHERE definition = $1 AND definition_version = $2 AND status = 'running'",
+                    &args,
+                    |row| row.int("n"),
+                )
+                .await?
+                .unwrap_or_default();
+            if running > 0 {
+                return Ok(End::Rollback(Deletion::StillRunning(running)));
+            }
+            tx.execute("DELETE FROM definition_versions WHERE name = $1 AND version = $2", &args).await?;
+            Ok(End::Commit(Deletion::Deleted))
+        })
     }
 
     // --- bulk migrations ---------------------------------------------------------------
@@ -142,24 +140,14 @@ impl Store {
         after: Option<InstanceId>,
         limit: u32,
     ) -> Result<Vec<Instance>> {
-        let (sql, params) = candidates_sql(migration, after, Some(limit), rows::INSTANCE_SELECT);
-        let query = || {
-            let query = sqlx::query(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
-            params.iter().fold(query, |query, param| query.bind(param))
-        };
-        let rows = read!(self, |pool| query().fetch_all(pool).await)?;
-        rows.iter().map(rows::instance).collect()
+        let (sql, args) = candidates_sql(migration, after, Some(limit), rows::INSTANCE_SELECT);
+        self.fetch_all(&sql, &args, rows::instance).await
     }
 
     /// How many instances a new migration covers.
     pub async fn count_migration_candidates(&self, migration: &Migration) -> Result<i64> {
-        let (sql, params) = candidates_sql(migration, None, None, "SELECT COUNT(*) FROM instances");
-        let query = || {
-            let query =
-                sqlx::query_scalar(&sql).bind(&migration.definition).bind(i64::from(migration.from_version));
-            params.iter().fold(query, |query, param| query.bind(param))
-        };
-        Ok(read!(self, |pool| query().fetch_one(pool).await)?)
+        let (sql, args) = candidates_sql(migration, None, None, "SELECT COUNT(*) AS value FROM instances");
+        Ok(self.fetch_int(&sql, &args).await?.unwrap_or_default())
     }
 
     /// Stores a new migration, leased to `owner` for `lease` under token 1, with
@@ -176,9 +164,6 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|err| Error::Corrupt(err.to_string()))?;
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        claim(&mut tx, keyed).await?;
         let sql = format!(
             "INSERT INTO migrations (id, definition, from_version, to_version, states, dry_run, reason, actor,
                  status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at,
@@ -186,30 +171,32 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, 0, NULL, $11, $11, NULL, $12, {} + $13, 1)",
             self.clock
         );
-        sqlx::query(&sql)
-            .bind(migration.id.to_string())
-            .bind(&migration.definition)
-            .bind(i64::from(migration.from_version))
-            .bind(i64::from(migration.to_version))
-            .bind(states)
-            .bind(i64::from(migration.dry_run))
-            .bind(&migration.reason)
-            .bind(&migration.actor)
-            .bind(migration.status.as_str())
-            .bind(migration.total)
-            .bind(migration.created_at.0)
-            .bind(owner)
-            .bind(super::leases::millis(lease))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let args: Vec<Arg<'static>> = vec![
+            migration.id.to_string().into(),
+            migration.definition.clone().into(),
+            i64::from(migration.from_version).into(),
+            i64::from(migration.to_version).into(),
+            states.into(),
+            i64::from(migration.dry_run).into(),
+            migration.reason.clone().into(),
+            migration.actor.clone().into(),
+            migration.status.as_str().into(),
+            migration.total.into(),
+            migration.created_at.0.into(),
+            owner.to_owned().into(),
+            super::leases::millis(lease).into(),
+        ];
+        let claim = Claim::of(keyed);
+        transaction!(self, |tx| async move {
+            claim_key(tx, claim.as_ref()).await?;
+            tx.execute(&sql, &args).await?;
+            Ok(End::Commit(()))
+        })
     }
 
     pub async fn migration(&self, id: uuid::Uuid) -> Result<Option<Migration>> {
         let sql = format!("{} WHERE id = $1", rows::MIGRATION_SELECT);
-        let row = read!(self, |pool| sqlx::query(&sql).bind(id.to_string()).fetch_optional(pool).await)?;
-        row.as_ref().map(rows::migration).transpose()
+        self.fetch_optional(&sql, &[id.to_string().into()], rows::migration).await
     }
 
     /// Running migrations no host holds a lease on: left by a host that died or stopped.
@@ -219,20 +206,17 @@ impl Store {
             rows::MIGRATION_SELECT,
             self.clock
         );
-        let rows = read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?;
-        rows.iter().map(rows::migration).collect()
+        self.fetch_all(&sql, &[], rows::migration).await
     }
 
     /// `(instance id, reason)` of every instance that could not be migrated.
     pub async fn migration_failures(&self, id: uuid::Uuid) -> Result<Vec<(String, String)>> {
-        Ok(read!(self, |pool| {
-            sqlx::query_as(
-                "SELECT instance_id, reason FROM migration_failures WHERE migration_id = $1 ORDER BY instance_id",
-            )
-            .bind(id.to_string())
-            .fetch_all(pool)
-            .await
-        })?)
+        let sql =
+            "SELECT instance_id, reason FROM migration_failures WHERE migration_id = $1 ORDER BY instance_id";
+        self.fetch_all(sql, &[id.to_string().into()], |row| {
+            Ok((row.text("instance_id")?, row.text("reason")?))
+        })
+        .await
     }
 
     /// Records what happened to `instance` and moves the cursor past it, unless an
@@ -244,22 +228,20 @@ impl Store {
         instance: InstanceId,
         step: &MigrationStep,
     ) -> Result<()> {
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        if let MigrationStep::Failed(reason) = step {
-            sqlx::query(
-                "INSERT INTO migration_failures (migration_id, instance_id, reason) VALUES ($1, $2, $3)
-                 ON CONFLICT (migration_id, instance_id) DO NOTHING",
-            )
-            .bind(migration.to_string())
-            .bind(instance.to_string())
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
-        }
-        advance_migration(&mut tx, (migration, token), instance, step).await?;
-        tx.commit().await?;
-        Ok(())
+        let step = step.clone();
+        transaction!(self, |tx| async move {
+            if let MigrationStep::Failed(reason) = &step {
+                let args = [migration.to_string().into(), instance.to_string().into(), reason.into()];
+                tx.execute(
+                    "INSERT INTO migration_failures (migration_id, instance_id, reason) VALUES ($1, $2, $3)
+                     ON CONFLICT (migration_id, instance_id) DO NOTHING",
+                    &args,
+                )
+                .await?;
+            }
+            advance_migration(tx, (migration, token), instance, &step).await?;
+            Ok(End::Commit(()))
+        })
     }
 
     /// Marks a migration completed with its final count of skipped instances, and lets
@@ -270,18 +252,11 @@ impl Store {
         skipped: i64,
         at: Timestamp,
     ) -> Result<()> {
-        let finished = sqlx::query(
+        let sql =
             "UPDATE migrations SET status = 'completed', skipped = $1, finished_at = $2, updated_at = $2,
                  lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $3 AND lease_token = $4",
-        )
-        .bind(skipped)
-        .bind(at.0)
-        .bind(id.to_string())
-        .bind(token)
-        .execute(&mut *self.writing().await?)
-        .await?;
-        match finished.rows_affected() {
+             WHERE id = $3 AND lease_token = $4";
+        match self.execute(sql, &[skipped.into(), at.0.into(), id.to_string().into(), token.into()]).await? {
             1 => Ok(()),
             _ => Err(Error::LeaseLost),
         }
@@ -315,25 +290,24 @@ pub(super) async fn advance_migration(
     }
 }
 
-/// `select` over the migration's candidates; `$1` and `$2` are the definition and
-/// version, the returned params follow.
-fn candidates_sql(
-    migration: &Migration,
+/// `select` over the migration's candidates, and its arguments.
+fn candidates_sql<'m>(
+    migration: &'m Migration,
     after: Option<InstanceId>,
     limit: Option<u32>,
     select: &str,
-) -> (String, Vec<String>) {
+) -> (String, Vec<Arg<'m>>) {
     let mut sql =
         format!("{select} WHERE definition = $1 AND definition_version = $2 AND status = 'running'");
-    let mut params = Vec::new();
+    let mut params: Vec<Arg> = vec![(&migration.definition).into(), i64::from(migration.from_version).into()];
     if let Some(states) = &migration.states {
         let placeholders: Vec<String> = (0..states.len()).map(|idx| format!("${}", idx + 3)).collect();
         sql.push_str(&format!(" AND state IN ({})", placeholders.join(", ")));
-        params.extend(states.iter().cloned());
+        params.extend(states.iter().map(Arg::from));
     }
     if let Some(after) = after {
-        params.push(after.to_string());
-        sql.push_str(&format!(" AND id > ${}", params.len() + 2));
+        params.push(after.to_string().into());
+        sql.push_str(&format!(" AND id > ${}", params.len()));
     }
     if let Some(limit) = limit {
         sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
@@ -342,13 +316,19 @@ fn candidates_sql(
 }
 
 /// Locks the definition's row; its pinned version, `None` if there is no such definition.
-async fn lock_definition(tx: &mut Tx<'_>, name: &str, for_update: &str) -> Result<Option<Option<i64>>> {
+async fn lock_definition(tx: &mut impl WriteTx, name: &str, for_update: &str) -> Result<Option<Option<i64>>> {
     let sql = format!("SELECT pinned_version FROM definitions WHERE name = $1{for_update}");
-    Ok(sqlx::query_scalar(&sql).bind(name).fetch_optional(&mut **tx).await?)
+    tx.fetch_optional(&sql, &[name.into()], |row| row.int_or_null("pinned_version")).await
 }
 
 /// When the version was retired (`Some(None)`: it was not), `None` if it does not exist.
-async fn retired_at(tx: &mut Tx<'_>, name: &str, version: u32, lock: &str) -> Result<Option<Option<i64>>> {
+async fn retired_at(
+    tx: &mut impl WriteTx,
+    name: &str,
+    version: u32,
+    lock: &str,
+) -> Result<Option<Option<i64>>> {
     let sql = format!("SELECT retired_at FROM definition_versions WHERE name = $1 AND version = $2{lock}");
-    Ok(sqlx::query_scalar(&sql).bind(name).bind(i64::from(version)).fetch_optional(&mut **tx).await?)
+    tx.fetch_optional(&sql, &[name.into(), i64::from(version).into()], |row| row.int_or_null("retired_at"))
+        .await
 }

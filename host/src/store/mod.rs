@@ -1,27 +1,47 @@
 //! Durable state: definitions, instances, history and idempotency records.
 //!
 //! One set of portable SQL statements runs on SQLite (embedded default) and PostgreSQL
-//! through sqlx's `Any` driver: `$N` placeholders, ids and JSON as text, times as
-//! epoch milliseconds. The backends differ only where their semantics do, and say so.
+//! ([`backend`]): `$N` placeholders, ids and JSON as text, times as epoch milliseconds.
+//! The backends differ only where their semantics do, and say so.
 //!
 //! Invariant: a transition's instance row, history entry and idempotency record are
 //! written in one transaction ([`Store::commit`]), or not at all.
 
-/// `read!(store, |pool| query.fetch_…(pool).await)`: runs a read on the store's read
-/// pool, and once more should the connection turn out dead (the database restarted
-/// since it was last used): a read can be repeated. A macro, not a function taking a
-/// closure, so the futures stay `Send` without higher-ranked bounds.
-macro_rules! read {
-    ($store:expr, |$pool:ident| $query:expr) => {{
-        let $pool = &$store.read;
-        match $query {
-            Err(err) if $crate::store::lost_connection(&err) => $query,
-            other => other,
+/// `transaction!(store, |tx| async move { ... })`: runs the statements of the async
+/// block (written once, against [`backend::WriteTx`]) in one write transaction, which
+/// commits if the block returns [`End::Commit`]. On SQLite the block runs on the writer
+/// thread, so it owns what it uses. A macro, not a function taking a closure, because
+/// the block is compiled once for each backend's transaction type.
+macro_rules! transaction {
+    ($store:expr, |$tx:ident| $work:expr) => {{
+        match &*$store.db {
+            $crate::store::Db::Sqlite(db) => {
+                db.transaction(move |$tx| $crate::store::backend::ready($work)).await
+            }
+            $crate::store::Db::Postgres(db) => {
+                let mut tx = db.begin().await?;
+                let out = {
+                    let $tx = &mut tx;
+                    $work.await
+                };
+                $crate::store::postgres::Postgres::finish(tx, out).await
+            }
+        }
+    }};
+}
+
+/// `dispatch!(store, |db| db.method(...))`: runs a [`Backend`] call on the store's backend.
+macro_rules! dispatch {
+    ($store:expr, |$db:ident| $call:expr) => {{
+        match &*$store.db {
+            $crate::store::Db::Sqlite($db) => $call,
+            $crate::store::Db::Postgres($db) => $call,
         }
     }};
 }
 
 mod artifacts;
+mod backend;
 mod effects;
 mod events;
 mod feed;
@@ -29,10 +49,10 @@ mod group_commit;
 mod leases;
 mod lifecycle;
 mod notify;
-mod readers;
+mod postgres;
 mod rows;
+mod sqlite;
 mod transition;
-mod writer;
 
 pub use effects::Progress;
 pub use lifecycle::{Deletion, Pinning, Retirement};
@@ -42,11 +62,7 @@ use crate::model::{
     DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, InstanceFilter,
     InstanceId, ModuleHash, PostedEvent, Revision, Status, Timestamp,
 };
-use readers::Readers;
-use sqlx::any::AnyPoolOptions;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AnyPool, Connection, Executor, Row};
-use std::str::FromStr;
+use backend::{Arg, Backend, Decode, End, WriteTx};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,31 +172,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// Writes other than transitions, through [`Store::writing`]. On SQLite a pool of
-    /// one connection; on PostgreSQL the same pool as `read`.
-    write: AnyPool,
-    /// How `write` begins a transaction: on SQLite by taking the write lock at once
-    /// (see [`writer`]).
-    begin_write: &'static str,
-    /// The database, for connections of their own ([`Store::ready`]).
-    url: String,
-    /// Run on the readiness probe's connection: on SQLite, give up on the write lock
-    /// well within [`READY_TIMEOUT`].
-    probe_setup: Option<&'static str>,
-    /// On SQLite, every write waits its turn here, the committer's batches included:
-    /// SQLite has one write lock, and its own wait for it (`busy_timeout`) is neither
-    /// fair nor unbounded. PostgreSQL locks rows instead.
-    write_turn: Option<WriteTurn>,
-    read: AnyPool,
-    /// The lookups every request makes, on connections of their own.
-    hot_reads: Arc<Readers>,
-    committer: group_commit::Committer,
+    db: Arc<Db>,
     /// The database's clock in SQL ([`leases`]): what lease expiries are judged by.
     clock: &'static str,
     /// How far the database's clock is ahead of this host's, in ms, when last read.
     clock_offset: Arc<std::sync::atomic::AtomicI64>,
-    /// Takes each batch's ids for the other hosts (PostgreSQL).
-    notifier: notify::Notifier,
+}
+
+/// The store's backend.
+#[derive(Debug)]
+enum Db {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 /// One change to an instance, committed atomically.
@@ -254,57 +257,17 @@ pub struct InstanceCount {
 impl Store {
     /// Connects to `sqlite://PATH` or `postgres://URL` and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let store = if url.starts_with("sqlite:") {
-            let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
-            let options = || {
-                pool_options().after_connect(|conn, _meta| {
-                    Box::pin(async move { conn.execute(SQLITE_SETUP).await.map(drop) })
-                })
-            };
-            let write = options().max_connections(1).connect(&url).await?;
-            let read = options().max_connections(8).connect(&url).await?;
-            sqlx::migrate!("migrations/sqlite").run(&write).await?;
-            let path = SqliteConnectOptions::from_str(&url)?.get_filename().to_owned();
-            let turn = WriteTurn::default();
-            let committer = group_commit::Committer::spawn_thread(writer::open_sqlite(&path)?, turn.clone())?;
-            let hot_reads = Arc::new(Readers::new(url.clone(), HOT_READERS, Some(SQLITE_SETUP)));
-            Store {
-                committer,
-                notifier: notify::Notifier::default(),
-                write,
-                begin_write: "BEGIN IMMEDIATE",
-                url,
-                probe_setup: Some("PRAGMA busy_timeout = 1000"),
-                write_turn: Some(turn),
-                read,
-                hot_reads,
+        let store = match sqlite_path(url) {
+            Some(path) => Store {
+                db: Arc::new(Db::Sqlite(sqlite::Sqlite::open(std::path::Path::new(&path))?)),
                 clock: leases::SQLITE_CLOCK,
                 clock_offset: Arc::default(),
-            }
-        } else {
-            let pool =
-                pool_options().max_connections(16).acquire_timeout(Duration::from_secs(10)).after_connect(
-                    |conn, _meta| Box::pin(async move { conn.execute(POSTGRES_SETUP).await.map(drop) }),
-                );
-            let pool = pool.connect(url).await?;
-            sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            let notifier = notify::Notifier::default();
-            let committer = group_commit::Committer::spawn(pool.clone(), notifier.clone());
-            let hot_reads = Arc::new(Readers::new(url.to_owned(), HOT_READERS, None));
-            Store {
-                committer,
-                notifier,
-                write: pool.clone(),
-                begin_write: "BEGIN",
-                url: url.to_owned(),
-                probe_setup: None,
-                write_turn: None,
-                read: pool,
-                hot_reads,
+            },
+            None => Store {
+                db: Arc::new(Db::Postgres(postgres::Postgres::connect(url).await?)),
                 clock: leases::POSTGRES_CLOCK,
                 clock_offset: Arc::default(),
-            }
+            },
         };
         store.read_clock().await?;
         Ok(store)
@@ -315,44 +278,58 @@ impl Store {
     /// SQLite the write lock can be taken; on PostgreSQL the database is not read-only),
     /// all within [`READY_TIMEOUT`].
     pub async fn ready(&self) -> Result<()> {
-        if !self.committer.is_running() {
+        if !dispatch!(self, |db| db.committer.is_running()) {
             return Err(Error::CommitterStopped);
         }
-        // A connection of its own: a probe given up on mid-statement must not leave a
-        // pooled connection behind in a transaction, and it shows that new connections
-        // can be made.
-        let probe = async {
-            sqlx::query("SELECT 1").execute(&self.read).await?;
-            let mut connection = sqlx::AnyConnection::connect(&self.url).await?;
-            if let Some(setup) = self.probe_setup {
-                connection.execute(setup).await?;
-            }
-            let mut tx = connection.begin_with(self.begin_write).await?;
-            // Writes nothing, but is refused where writing is (a read-only transaction).
-            sqlx::query("DELETE FROM idempotency_keys WHERE 1 = 0").execute(&mut *tx).await?;
-            tx.rollback().await?;
-            connection.close().await?;
-            Ok(())
-        };
+        let probe = async { dispatch!(self, |db| db.ready().await) };
         tokio::time::timeout(READY_TIMEOUT, probe).await.map_err(|_| Error::Unresponsive)?
     }
 
     /// Commits what is queued, then closes every connection.
     pub async fn close(&self) {
-        self.committer.close().await;
-        self.notifier.close();
-        self.hot_reads.close().await;
-        self.write.close().await;
-        self.read.close().await;
+        dispatch!(self, |db| db.close().await)
     }
 
-    /// The connection for a write other than a transition, with the write turn.
-    async fn writing(&self) -> Result<Writing<'_>> {
-        let turn = match &self.write_turn {
-            Some(turn) => Some(turn.lock().await),
-            None => None,
-        };
-        Ok(Writing { _turn: turn, connection: self.write.acquire().await?, begin: self.begin_write })
+    /// Whether the database runs one write transaction at a time (SQLite).
+    fn serial(&self) -> bool {
+        matches!(*self.db, Db::Sqlite(_))
+    }
+
+    async fn fetch_all<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        dispatch!(self, |db| db.fetch_all(sql, args, decode).await)
+    }
+
+    async fn fetch_optional<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.fetch_all(sql, args, decode).await?.into_iter().next())
+    }
+
+    /// A query whose one row's column `value` is the answer.
+    async fn fetch_int(&self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>> {
+        let found = self.fetch_optional(sql, args, |row| row.int_or_null("value")).await?;
+        Ok(found.flatten())
+    }
+
+    async fn write_all<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        dispatch!(self, |db| db.write_all(sql, args, decode).await)
+    }
+
+    async fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64> {
+        dispatch!(self, |db| db.execute(sql, args).await)
     }
 
     // --- definitions -------------------------------------------------------------------
@@ -367,40 +344,42 @@ impl Store {
     ) -> Result<()> {
         let manifest =
             postcard::to_allocvec(&version.manifest).map_err(|err| Error::Corrupt(err.to_string()))?;
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        claim(&mut tx, keyed).await?;
-        sqlx::query("INSERT INTO definitions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-            .bind(&version.name)
-            .execute(&mut *tx)
+        let claim = Claim::of(keyed);
+        let (name, number, sha256) =
+            (version.name.clone(), i64::from(version.version), version.sha256.0.clone());
+        let (module, deployed_at) = (module.to_vec(), version.deployed_at.0);
+        transaction!(self, |tx| async move {
+            claim_key(tx, claim.as_ref()).await?;
+            tx.execute(
+                "INSERT INTO definitions (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                &[name.as_str().into()],
+            )
             .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO definition_versions (name, version, sha256, manifest, module, deployed_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING",
-        )
-        .bind(&version.name)
-        .bind(i64::from(version.version))
-        .bind(&version.sha256.0)
-        .bind(manifest)
-        .bind(module)
-        .bind(version.deployed_at.0)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::Duplicate);
-        }
-        tx.commit().await?;
-        Ok(())
+            let args = [
+                name.as_str().into(),
+                number.into(),
+                sha256.as_str().into(),
+                manifest.into(),
+                module.into(),
+                deployed_at.into(),
+            ];
+            let inserted = tx
+                .execute(
+                    "INSERT INTO definition_versions (name, version, sha256, manifest, module, deployed_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, version) DO NOTHING",
+                    &args,
+                )
+                .await?;
+            if inserted == 0 {
+                return Err(Error::Duplicate);
+            }
+            Ok(End::Commit(()))
+        })
     }
 
     pub async fn definition_version(&self, name: &str, version: u32) -> Result<Option<DefinitionVersion>> {
         let sql = format!("{} WHERE name = $1 AND version = $2", rows::DEFINITION_VERSION_SELECT);
-        let row = read!(self, |pool| sqlx::query(&sql)
-            .bind(name)
-            .bind(i64::from(version))
-            .fetch_optional(pool)
-            .await)?;
-        row.as_ref().map(rows::definition_version).transpose()
+        self.fetch_optional(&sql, &[name.into(), i64::from(version).into()], rows::definition_version).await
     }
 
     pub async fn definition_version_with_hash(
@@ -408,34 +387,27 @@ impl Store {
         sha256: &ModuleHash,
     ) -> Result<Option<DefinitionVersion>> {
         let sql = format!("{} WHERE sha256 = $1", rows::DEFINITION_VERSION_SELECT);
-        let row = read!(self, |pool| sqlx::query(&sql).bind(&sha256.0).fetch_optional(pool).await)?;
-        row.as_ref().map(rows::definition_version).transpose()
+        self.fetch_optional(&sql, &[sha256.0.as_str().into()], rows::definition_version).await
     }
 
     /// Every version of `name` (or of every definition), by name and version.
     pub async fn definition_versions(&self, name: Option<&str>) -> Result<Vec<DefinitionVersion>> {
-        let rows = match name {
+        match name {
             Some(name) => {
                 let sql = format!("{} WHERE name = $1 ORDER BY version", rows::DEFINITION_VERSION_SELECT);
-                read!(self, |pool| sqlx::query(&sql).bind(name).fetch_all(pool).await)?
+                self.fetch_all(&sql, &[name.into()], rows::definition_version).await
             }
             None => {
                 let sql = format!("{} ORDER BY name, version", rows::DEFINITION_VERSION_SELECT);
-                read!(self, |pool| sqlx::query(&sql).fetch_all(pool).await)?
+                self.fetch_all(&sql, &[], rows::definition_version).await
             }
-        };
-        rows.iter().map(rows::definition_version).collect()
+        }
     }
 
     /// The bytes of the module with this sha256, if a version deployed it.
     pub async fn module_with_hash(&self, sha256: &ModuleHash) -> Result<Option<Vec<u8>>> {
-        let module = read!(self, |pool| {
-            sqlx::query_scalar("SELECT module FROM definition_versions WHERE sha256 = $1")
-                .bind(&sha256.0)
-                .fetch_optional(pool)
-                .await
-        })?;
-        Ok(module)
+        let sql = "SELECT module FROM definition_versions WHERE sha256 = $1";
+        self.fetch_optional(sql, &[sha256.0.as_str().into()], |row| row.blob("module")).await
     }
 
     /// The version a new instance of `name` starts on, and whether it is retired:
@@ -443,91 +415,73 @@ impl Store {
     /// One indexed lookup: every start makes it, so its cost must not grow with the
     /// instances (a definition's summary counts them all).
     pub async fn start_version(&self, name: &str, requested: Option<u32>) -> Result<Option<StartVersion>> {
-        let query = || {
-            match requested {
-            Some(version) => sqlx::query(
-                "SELECT version, retired_at, sha256 FROM definition_versions WHERE name = $1 AND version = $2",
-            )
-            .bind(name)
-            .bind(i64::from(version)),
-            None => sqlx::query(
-                "SELECT chosen.version, chosen.retired_at, chosen.sha256 FROM definitions
-                 JOIN definition_versions chosen ON chosen.name = definitions.name
-                 WHERE definitions.name = $1 AND chosen.version = COALESCE(definitions.pinned_version,
-                     (SELECT MAX(version) FROM definition_versions WHERE name = $1 AND retired_at IS NULL))",
-            )
-            .bind(name),
-        }
+        let decode: Decode<StartVersion> = |row| {
+            Ok(StartVersion {
+                version: rows::version(row.int("version")?)?,
+                retired: row.int_or_null("retired_at")?.is_some(),
+                sha256: ModuleHash(row.text("sha256")?),
+            })
         };
-        let Some(row) = read!(self, |pool| query().fetch_optional(pool).await)? else { return Ok(None) };
-        let retired_at: Option<i64> = row.try_get(1)?;
-        Ok(Some(StartVersion {
-            version: rows::version(row.try_get(0)?)?,
-            retired: retired_at.is_some(),
-            sha256: ModuleHash(row.try_get(2)?),
-        }))
+        match requested {
+            Some(version) => {
+                let sql = "SELECT version, retired_at, sha256 FROM definition_versions WHERE name = $1 AND version = $2";
+                self.fetch_optional(sql, &[name.into(), i64::from(version).into()], decode).await
+            }
+            None => {
+                let sql = "SELECT chosen.version, chosen.retired_at, chosen.sha256 FROM definitions
+                     JOIN definition_versions chosen ON chosen.name = definitions.name
+                     WHERE definitions.name = $1 AND chosen.version = COALESCE(definitions.pinned_version,
+                         (SELECT MAX(version) FROM definition_versions WHERE name = $1 AND retired_at IS NULL))";
+                self.fetch_optional(sql, &[name.into()], decode).await
+            }
+        }
     }
 
     /// The version an admin pinned for new instances, if any.
     pub async fn pinned_version(&self, name: &str) -> Result<Option<u32>> {
-        let pinned: Option<Option<i64>> = read!(self, |pool| {
-            sqlx::query_scalar("SELECT pinned_version FROM definitions WHERE name = $1")
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-        })?;
-        pinned.flatten().map(rows::version).transpose()
+        let pinned = self
+            .fetch_int("SELECT pinned_version AS value FROM definitions WHERE name = $1", &[name.into()])
+            .await?;
+        pinned.map(rows::version).transpose()
     }
 
     pub async fn instance_counts(&self, name: &str) -> Result<Vec<InstanceCount>> {
-        let rows = read!(self, |pool| {
-            sqlx::query(
-                "SELECT definition_version, status, COUNT(*) AS n FROM instances
-                     WHERE definition = $1 GROUP BY definition_version, status",
-            )
-            .bind(name)
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.iter().map(rows::instance_count).collect()
+        let sql = "SELECT definition_version, status, COUNT(*) AS n FROM instances
+                   WHERE definition = $1 GROUP BY definition_version, status";
+        self.fetch_all(sql, &[name.into()], rows::instance_count).await
     }
 
     // --- instances ---------------------------------------------------------------------
 
     pub async fn instance(&self, id: InstanceId) -> Result<Option<Instance>> {
         let sql = format!("{} WHERE id = $1", rows::INSTANCE_SELECT);
-        let row = self.hot_reads.fetch_optional(|| sqlx::query(&sql).bind(id.to_string())).await?;
-        row.as_ref().map(rows::instance).transpose()
+        self.fetch_optional(&sql, &[id.to_string().into()], rows::instance).await
     }
 
     pub async fn instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
-        enum Param {
-            Text(String),
-            Int(i64),
-        }
         let mut conditions = Vec::new();
-        let mut params = Vec::new();
-        let mut condition = |column: &str, param: Param| {
-            params.push(param);
-            conditions.push(format!("{column} ${}", params.len()));
+        let mut args: Vec<Arg> = Vec::new();
+        let mut condition = |column: &str, arg: Arg<'static>| {
+            args.push(arg);
+            conditions.push(format!("{column} ${}", args.len()));
         };
         if let Some(definition) = &filter.definition {
-            condition("definition =", Param::Text(definition.clone()));
+            condition("definition =", definition.clone().into());
         }
         if let Some(version) = filter.version {
-            condition("definition_version =", Param::Int(i64::from(version)));
+            condition("definition_version =", i64::from(version).into());
         }
         if let Some(state) = &filter.state {
-            condition("state =", Param::Text(state.clone()));
+            condition("state =", state.clone().into());
         }
         if let Some(status) = filter.status {
-            condition("status =", Param::Text(status.as_str().into()));
+            condition("status =", status.as_str().into());
         }
         if let Some(parent) = filter.parent {
-            condition("parent_id =", Param::Text(parent.to_string()));
+            condition("parent_id =", parent.to_string().into());
         }
         if let Some(before) = filter.before {
-            condition("id <", Param::Text(before.to_string()));
+            condition("id <", before.to_string().into());
         }
         let mut sql = String::from(rows::INSTANCE_SELECT);
         if !conditions.is_empty() {
@@ -535,20 +489,12 @@ impl Store {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-        let query = || {
-            params.iter().fold(sqlx::query(&sql), |query, param| match param {
-                Param::Text(text) => query.bind(text),
-                Param::Int(int) => query.bind(*int),
-            })
-        };
-        let rows = read!(self, |pool| query().fetch_all(pool).await)?;
-        rows.iter().map(rows::instance).collect()
+        self.fetch_all(&sql, &args, rows::instance).await
     }
 
     pub async fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
         let sql = format!("{} WHERE instance_id = $1 ORDER BY seq", rows::HISTORY_SELECT);
-        let rows = read!(self, |pool| sqlx::query(&sql).bind(id.to_string()).fetch_all(pool).await)?;
-        rows.iter().map(rows::history_entry).collect()
+        self.fetch_all(&sql, &[id.to_string().into()], rows::history_entry).await
     }
 
     /// Writes a transition: the instance (created, or updated if still at
@@ -557,18 +503,18 @@ impl Store {
     /// [`Error::RevisionConflict`] if the instance moved on; [`Error::Duplicate`] if the
     /// idempotency key was stored meanwhile.
     pub async fn commit(&self, commit: Commit) -> Result<()> {
-        self.committer.commit(commit).await
+        dispatch!(self, |db| db.committer.commit(commit).await)
     }
 
     /// Changes each time this process has written a commit batch: a hint for feed
     /// readers that there may be more to read.
     pub fn batches_written(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.committer.batches_written()
+        dispatch!(self, |db| db.committer.batches_written())
     }
 
     /// Commits and batches so far: how well group commit batches under the load seen.
     pub fn commit_stats(&self) -> group_commit::Stats {
-        self.committer.stats()
+        dispatch!(self, |db| db.committer.stats())
     }
 
     // --- idempotency -------------------------------------------------------------------
@@ -576,7 +522,7 @@ impl Store {
     /// `SELECT ... FOR UPDATE` where rows are locked (PostgreSQL); on SQLite a write
     /// transaction holds the one write lock from its start.
     fn for_update(&self) -> &'static str {
-        if self.write_turn.is_some() { "" } else { " FOR UPDATE" }
+        if self.serial() { "" } else { " FOR UPDATE" }
     }
 
     /// The live records (none older than `not_before`) whose scope starts with one of
@@ -600,24 +546,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
-             WHERE created_at >= ${} AND ({}) ORDER BY created_at",
+            "{IDEMPOTENCY_SELECT} WHERE created_at >= ${} AND ({}) ORDER BY created_at",
             prefixes.len() + exact.map_or(1, |_| 3),
             conditions.join(" OR ")
         );
-        let query = || {
-            let query = prefixes.iter().fold(sqlx::query(&sql), |query, prefix| {
-                // `%` and `_` in a prefix are taken literally by nobody: ids have neither.
-                query.bind(format!("{prefix}%"))
-            });
-            let query = match exact {
-                Some(key) => query.bind(&key.scope).bind(&key.key),
-                None => query,
-            };
-            query.bind(not_before.0)
-        };
-        let found = read!(self, |pool| query().fetch_all(pool).await)?;
-        found.iter().map(rows::idempotency_record).collect()
+        // `%` and `_` in a prefix are taken literally by nobody: ids have neither.
+        let mut args: Vec<Arg> = prefixes.iter().map(|prefix| format!("{prefix}%").into()).collect();
+        if let Some(key) = exact {
+            args.extend([(&key.scope).into(), (&key.key).into()]);
+        }
+        args.push(not_before.0.into());
+        self.fetch_all(&sql, &args, rows::idempotency_record).await
     }
 
     /// The record kept under `key`. One older than `not_before` has expired: it is
@@ -627,25 +566,17 @@ impl Store {
         key: &IdempotencyKey,
         not_before: Timestamp,
     ) -> Result<Option<IdempotencyRecord>> {
-        let query = || {
-            sqlx::query(
-                "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys
-                 WHERE scope = $1 AND idempotency_key = $2",
-            )
+        let sql = format!("{IDEMPOTENCY_SELECT} WHERE scope = $1 AND idempotency_key = $2");
+        let args = [(&key.scope).into(), (&key.key).into()];
+        let Some(record) = self.fetch_optional(&sql, &args, rows::idempotency_record).await? else {
+            return Ok(None);
         };
-        let row = self.hot_reads.fetch_optional(|| query().bind(&key.scope).bind(&key.key)).await?;
-        let Some(record) = row.as_ref().map(rows::idempotency_record).transpose()? else { return Ok(None) };
         if record.created_at >= not_before {
             return Ok(Some(record));
         }
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND created_at < $3",
-        )
-        .bind(&key.scope)
-        .bind(&key.key)
-        .bind(not_before.0)
-        .execute(&mut *self.writing().await?)
-        .await?;
+        let sql =
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND created_at < $3";
+        self.execute(sql, &[(&key.scope).into(), (&key.key).into(), not_before.0.into()]).await?;
         Ok(None)
     }
 
@@ -657,11 +588,11 @@ impl Store {
         record: &IdempotencyRecord,
         expired_before: Timestamp,
     ) -> Result<()> {
-        let mut writing = self.writing().await?;
-        let mut tx = writing.begin().await?;
-        transition::insert_idempotency_records(&mut tx, &[record], expired_before).await?;
-        tx.commit().await?;
-        Ok(())
+        let record = record.clone();
+        transaction!(self, |tx| async move {
+            transition::insert_idempotency_records(tx, &[&record], expired_before).await?;
+            Ok(End::Commit(()))
+        })
     }
 
     /// Forgets records created before `before`, [`SWEEP_CHUNK`] at a time so that no
@@ -669,15 +600,9 @@ impl Store {
     pub async fn delete_idempotency_records(&self, before: Timestamp) -> Result<u64> {
         let mut deleted = 0;
         loop {
-            let done = sqlx::query(
-                "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN
-                 (SELECT scope, idempotency_key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
-            )
-            .bind(before.0)
-            .bind(SWEEP_CHUNK)
-            .execute(&mut *self.writing().await?)
-            .await?
-            .rows_affected();
+            let sql = "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN
+                 (SELECT scope, idempotency_key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)";
+            let done = self.execute(sql, &[before.0.into(), SWEEP_CHUNK.into()]).await?;
             deleted += done;
             // Records created meanwhile are newer than `before`: the backlog only shrinks.
             if done < SWEEP_CHUNK as u64 {
@@ -687,31 +612,29 @@ impl Store {
     }
 }
 
-/// Every SQLite connection: WAL, so readers never wait for the writer; FULL, so a
-/// transition is acknowledged only once it is on disk.
-/// A statement that waits longer than this for a row lock fails (and its commit is
-/// retried) instead of stalling its host's commits behind another host's.
-const POSTGRES_SETUP: &str = "SET lock_timeout = '3s'";
+const IDEMPOTENCY_SELECT: &str =
+    "SELECT scope, idempotency_key, fingerprint, status, headers, body, created_at FROM idempotency_keys";
 
-const SQLITE_SETUP: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
-
-/// How long a readiness probe may take: long enough for a write turn under load, short
-/// enough for an orchestrator's probe (they time out after 1 to 10 s).
+/// How long a readiness probe may take: long enough for a write's turn under load,
+/// short enough for an orchestrator's probe (they time out after 1 to 10 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Expired idempotency records deleted per transaction.
 const SWEEP_CHUNK: i64 = 1_000;
 
-/// Connections for the hot reads.
-const HOT_READERS: usize = 8;
+/// The file a `sqlite:` URL names (`sqlite://PATH`, `sqlite:PATH`, options after `?`
+/// ignored), or `None` for another database.
+fn sqlite_path(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    Some(rest.split('?').next().unwrap_or(rest).to_owned())
+}
 
 /// A connection idle this long is pinged before it is lent. One in steady use is not:
 /// on the hot path a ping per use would be a third of the round trips. One that sat
 /// idle may have died meanwhile (the database restarted, a proxy dropped it), and a
 /// request must not be the one to find out.
 pub(super) const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
-
 /// Whether `err` says the connection is gone (closed, reset, or ended by the server:
 /// SQLSTATE classes 08 and 57P), rather than a verdict on the statement. Noting it
 /// makes every connection that sat idle since be pinged before it is used again.
@@ -760,59 +683,33 @@ pub(super) fn needs_ping(idle_for: Duration) -> bool {
 
 /// Whether `connection` answers a ping in time; one whose peer vanished without a word
 /// would otherwise hold its caller until the TCP timeout.
-pub(super) async fn is_alive(connection: &mut sqlx::AnyConnection) -> bool {
+pub(super) async fn is_alive(connection: &mut sqlx::PgConnection) -> bool {
+    use sqlx::Connection;
     matches!(tokio::time::timeout(PING_TIMEOUT, connection.ping()).await, Ok(Ok(())))
-}
-
-/// Claims `keyed`'s key in an operation's transaction, before the operation writes:
-/// [`Error::KeyTaken`] if a live record holds it (the transaction is then dropped,
-/// undoing the operation with it).
-pub(super) async fn claim(tx: &mut Tx<'_>, keyed: Option<Keyed<'_>>) -> Result<()> {
-    let Some(Keyed { record, expired_before }) = keyed else { return Ok(()) };
-    match transition::insert_idempotency_records(tx, &[record], expired_before).await {
-        Err(Error::Duplicate) => Err(Error::KeyTaken),
-        other => other,
-    }
 }
 
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Pools that ping a connection before lending it only after [`PING_WHEN_IDLE`]; sqlx
-/// also tests each connection as it comes back.
-fn pool_options() -> AnyPoolOptions {
-    AnyPoolOptions::new().test_before_acquire(false).before_acquire(|connection, meta| {
-        Box::pin(async move { Ok(!needs_ping(meta.idle_for) || is_alive(connection).await) })
-    })
+/// An idempotency record to keep in an operation's own transaction ([`Keyed`], owned:
+/// on SQLite the transaction runs on the writer thread).
+struct Claim {
+    record: IdempotencyRecord,
+    expired_before: Timestamp,
 }
 
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
-
-/// See the `write_turn` field of [`Store`].
-type WriteTurn = Arc<tokio::sync::Mutex<()>>;
-
-/// A write connection, held with the write turn; derefs to the connection.
-struct Writing<'a> {
-    _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
-    connection: sqlx::pool::PoolConnection<sqlx::Any>,
-    begin: &'static str,
-}
-
-impl Writing<'_> {
-    async fn begin(&mut self) -> Result<Tx<'_>> {
-        Ok(self.connection.begin_with(self.begin).await?)
+impl Claim {
+    fn of(keyed: Option<Keyed<'_>>) -> Option<Claim> {
+        keyed.map(|keyed| Claim { record: keyed.record.clone(), expired_before: keyed.expired_before })
     }
 }
 
-impl std::ops::Deref for Writing<'_> {
-    type Target = sqlx::AnyConnection;
-
-    fn deref(&self) -> &sqlx::AnyConnection {
-        &self.connection
-    }
-}
-
-impl std::ops::DerefMut for Writing<'_> {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.connection
+/// Claims the key in an operation's transaction, before the operation writes:
+/// [`Error::KeyTaken`] if a live record holds it (the transaction is then dropped,
+/// undoing the operation with it).
+async fn claim_key(tx: &mut impl WriteTx, claim: Option<&Claim>) -> Result<()> {
+    let Some(Claim { record, expired_before }) = claim else { return Ok(()) };
+    match transition::insert_idempotency_records(tx, &[record], *expired_before).await {
+        Err(Error::Duplicate) => Err(Error::KeyTaken),
+        other => other,
     }
 }

@@ -191,20 +191,21 @@ impl Store {
     /// Whether other processes may commit to this database (PostgreSQL), so that
     /// waiters must look for changes this process did not make.
     pub fn shared(&self) -> bool {
-        self.write_turn.is_none()
+        !self.serial()
     }
 
     /// Starts announcing this process's commits to the other hosts and listening for
     /// theirs; what is heard arrives on the receiver, until it is dropped. `None` on
     /// SQLite (one process), or if this was called before.
     pub fn hear_other_hosts(&self) -> Option<mpsc::Receiver<Heard>> {
-        if !self.shared() || self.notifier.0.started.swap(true, Ordering::Relaxed) {
+        let super::Db::Postgres(db) = &*self.db else { return None };
+        if db.notifier.0.started.swap(true, Ordering::Relaxed) {
             return None;
         }
         let me = uuid::Uuid::new_v4().simple().to_string();
         let (heard, receiver) = mpsc::channel(1024);
-        tokio::spawn(announce(self.url.clone(), self.notifier.0.clone(), me.clone()));
-        tokio::spawn(listen(self.url.clone(), me, heard));
+        tokio::spawn(announce(db.url.clone(), db.notifier.0.clone(), me.clone()));
+        tokio::spawn(listen(db.url.clone(), me, heard));
         Some(receiver)
     }
 }

@@ -1,12 +1,11 @@
 //! Decoding rows into model types.
 
+use super::backend::Row;
 use super::{Error, InstanceCount, Result};
 use crate::model::{
     DefinitionVersion, Effect, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, Migration,
     ModuleHash, Revision, StoredResponse, Timestamp, Trigger,
 };
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use std::str::FromStr;
 
 pub(super) const DEFINITION_VERSION_SELECT: &str =
@@ -21,132 +20,132 @@ pub(super) const HISTORY_SELECT: &str = "SELECT instance_id, seq, from_state, to
 pub(super) const EFFECT_COLUMNS: &str = "id, instance_id, seq, effect_key, kind, name, input, options, definition, \
      definition_version, status, attempts, due_at, last_error, result, child_id, created_at, updated_at, lease_token";
 
-pub(super) fn effect(row: &AnyRow) -> Result<Effect> {
+pub(super) fn effect(row: &dyn Row) -> Result<Effect> {
     Ok(Effect {
-        id: row.try_get("id")?,
-        instance_id: parse(row.try_get("instance_id")?)?,
-        seq: row.try_get("seq")?,
-        key: row.try_get("effect_key")?,
-        kind: parse(row.try_get("kind")?)?,
-        name: row.try_get("name")?,
-        input: row.try_get("input")?,
-        options: row.try_get("options")?,
-        definition: row.try_get("definition")?,
-        definition_version: version(row.try_get("definition_version")?)?,
-        status: parse(row.try_get("status")?)?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        due_at: Timestamp(row.try_get("due_at")?),
-        last_error: row.try_get("last_error")?,
-        result: row.try_get("result")?,
-        child_id: row.try_get::<Option<String>, _>("child_id")?.map(parse).transpose()?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        updated_at: Timestamp(row.try_get("updated_at")?),
-        lease_token: row.try_get("lease_token")?,
+        id: row.text("id")?,
+        instance_id: parse(row.text("instance_id")?)?,
+        seq: row.int("seq")?,
+        key: row.text("effect_key")?,
+        kind: parse(row.text("kind")?)?,
+        name: row.text_or_null("name")?,
+        input: row.text_or_null("input")?,
+        options: row.text("options")?,
+        definition: row.text("definition")?,
+        definition_version: version(row.int("definition_version")?)?,
+        status: parse(row.text("status")?)?,
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(u32::MAX),
+        due_at: Timestamp(row.int("due_at")?),
+        last_error: row.text_or_null("last_error")?,
+        result: row.text_or_null("result")?,
+        child_id: row.text_or_null("child_id")?.map(parse).transpose()?,
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
+        lease_token: row.int("lease_token")?,
     })
 }
 
 pub(super) const MIGRATION_SELECT: &str = "SELECT id, definition, from_version, to_version, states, dry_run, \
      reason, actor, status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at FROM migrations";
 
-pub(super) fn migration(row: &AnyRow) -> Result<Migration> {
-    let states: Option<String> = row.try_get("states")?;
+pub(super) fn migration(row: &dyn Row) -> Result<Migration> {
+    let states: Option<String> = row.text_or_null("states")?;
     Ok(Migration {
-        id: parse(row.try_get("id")?)?,
-        definition: row.try_get("definition")?,
-        from_version: version(row.try_get("from_version")?)?,
-        to_version: version(row.try_get("to_version")?)?,
+        id: parse(row.text("id")?)?,
+        definition: row.text("definition")?,
+        from_version: version(row.int("from_version")?)?,
+        to_version: version(row.int("to_version")?)?,
         states: states
             .map(|states| serde_json::from_str(&states))
             .transpose()
             .map_err(|err| Error::Corrupt(format!("states: {err}")))?,
-        dry_run: row.try_get::<i64, _>("dry_run")? != 0,
-        reason: row.try_get("reason")?,
-        actor: row.try_get("actor")?,
-        status: parse(row.try_get("status")?)?,
-        total: row.try_get("total")?,
-        migrated: row.try_get("migrated")?,
-        failed: row.try_get("failed")?,
-        skipped: row.try_get("skipped")?,
-        cursor: row.try_get::<Option<String>, _>("cursor")?.map(parse).transpose()?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        updated_at: Timestamp(row.try_get("updated_at")?),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(Timestamp),
+        dry_run: row.int("dry_run")? != 0,
+        reason: row.text("reason")?,
+        actor: row.text("actor")?,
+        status: parse(row.text("status")?)?,
+        total: row.int("total")?,
+        migrated: row.int("migrated")?,
+        failed: row.int("failed")?,
+        skipped: row.int("skipped")?,
+        cursor: row.text_or_null("cursor")?.map(parse).transpose()?,
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
+        finished_at: row.int_or_null("finished_at")?.map(Timestamp),
     })
 }
 
-pub(super) fn definition_version(row: &AnyRow) -> Result<DefinitionVersion> {
-    let manifest: Vec<u8> = row.try_get("manifest")?;
+pub(super) fn definition_version(row: &dyn Row) -> Result<DefinitionVersion> {
+    let manifest: Vec<u8> = row.blob("manifest")?;
     Ok(DefinitionVersion {
-        name: row.try_get("name")?,
-        version: version(row.try_get("version")?)?,
-        sha256: ModuleHash(row.try_get("sha256")?),
+        name: row.text("name")?,
+        version: version(row.int("version")?)?,
+        sha256: ModuleHash(row.text("sha256")?),
         manifest: postcard::from_bytes(&manifest)
             .map_err(|err| Error::Corrupt(format!("manifest: {err}")))?,
-        deployed_at: Timestamp(row.try_get("deployed_at")?),
-        retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(Timestamp),
+        deployed_at: Timestamp(row.int("deployed_at")?),
+        retired_at: row.int_or_null("retired_at")?.map(Timestamp),
     })
 }
 
-pub(super) fn instance(row: &AnyRow) -> Result<Instance> {
+pub(super) fn instance(row: &dyn Row) -> Result<Instance> {
     Ok(Instance {
-        id: parse(row.try_get("id")?)?,
-        definition: row.try_get("definition")?,
-        definition_version: version(row.try_get("definition_version")?)?,
-        module_sha256: ModuleHash(row.try_get("module_sha256")?),
-        state: row.try_get("state")?,
-        status: parse(row.try_get("status")?)?,
-        data: row.try_get("data")?,
-        revision: Revision(row.try_get("revision")?),
-        message: row.try_get("message")?,
-        error: row.try_get("error")?,
-        parent_id: row.try_get::<Option<String>, _>("parent_id")?.map(parse).transpose()?,
-        callback_url: row.try_get("callback_url")?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        updated_at: Timestamp(row.try_get("updated_at")?),
+        id: parse(row.text("id")?)?,
+        definition: row.text("definition")?,
+        definition_version: version(row.int("definition_version")?)?,
+        module_sha256: ModuleHash(row.text("module_sha256")?),
+        state: row.text("state")?,
+        status: parse(row.text("status")?)?,
+        data: row.text("data")?,
+        revision: Revision(row.int("revision")?),
+        message: row.text_or_null("message")?,
+        error: row.text_or_null("error")?,
+        parent_id: row.text_or_null("parent_id")?.map(parse).transpose()?,
+        callback_url: row.text_or_null("callback_url")?,
+        created_at: Timestamp(row.int("created_at")?),
+        updated_at: Timestamp(row.int("updated_at")?),
     })
 }
 
-pub(super) fn history_entry(row: &AnyRow) -> Result<HistoryEntry> {
+pub(super) fn history_entry(row: &dyn Row) -> Result<HistoryEntry> {
     Ok(HistoryEntry {
-        instance_id: parse(row.try_get("instance_id")?)?,
-        seq: row.try_get("seq")?,
-        from_state: row.try_get("from_state")?,
-        to_state: row.try_get("to_state")?,
+        instance_id: parse(row.text("instance_id")?)?,
+        seq: row.int("seq")?,
+        from_state: row.text_or_null("from_state")?,
+        to_state: row.text("to_state")?,
         trigger: Trigger {
-            kind: parse(row.try_get("trigger_kind")?)?,
-            name: row.try_get("trigger_name")?,
-            id: row.try_get("trigger_id")?,
-            payload: row.try_get("payload")?,
+            kind: parse(row.text("trigger_kind")?)?,
+            name: row.text("trigger_name")?,
+            id: row.text_or_null("trigger_id")?,
+            payload: row.text("payload")?,
         },
-        actor: row.try_get("actor")?,
-        definition_version: version(row.try_get("definition_version")?)?,
-        module_sha256: ModuleHash(row.try_get("module_sha256")?),
-        fuel_used: u64::try_from(row.try_get::<i64, _>("fuel_used")?).unwrap_or_default(),
-        at: Timestamp(row.try_get("at")?),
+        actor: row.text("actor")?,
+        definition_version: version(row.int("definition_version")?)?,
+        module_sha256: ModuleHash(row.text("module_sha256")?),
+        fuel_used: u64::try_from(row.int("fuel_used")?).unwrap_or_default(),
+        at: Timestamp(row.int("at")?),
     })
 }
 
-pub(super) fn idempotency_record(row: &AnyRow) -> Result<IdempotencyRecord> {
-    let headers: String = row.try_get("headers")?;
-    let status: i64 = row.try_get("status")?;
+pub(super) fn idempotency_record(row: &dyn Row) -> Result<IdempotencyRecord> {
+    let headers: String = row.text("headers")?;
+    let status: i64 = row.int("status")?;
     Ok(IdempotencyRecord {
-        key: IdempotencyKey { scope: row.try_get("scope")?, key: row.try_get("idempotency_key")? },
-        fingerprint: row.try_get("fingerprint")?,
+        key: IdempotencyKey { scope: row.text("scope")?, key: row.text("idempotency_key")? },
+        fingerprint: row.text("fingerprint")?,
         response: StoredResponse {
             status: u16::try_from(status).map_err(|_| Error::Corrupt(format!("HTTP status {status}")))?,
             headers: serde_json::from_str(&headers)
                 .map_err(|err| Error::Corrupt(format!("headers: {err}")))?,
-            body: row.try_get("body")?,
+            body: row.blob("body")?,
         },
-        created_at: Timestamp(row.try_get("created_at")?),
+        created_at: Timestamp(row.int("created_at")?),
     })
 }
 
-pub(super) fn instance_count(row: &AnyRow) -> Result<InstanceCount> {
+pub(super) fn instance_count(row: &dyn Row) -> Result<InstanceCount> {
     Ok(InstanceCount {
-        version: version(row.try_get("definition_version")?)?,
-        status: parse(row.try_get("status")?)?,
-        count: row.try_get("n")?,
+        version: version(row.int("definition_version")?)?,
+        status: parse(row.text("status")?)?,
+        count: row.int("n")?,
     })
 }
 

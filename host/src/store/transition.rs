@@ -7,7 +7,7 @@
 //! of power-of-two sizes, so that a few dozen statement shapes serve every batch size
 //! and stay prepared.
 
-use super::writer::{Arg, WriteTx};
+use super::backend::{Arg, Row, WriteTx};
 use super::{Commit, Error, Result, lifecycle};
 use crate::model::{
     Effect, EffectStatus, HistoryEntry, IdempotencyKey, IdempotencyRecord, Instance, MigrationStep, Status,
@@ -128,7 +128,7 @@ pub(super) async fn apply(tx: &mut impl WriteTx, commits: &[&Commit], locking: L
         .collect();
     execute_rows(tx, &effects, INSERT_EFFECTS, bind_effect, None)
         .await
-        .map_err(|err| if super::writer::unique_violation(&err) { Error::EffectKeyInUse } else { err })?;
+        .map_err(|err| if super::backend::unique_violation(&err) { Error::EffectKeyInUse } else { err })?;
     let records: Vec<&IdempotencyRecord> =
         commits.iter().filter_map(|commit| commit.idempotency.as_ref()).collect();
     insert_idempotency_records(tx, &records, expired_before(commits)).await?;
@@ -157,7 +157,12 @@ pub(super) async fn was_made(tx: &mut impl WriteTx, commit: &Commit) -> Result<b
             entry.actor
         ),
     );
-    Ok(tx.fetch_pairs(sql, &args).await?.first() == Some(&ours))
+    Ok(tx.fetch_optional(sql, &args, pair).await? == Some(ours))
+}
+
+/// A row of two text columns.
+fn pair(row: &dyn Row) -> Result<(String, String)> {
+    Ok((row.text(0)?, row.text(1)?))
 }
 
 /// Locks the rows of the instances `changed` (sorted by id) in id order.
@@ -168,7 +173,7 @@ async fn lock_in_order(tx: &mut impl WriteTx, changed: &[&Commit]) -> Result<()>
         ids.join(", ")
     );
     let args: Vec<Arg> = changed.iter().map(|commit| commit.instance.id.to_string().into()).collect();
-    tx.fetch_pairs(&sql, &args).await?;
+    tx.fetch_all(&sql, &args, pair).await?;
     Ok(())
 }
 
@@ -211,7 +216,7 @@ async fn check_versions(tx: &mut impl WriteTx, commits: &[&Commit], share_lock: 
             ]
         })
         .collect();
-    if tx.fetch_pairs(&sql, &args).await?.len() != versions.len() {
+    if tx.fetch_all(&sql, &args, pair).await?.len() != versions.len() {
         return Err(Error::VersionGone);
     }
     Ok(())
@@ -258,7 +263,7 @@ pub(super) async fn taken_keys(
         let mut args: Vec<Arg> =
             chunk.iter().flat_map(|key| [(&key.scope).into(), (&key.key).into()]).collect();
         args.push(expired_before.0.into());
-        for (scope, key) in tx.fetch_pairs(&SELECT_KEYS.sql(chunk.len()), &args).await? {
+        for (scope, key) in tx.fetch_all(&SELECT_KEYS.sql(chunk.len()), &args, pair).await? {
             taken.insert(IdempotencyKey { scope, key });
         }
     }
