@@ -156,6 +156,10 @@ pub(super) trait Backend {
         decode: Decode<T>,
     ) -> Result<Vec<T>>;
 
+    /// Like [`Backend::fetch_all`], for a read that may run long (a scan, a large value).
+    async fn scan<T: Send + 'static>(&self, sql: &str, args: &[Arg<'_>], decode: Decode<T>)
+    -> Result<Vec<T>>;
+
     /// Runs one statement that writes, in a transaction of its own; its rows, decoded.
     async fn write_all<T: Send + 'static>(
         &self,

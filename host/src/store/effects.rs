@@ -54,7 +54,7 @@ impl Store {
              FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
             self.clock
         );
-        let wait = self.fetch_int(&sql, &[]).await?;
+        let wait = self.scan_int(&sql, &[]).await?;
         Ok(wait.map(|wait| Duration::from_millis(u64::try_from(wait).unwrap_or(0))))
     }
 
@@ -64,9 +64,7 @@ impl Store {
         let sql = "SELECT COUNT(*) AS open, MIN(CASE WHEN due_at <= $1 THEN due_at END) AS oldest_due
                    FROM effects WHERE status IN ('pending', 'waiting', 'ready')";
         let summary = self
-            .fetch_optional(sql, &[now.0.into()], |row| {
-                Ok((row.int("open")?, row.int_or_null("oldest_due")?))
-            })
+            .scan_one(sql, &[now.0.into()], |row| Ok((row.int("open")?, row.int_or_null("oldest_due")?)))
             .await?;
         let (open, oldest_due) = summary.unwrap_or_default();
         Ok((open, oldest_due.map(Timestamp)))
@@ -94,10 +92,8 @@ impl Store {
                                  AND cancel.trigger_kind = 'admin' AND cancel.trigger_name = 'cancel')
              LIMIT {limit}"
         );
-        self.fetch_all(&sql, &[], |row| {
-            Ok((rows::parse(row.text("id")?)?, rows::parse(row.text("parent_id")?)?))
-        })
-        .await
+        self.scan(&sql, &[], |row| Ok((rows::parse(row.text("id")?)?, rows::parse(row.text("parent_id")?)?)))
+            .await
     }
 
     /// Every effect of an instance, in the order they were asked for.
@@ -106,7 +102,7 @@ impl Store {
             "SELECT {} FROM effects WHERE instance_id = $1 ORDER BY seq, created_at",
             rows::EFFECT_COLUMNS
         );
-        self.fetch_all(&sql, &[instance.to_string().into()], rows::effect).await
+        self.scan(&sql, &[instance.to_string().into()], rows::effect).await
     }
 
     /// Records `progress` on an effect that is still `from` (the status the work on

@@ -78,7 +78,7 @@ impl Store {
     /// Every event posted to `instance`, in the order received.
     pub async fn posted_events(&self, instance: InstanceId) -> Result<Vec<PostedEvent>> {
         let sql = format!("{SELECT} WHERE instance_id = $1 ORDER BY received_at, event_id");
-        self.fetch_all(&sql, &[instance.to_string().into()], posted_event).await
+        self.scan(&sql, &[instance.to_string().into()], posted_event).await
     }
 
     /// Whether `instance` has an event waiting to be applied (a later one must wait
@@ -99,7 +99,7 @@ impl Store {
                         OR (earlier.received_at = events.received_at AND earlier.event_id < events.event_id)))
              ORDER BY received_at LIMIT {limit}"
         );
-        self.fetch_all(&sql, &[now.0.into()], posted_event).await
+        self.scan(&sql, &[now.0.into()], posted_event).await
     }
 }
 

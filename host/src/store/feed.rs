@@ -66,7 +66,7 @@ impl Store {
                  WHERE f.position > $1 ORDER BY f.position LIMIT {limit}"
             )
         };
-        self.fetch_all(&sql, &[after.into()], |row| {
+        self.scan(&sql, &[after.into()], |row| {
             Ok(FeedItem {
                 position: row.int("position")?,
                 definition: row.text("definition")?,

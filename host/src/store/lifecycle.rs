@@ -141,13 +141,13 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Instance>> {
         let (sql, args) = candidates_sql(migration, after, Some(limit), rows::INSTANCE_SELECT);
-        self.fetch_all(&sql, &args, rows::instance).await
+        self.scan(&sql, &args, rows::instance).await
     }
 
     /// How many instances a new migration covers.
     pub async fn count_migration_candidates(&self, migration: &Migration) -> Result<i64> {
         let (sql, args) = candidates_sql(migration, None, None, "SELECT COUNT(*) AS value FROM instances");
-        Ok(self.fetch_int(&sql, &args).await?.unwrap_or_default())
+        Ok(self.scan_int(&sql, &args).await?.unwrap_or_default())
     }
 
     /// Stores a new migration, leased to `owner` for `lease` under token 1, with
@@ -206,17 +206,15 @@ impl Store {
             rows::MIGRATION_SELECT,
             self.clock
         );
-        self.fetch_all(&sql, &[], rows::migration).await
+        self.scan(&sql, &[], rows::migration).await
     }
 
     /// `(instance id, reason)` of every instance that could not be migrated.
     pub async fn migration_failures(&self, id: uuid::Uuid) -> Result<Vec<(String, String)>> {
         let sql =
             "SELECT instance_id, reason FROM migration_failures WHERE migration_id = $1 ORDER BY instance_id";
-        self.fetch_all(sql, &[id.to_string().into()], |row| {
-            Ok((row.text("instance_id")?, row.text("reason")?))
-        })
-        .await
+        self.scan(sql, &[id.to_string().into()], |row| Ok((row.text("instance_id")?, row.text("reason")?)))
+            .await
     }
 
     /// Records what happened to `instance` and moves the cursor past it, unless an

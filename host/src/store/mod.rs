@@ -319,6 +319,31 @@ impl Store {
         Ok(found.flatten())
     }
 
+    /// Like [`Store::fetch_all`], for a read that may run long (a scan, a large value):
+    /// on SQLite it runs on the caller's thread too, and must not hold up that
+    /// thread's other tasks.
+    async fn scan<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        dispatch!(self, |db| db.scan(sql, args, decode).await)
+    }
+
+    async fn scan_one<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.scan(sql, args, decode).await?.into_iter().next())
+    }
+
+    async fn scan_int(&self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>> {
+        Ok(self.scan_one(sql, args, |row| row.int_or_null("value")).await?.flatten())
+    }
+
     async fn write_all<T: Send + 'static>(
         &self,
         sql: &str,
@@ -395,11 +420,11 @@ impl Store {
         match name {
             Some(name) => {
                 let sql = format!("{} WHERE name = $1 ORDER BY version", rows::DEFINITION_VERSION_SELECT);
-                self.fetch_all(&sql, &[name.into()], rows::definition_version).await
+                self.scan(&sql, &[name.into()], rows::definition_version).await
             }
             None => {
                 let sql = format!("{} ORDER BY name, version", rows::DEFINITION_VERSION_SELECT);
-                self.fetch_all(&sql, &[], rows::definition_version).await
+                self.scan(&sql, &[], rows::definition_version).await
             }
         }
     }
@@ -407,7 +432,7 @@ impl Store {
     /// The bytes of the module with this sha256, if a version deployed it.
     pub async fn module_with_hash(&self, sha256: &ModuleHash) -> Result<Option<Vec<u8>>> {
         let sql = "SELECT module FROM definition_versions WHERE sha256 = $1";
-        self.fetch_optional(sql, &[sha256.0.as_str().into()], |row| row.blob("module")).await
+        self.scan_one(sql, &[sha256.0.as_str().into()], |row| row.blob("module")).await
     }
 
     /// The version a new instance of `name` starts on, and whether it is retired:
@@ -448,7 +473,7 @@ impl Store {
     pub async fn instance_counts(&self, name: &str) -> Result<Vec<InstanceCount>> {
         let sql = "SELECT definition_version, status, COUNT(*) AS n FROM instances
                    WHERE definition = $1 GROUP BY definition_version, status";
-        self.fetch_all(sql, &[name.into()], rows::instance_count).await
+        self.scan(sql, &[name.into()], rows::instance_count).await
     }
 
     // --- instances ---------------------------------------------------------------------
@@ -489,12 +514,12 @@ impl Store {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-        self.fetch_all(&sql, &args, rows::instance).await
+        self.scan(&sql, &args, rows::instance).await
     }
 
     pub async fn history(&self, id: InstanceId) -> Result<Vec<HistoryEntry>> {
         let sql = format!("{} WHERE instance_id = $1 ORDER BY seq", rows::HISTORY_SELECT);
-        self.fetch_all(&sql, &[id.to_string().into()], rows::history_entry).await
+        self.scan(&sql, &[id.to_string().into()], rows::history_entry).await
     }
 
     /// Writes a transition: the instance (created, or updated if still at
@@ -556,7 +581,7 @@ impl Store {
             args.extend([(&key.scope).into(), (&key.key).into()]);
         }
         args.push(not_before.0.into());
-        self.fetch_all(&sql, &args, rows::idempotency_record).await
+        self.scan(&sql, &args, rows::idempotency_record).await
     }
 
     /// The record kept under `key`. One older than `not_before` has expired: it is

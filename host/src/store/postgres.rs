@@ -70,7 +70,11 @@ impl Postgres {
     pub(super) async fn finish<R>(tx: PgTx<'_>, out: Result<End<R>>) -> Result<R> {
         match out {
             Ok(End::Commit(out)) => tx.commit().await.map(|()| out),
-            Ok(End::Rollback(out)) => tx.rollback().await.map(|()| out),
+            Ok(End::Rollback(out)) => {
+                // Rolled back either way: a connection lost meanwhile ends it too.
+                let _ = tx.rollback().await;
+                Ok(out)
+            }
             Err(err) => {
                 // Whatever the rollback meets, the statement's error is the news.
                 let _ = tx.rollback().await;
@@ -93,6 +97,15 @@ impl Postgres {
 
 impl Backend for Postgres {
     async fn fetch_all<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        self.again_if_lost(sql, args, decode).await
+    }
+
+    async fn scan<T: Send + 'static>(
         &self,
         sql: &str,
         args: &[Arg<'_>],
@@ -208,8 +221,9 @@ impl<'p> Lent<'p> {
     /// the database's verdict on the statement, does.
     fn check<T>(&mut self, outcome: Result<T, sqlx::Error>) -> Result<T> {
         if let Err(err) = &outcome {
-            self.sound &= matches!(err, sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. });
-            super::lost_connection(err);
+            // The server may end a session with an error of its own (57P01, class 08).
+            let verdict = matches!(err, sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. });
+            self.sound &= verdict && !super::lost_connection(err);
         }
         Ok(outcome?)
     }

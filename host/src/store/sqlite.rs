@@ -107,6 +107,15 @@ impl Backend for Sqlite {
         self.readers.read(|connection| query(connection, sql, args, decode))
     }
 
+    async fn scan<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        self.readers.scan(|connection| query(connection, sql, args, decode))
+    }
+
     async fn write_all<T: Send + 'static>(
         &self,
         sql: &str,
@@ -140,7 +149,7 @@ impl Backend for Sqlite {
     async fn close(&self) {
         // The writer closes last: the last connection to close checkpoints the WAL
         // into the file and deletes it, which a read-only one cannot.
-        self.readers.lock().clear();
+        self.readers.close();
         self.committer.close().await;
     }
 }
@@ -163,25 +172,53 @@ fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
 #[derive(Debug)]
 struct Readers {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    connections: Vec<Connection>,
+    /// The store closed: no connection is opened or kept any more.
+    closed: bool,
 }
 
 impl Readers {
     fn read<R>(&self, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-        let idle = self.lock().pop();
+        let idle = {
+            let mut idle = self.lock();
+            if idle.closed {
+                return Err(Error::CommitterStopped);
+            }
+            idle.connections.pop()
+        };
         let connection = match idle {
             Some(connection) => connection,
             None => open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
         };
         let out = work(&connection);
         let mut idle = self.lock();
-        if idle.len() < IDLE_READERS {
-            idle.push(connection);
+        if !idle.closed && idle.connections.len() < IDLE_READERS {
+            idle.connections.push(connection);
         }
         out
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    /// A read that may run long (a scan, a large value): on a worker thread of the
+    /// runtime, it first hands the thread's other tasks to another thread.
+    fn scan<R>(&self, work: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread { tokio::task::block_in_place(|| self.read(work)) } else { self.read(work) }
+    }
+
+    /// Closes the idle connections, and every one lent as it comes back.
+    fn close(&self) {
+        let mut idle = self.lock();
+        idle.closed = true;
+        idle.connections.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         // A poisoned lock means a panic elsewhere mid-push; the list itself is intact.
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -246,6 +283,18 @@ fn migrate(connection: &mut Connection, migrator: &sqlx::migrate::Migrator) -> R
         )?;
         tx.commit()?;
     }
+    // A version this build does not know was applied by a newer one.
+    let applied: Vec<(i64, bool)> = connection
+        .prepare("SELECT version, success FROM _sqlx_migrations ORDER BY version")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (version, success) in applied {
+        if !success || !migrator.iter().any(|migration| migration.version == version) {
+            return Err(Error::Corrupt(format!(
+                "migration {version} is not one of this build's, or failed: the database is of another build"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -261,7 +310,11 @@ impl Writer for Connection {
     }
 
     fn run(&mut self, job: Job) {
-        job(self)
+        // A job that panics loses its own answer (its caller hears that the writer
+        // stopped, and its transaction rolls back as it unwinds); the writer goes on.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(self))).is_err() {
+            tracing::error!("a write on the SQLite writer thread panicked");
+        }
     }
 }
 
@@ -283,24 +336,39 @@ impl WriteTx for rusqlite::Transaction<'_> {
     }
 }
 
-/// The statement, prepared once and kept, with `args` bound. SQLite takes `$N` for
-/// a named parameter and numbers parameters by first appearance; each is bound by its
-/// N instead, so a statement may use `$1` after `$2`, or twice.
+/// The statement, prepared once and kept, with `args` bound. SQLite reads `$N` as a
+/// name, numbering parameters by first appearance, and finds a name's number by a walk
+/// of the list, which made binding a batch's hundreds of values quadratic; `?N` is
+/// parameter N itself. So `$N` is written `?N` here, and each is bound by its N (a
+/// statement may use `$1` after `$2`, or twice).
 fn prepare<'c>(
     connection: &'c Connection,
     sql: &str,
     args: &[Arg<'_>],
 ) -> Result<rusqlite::CachedStatement<'c>> {
-    let mut statement = connection.prepare_cached(sql)?;
-    for index in 1..=statement.parameter_count() {
-        let arg = statement
-            .parameter_name(index)
-            .and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok())
-            .and_then(|number| args.get(number.checked_sub(1)?))
-            .ok_or_else(|| Error::Corrupt(format!("no value for parameter {index} of: {sql}")))?;
+    let mut statement = connection.prepare_cached(&numbered(sql))?;
+    let count = statement.parameter_count();
+    if count > args.len() {
+        return Err(Error::Corrupt(format!("no value for parameter {count} of: {sql}")));
+    }
+    for (index, arg) in (1..=count).zip(args) {
         statement.raw_bind_parameter(index, arg)?;
     }
     Ok(statement)
+}
+
+/// `sql` with each `$N` written `?N`.
+fn numbered(sql: &str) -> String {
+    let mut numbered = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        numbered.push_str(&rest[..at]);
+        let digits = rest[at + 1..].starts_with(|c: char| c.is_ascii_digit());
+        numbered.push(if digits { '?' } else { '$' });
+        rest = &rest[at + 1..];
+    }
+    numbered.push_str(rest);
+    numbered
 }
 
 impl ToSql for Arg<'_> {
@@ -351,4 +419,28 @@ fn value<'r>(row: &'r rusqlite::Row<'_>, col: Col<'_>) -> Result<ValueRef<'r>> {
 
 fn mistyped(col: Col<'_>, expected: &str) -> Error {
     Error::Corrupt(format!("column {col} is not {expected}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_numbered_as_written() {
+        assert_eq!(
+            numbered("SELECT $2, $1 WHERE a = '$' AND b = $10"),
+            "SELECT ?2, ?1 WHERE a = '$' AND b = ?10"
+        );
+    }
+
+    #[test]
+    fn a_parameter_is_bound_by_its_number_wherever_it_appears() -> Result<()> {
+        let connection = Connection::open_in_memory()?;
+        let args = [Arg::from(7), Arg::from("x")];
+        let mut statement = prepare(&connection, "SELECT $2 || $1 || $2 AS value", &args)?;
+        let mut rows = statement.raw_query();
+        let row = rows.next()?.ok_or_else(|| Error::Corrupt("no row".into()))?;
+        assert_eq!((row as &dyn Row).text("value")?, "x7x");
+        Ok(())
+    }
 }
