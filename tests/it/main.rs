@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod config;
 mod connections;
+mod console;
 mod crash;
 mod definitions;
 mod effects;

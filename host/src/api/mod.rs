@@ -5,6 +5,7 @@
 
 mod admin;
 mod auth;
+mod console;
 mod correlation;
 mod definitions;
 mod dto;
@@ -91,6 +92,8 @@ pub fn router(service: Arc<Service>, settings: Settings) -> Router {
     routes
         // After routing, so that the route's pattern decides the role it needs.
         .route_layer(axum::middleware::from_fn_with_state(Arc::new(settings.keys), auth::middleware))
+        // Not API operations: no key, not in the document.
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
