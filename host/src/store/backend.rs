@@ -157,8 +157,14 @@ pub(super) trait Backend {
     ) -> Result<Vec<T>>;
 
     /// Like [`Backend::fetch_all`], for a read that may run long (a scan, a large value).
-    async fn scan<T: Send + 'static>(&self, sql: &str, args: &[Arg<'_>], decode: Decode<T>)
-    -> Result<Vec<T>>;
+    async fn scan<T: Send + 'static>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        self.fetch_all(sql, args, decode).await
+    }
 
     /// Runs one statement that writes, in a transaction of its own; its rows, decoded.
     async fn write_all<T: Send + 'static>(

@@ -105,15 +105,6 @@ impl Backend for Postgres {
         self.again_if_lost(sql, args, decode).await
     }
 
-    async fn scan<T: Send + 'static>(
-        &self,
-        sql: &str,
-        args: &[Arg<'_>],
-        decode: Decode<T>,
-    ) -> Result<Vec<T>> {
-        self.again_if_lost(sql, args, decode).await
-    }
-
     async fn write_all<T: Send + 'static>(
         &self,
         sql: &str,
