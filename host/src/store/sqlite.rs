@@ -426,6 +426,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn migrations_run_once_and_a_newer_builds_file_is_refused() -> Result<()> {
+        let mut connection = Connection::open_in_memory()?;
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        migrate(&mut connection, &migrator)?;
+        // Again: nothing to do.
+        migrate(&mut connection, &migrator)?;
+        connection.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99990101000000, 'from a newer build', TRUE, x'00', 0)",
+            [],
+        )?;
+        let refused = migrate(&mut connection, &migrator);
+        assert!(
+            matches!(&refused, Err(Error::Corrupt(why)) if why.contains("99990101000000")),
+            "{refused:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn parameters_are_numbered_as_written() {
         assert_eq!(
             numbered("SELECT $2, $1 WHERE a = '$' AND b = $10"),
