@@ -161,7 +161,9 @@ pub fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGua
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
     let (writer, guard) =
         tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    // Colours for a terminal only: a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),

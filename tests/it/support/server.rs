@@ -339,19 +339,9 @@ impl TestServer {
         panic!("the log never showed what was expected within 30 s; log:\n{}", self.log());
     }
 
-    /// What the server logged so far, without ANSI colour codes.
+    /// What the server logged so far (plain text: its stderr is no terminal).
     pub fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default();
-        let mut plain = String::with_capacity(text.len());
-        let mut chars = text.chars();
-        while let Some(char) = chars.next() {
-            if char == '\u{1b}' {
-                chars.by_ref().find(|&char| char == 'm');
-            } else {
-                plain.push(char);
-            }
-        }
-        plain
+        std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default()
     }
 
     /// Sends a request; `headers` are extra (name, value) pairs.
