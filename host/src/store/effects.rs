@@ -31,7 +31,7 @@ impl Store {
         // PostgreSQL: hosts skip each other's rows instead of queueing on them.
         // SQLite has one writer.
         let lock = if self.serial() { "" } else { " FOR UPDATE SKIP LOCKED" };
-        let now = self.clock;
+        let now = self.clock();
         let sql = format!(
             "UPDATE effects SET lease_owner = $1, lease_expires_at = {now} + $2, lease_token = lease_token + 1
              WHERE id IN (SELECT id FROM effects
@@ -52,7 +52,7 @@ impl Store {
         let sql = format!(
             "SELECT MIN(CASE WHEN lease_expires_at > due_at THEN lease_expires_at ELSE due_at END) - {} AS value
              FROM effects WHERE status IN ('pending', 'waiting', 'ready')",
-            self.clock
+            self.clock()
         );
         let wait = self.scan_int(&sql, &[]).await?;
         Ok(wait.map(|wait| Duration::from_millis(u64::try_from(wait).unwrap_or(0))))
@@ -140,7 +140,7 @@ impl Store {
         let sql = format!(
             "UPDATE effects SET lease_expires_at = {} + $1
              WHERE id = $2 AND lease_token = $3 AND lease_owner IS NOT NULL",
-            self.clock
+            self.clock()
         );
         Ok(self.execute(&sql, &[millis(lease).into(), id.into(), token.into()]).await? == 1)
     }

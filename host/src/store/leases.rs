@@ -31,7 +31,7 @@ impl Store {
 
     /// Reads the database's clock and remembers how far this host's is off.
     pub async fn read_clock(&self) -> Result<Timestamp> {
-        let sql = format!("SELECT {} AS value", self.clock);
+        let sql = format!("SELECT {} AS value", self.clock());
         let before = Timestamp::now().0;
         let now = self.fetch_int(&sql, &[]).await?.unwrap_or_default();
         let midway = before + (Timestamp::now().0 - before) / 2;
@@ -42,7 +42,7 @@ impl Store {
     /// Takes the lease on periodic job `name` for `owner` if nobody else holds it, or
     /// extends `owner`'s, to `lease` from now. Whether `owner` holds it now.
     pub async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
-        let now = self.clock;
+        let now = self.clock();
         let sql = format!(
             "INSERT INTO leases (name, owner, token, expires_at) VALUES ($1, $2, 1, {now} + $3)
              ON CONFLICT (name) DO UPDATE SET
@@ -56,7 +56,7 @@ impl Store {
     /// Takes the lease on running bulk migration `id` for `owner` unless another host
     /// holds it; the lease's token, or `None`.
     pub async fn lease_migration(&self, id: uuid::Uuid, owner: &str, lease: Duration) -> Result<Option<i64>> {
-        let now = self.clock;
+        let now = self.clock();
         let sql = format!(
             "UPDATE migrations SET lease_owner = $1, lease_expires_at = {now} + $2, lease_token = lease_token + 1
              WHERE id = $3 AND status = 'running' AND (lease_owner IS NULL OR lease_expires_at < {now})
@@ -78,7 +78,7 @@ impl Store {
         let sql = format!(
             "UPDATE migrations SET lease_expires_at = {} + $1
              WHERE id = $2 AND lease_owner = $3 AND lease_token = $4 AND status = 'running'",
-            self.clock
+            self.clock()
         );
         let args = [millis(lease).into(), id.to_string().into(), owner.into(), token.into()];
         Ok(self.execute(&sql, &args).await? == 1)

@@ -169,7 +169,7 @@ impl Store {
                  status, total, migrated, failed, skipped, cursor, created_at, updated_at, finished_at,
                  lease_owner, lease_expires_at, lease_token)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, 0, 0, NULL, $11, $11, NULL, $12, {} + $13, 1)",
-            self.clock
+            self.clock()
         );
         let args: Vec<Arg<'static>> = vec![
             migration.id.to_string().into(),
@@ -204,7 +204,7 @@ impl Store {
         let sql = format!(
             "{} WHERE status = 'running' AND (lease_owner IS NULL OR lease_expires_at < {}) ORDER BY created_at",
             rows::MIGRATION_SELECT,
-            self.clock
+            self.clock()
         );
         self.scan(&sql, &[], rows::migration).await
     }

@@ -173,8 +173,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Db>,
-    /// The database's clock in SQL ([`leases`]): what lease expiries are judged by.
-    clock: &'static str,
     /// How far the database's clock is ahead of this host's, in ms, when last read.
     clock_offset: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -260,12 +258,10 @@ impl Store {
         let store = match sqlite_path(url) {
             Some(path) => Store {
                 db: Arc::new(Db::Sqlite(sqlite::Sqlite::open(std::path::Path::new(&path))?)),
-                clock: leases::SQLITE_CLOCK,
                 clock_offset: Arc::default(),
             },
             None => Store {
                 db: Arc::new(Db::Postgres(postgres::Postgres::connect(url).await?)),
-                clock: leases::POSTGRES_CLOCK,
                 clock_offset: Arc::default(),
             },
         };
@@ -293,6 +289,11 @@ impl Store {
     /// Whether the database runs one write transaction at a time (SQLite).
     fn serial(&self) -> bool {
         matches!(*self.db, Db::Sqlite(_))
+    }
+
+    /// The database's clock in SQL ([`leases`]): what lease expiries are judged by.
+    fn clock(&self) -> &'static str {
+        if self.serial() { leases::SQLITE_CLOCK } else { leases::POSTGRES_CLOCK }
     }
 
     async fn fetch_all<T: Send + 'static>(

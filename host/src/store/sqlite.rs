@@ -22,7 +22,7 @@ use std::time::Duration;
 
 /// Every connection: WAL, so readers never wait for the writer; FULL, so a transition
 /// is acknowledged only once it is on disk.
-const SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;";
+const SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;";
 
 /// Statement shapes kept prepared per connection: each kind of row statement in every
 /// chunk size, on the writer.
@@ -164,6 +164,7 @@ fn owned(sql: &str, args: &[Arg<'_>]) -> (String, Vec<Arg<'static>>) {
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let connection = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     connection.execute_batch(SETUP)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
     Ok(connection)
 }
